@@ -1,0 +1,90 @@
+"""The one set of tiny test models and data shared by every test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+INPUT_SHAPE = (1, 8, 8)
+NUM_CLASSES = 10
+
+
+class TinyCNN(nn.Module):
+    """Conv-BN-ReLU x2, pooling and a linear head, on 1x8x8 inputs."""
+
+    def __init__(self, width: int = 8, num_classes: int = NUM_CLASSES) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * 16, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class TinyMLP(nn.Module):
+    """A Linear-heavy model (the kind dynamic int8 suits), on 1x8x8 inputs."""
+
+    def __init__(self, hidden: int = 32, num_classes: int = NUM_CLASSES) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def tiny_cnn(width: float = 1.0) -> nn.Module:
+    """A TinyCNN whose channel count scales with `width` (a `scale` family)."""
+    torch.manual_seed(0)
+    return TinyCNN(width=max(1, round(8 * width))).eval()
+
+
+def tiny_mlp() -> nn.Module:
+    """A seeded TinyMLP."""
+    torch.manual_seed(0)
+    return TinyMLP().eval()
+
+
+@pytest.fixture
+def cnn() -> nn.Module:
+    return tiny_cnn()
+
+
+@pytest.fixture
+def mlp() -> nn.Module:
+    return tiny_mlp()
+
+
+@pytest.fixture(scope="session")
+def digits_xy() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as float32 (N, 1, 8, 8) in [0, 1] and int64 labels."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[:, None, :, :]
+    return x, d.target.astype(np.int64)
+
+
+@pytest.fixture(scope="session")
+def trained_mlp(digits_xy) -> nn.Module:
+    """A TinyMLP trained a few epochs on digits (accurate enough to test quantization)."""
+    x, y = digits_xy
+    model = tiny_mlp().train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(60):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(xt), yt).backward()
+        opt.step()
+    return model.eval()
