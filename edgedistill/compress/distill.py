@@ -1,0 +1,257 @@
+"""Knowledge distillation: Hinton KD on logits, optional feature matching, one training loop.
+
+The teacher's outputs are computed once (`teacher_outputs`) and passed to every student's `fit`,
+so the teacher never runs twice on the same batch. Model, optimizer and sampler are built in
+`_build` alone, the one place a distributed launcher needs to change.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+
+from edgedistill.data import Dataset
+from edgedistill.errors import UserError
+
+
+class FeaturePair(BaseModel):
+    """Match the output of a student layer to a teacher layer (names as in `named_modules()`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    student: str
+    teacher: str
+
+
+class DistillConfig(BaseModel):
+    """How students (and a teacher trained from labels) are trained."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    epochs: int = Field(60, ge=1, description="Most epochs to train; early stopping may end sooner.")
+    batch_size: int = Field(64, ge=1, description="Training batch size.")
+    lr: float = Field(3e-3, gt=0, description="AdamW learning rate (cosine-annealed over the epochs).")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
+    temperature: float = Field(4.0, gt=0, description="KD softmax temperature.")
+    alpha: float = Field(0.7, ge=0, le=1, description="Weight of the KD loss; 1 - alpha weights cross-entropy on labels.")
+    features: tuple[FeaturePair, ...] = Field((), description="Layers whose outputs the student learns to match.")
+    feature_weight: float = Field(1.0, ge=0, description="Weight of the feature-matching (MSE) loss.")
+    patience: int = Field(15, ge=1, description="Stop after this many epochs without a better validation score.")
+
+
+@dataclass(frozen=True)
+class TeacherOutputs:
+    """The teacher's logits (and requested layer outputs) for every sample of one split, in order."""
+
+    logits: np.ndarray
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EpochLog:
+    epoch: int
+    train_loss: float
+    val_accuracy: float
+    val_loss: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A trained copy of the student with its best validation weights loaded."""
+
+    model: nn.Module
+    best_epoch: int
+    val_accuracy: float
+    history: tuple[EpochLog, ...]
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+
+ProgressFn = Callable[[int, int, float], None]
+
+
+def predict(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Outputs of `model` on `x`, batched, in eval mode, as float32 numpy."""
+    was_training = model.training
+    model.eval()
+    outs = []
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            outs.append(model(torch.from_numpy(x[start : start + batch_size])).float().numpy())
+    model.train(was_training)
+    return np.concatenate(outs)
+
+
+def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
+    """Share of samples whose arg-max class is the label."""
+    return float((logits.argmax(axis=1) == y).mean())
+
+
+def teacher_outputs(
+    teacher: nn.Module, x: np.ndarray, feature_layers: tuple[str, ...] = (), batch_size: int = 512
+) -> TeacherOutputs:
+    """Run the teacher once over `x`, keeping its logits and the outputs of `feature_layers`."""
+    captured: dict[str, list[np.ndarray]] = {name: [] for name in feature_layers}
+    handles = [
+        _module(teacher, name, "teacher").register_forward_hook(
+            lambda _m, _i, out, name=name: captured[name].append(out.detach().float().numpy())
+        )
+        for name in feature_layers
+    ]
+    try:
+        logits = predict(teacher, x, batch_size)
+    finally:
+        for h in handles:
+            h.remove()
+    return TeacherOutputs(logits, {name: np.concatenate(parts) for name, parts in captured.items()})
+
+
+def fit(
+    model: nn.Module,
+    train: Dataset,
+    val: Dataset,
+    cfg: DistillConfig,
+    seed: int,
+    teacher: TeacherOutputs | None = None,
+    progress: ProgressFn | None = None,
+) -> TrainResult:
+    """Train a copy of `model`: KD + cross-entropy against `teacher`, or cross-entropy alone without one.
+
+    Early-stops on validation accuracy (ties go to the lower validation loss) and returns the best epoch.
+    """
+    if teacher is not None and len(teacher.logits) != len(train):
+        raise ValueError(f"teacher outputs cover {len(teacher.logits)} samples, the training split {len(train)}")
+    torch.manual_seed(seed)
+    student = copy.deepcopy(model).train()
+    pairs = cfg.features if teacher is not None else ()
+    taps = _FeatureTaps(student, pairs, train.x[:2], teacher)
+    optimizer, loader = _build(student, taps.parameters(), train, cfg, seed)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    t_logits = torch.from_numpy(teacher.logits) if teacher is not None else None
+
+    best_key, best_state, best_epoch, history = None, None, 0, []
+    for epoch in range(1, cfg.epochs + 1):
+        student.train()
+        total, count = 0.0, 0
+        for xb, yb, idx in loader:
+            out = student(xb)
+            loss = _loss(out, yb, t_logits[idx] if t_logits is not None else None, cfg)
+            loss = loss + cfg.feature_weight * taps.loss(idx)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(xb)
+            count += len(xb)
+        scheduler.step()
+        val_logits = predict(student, val.x)
+        val_acc = accuracy(val_logits, val.y)
+        val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(val.y)))
+        history.append(EpochLog(epoch, total / count, val_acc, val_loss))
+        if progress is not None:
+            progress(epoch, cfg.epochs, val_acc)
+        key = (val_acc, -val_loss)
+        if best_key is None or key > best_key:
+            best_key, best_epoch = key, epoch
+            best_state = copy.deepcopy(student.state_dict())
+        elif epoch - best_epoch >= cfg.patience:
+            break
+    taps.remove()
+    student.load_state_dict(best_state)
+    return TrainResult(student.eval(), best_epoch, best_key[0], tuple(history))
+
+
+def _build(
+    student: nn.Module, extra_params: list[nn.Parameter], train: Dataset, cfg: DistillConfig, seed: int
+) -> tuple[torch.optim.Optimizer, DataLoader]:
+    """Optimizer and loader: the one place that a distributed run swaps the sampler and wraps the model."""
+    optimizer = torch.optim.AdamW(
+        [*student.parameters(), *extra_params], lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
+    dataset = TensorDataset(
+        torch.from_numpy(train.x), torch.from_numpy(train.y), torch.arange(len(train))
+    )
+    sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler)
+    return optimizer, loader
+
+
+def _loss(
+    logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None, cfg: DistillConfig
+) -> torch.Tensor:
+    ce = F.cross_entropy(logits, labels)
+    if teacher_logits is None:
+        return ce
+    t = cfg.temperature
+    # Hinton et al.: the T^2 factor keeps the soft-target gradients on the scale of the hard ones.
+    kd = F.kl_div(
+        F.log_softmax(logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1), reduction="batchmean", log_target=True
+    ) * (t * t)
+    return cfg.alpha * kd + (1 - cfg.alpha) * ce
+
+
+def _module(model: nn.Module, name: str, role: str) -> nn.Module:
+    modules = dict(model.named_modules())
+    if name not in modules:
+        raise UserError(f"distill.features names {role} layer {name!r}, which the {role} lacks: use a name from named_modules()")
+    return modules[name]
+
+
+class _FeatureTaps:
+    """Forward hooks on the student's matched layers, with learned projections to the teacher's shapes."""
+
+    def __init__(self, student: nn.Module, pairs: tuple[FeaturePair, ...], probe: np.ndarray, teacher: TeacherOutputs | None) -> None:
+        self.pairs = pairs
+        self.outputs: dict[str, torch.Tensor] = {}
+        self.handles = [
+            _module(student, p.student, "student").register_forward_hook(
+                lambda _m, _i, out, name=p.student: self.outputs.__setitem__(name, out)
+            )
+            for p in pairs
+        ]
+        self.targets = {p.teacher: torch.from_numpy(teacher.features[p.teacher]) for p in pairs} if pairs else {}
+        self.projections = nn.ModuleDict()
+        if pairs:
+            with torch.no_grad():
+                student.eval()
+                student(torch.from_numpy(probe))
+                student.train()
+            for i, p in enumerate(pairs):
+                self.projections[str(i)] = _projection(self.outputs[p.student].shape[1:], self.targets[p.teacher].shape[1:])
+
+    def parameters(self) -> list[nn.Parameter]:
+        return list(self.projections.parameters())
+
+    def loss(self, idx: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros(())
+        for i, p in enumerate(self.pairs):
+            projected = self.projections[str(i)](self.outputs[p.student])
+            total = total + F.mse_loss(projected, self.targets[p.teacher][idx])
+        return total
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def _projection(student_shape: torch.Size, teacher_shape: torch.Size) -> nn.Module:
+    """A learned map from a student layer's output shape to the teacher's (1x1 conv or linear)."""
+    if len(student_shape) == 3 and len(teacher_shape) == 3:
+        return nn.Sequential(
+            nn.Conv2d(student_shape[0], teacher_shape[0], 1), nn.AdaptiveAvgPool2d(tuple(teacher_shape[1:]))
+        )
+    if len(student_shape) == 1 and len(teacher_shape) == 1:
+        return nn.Linear(student_shape[0], teacher_shape[0])
+    raise UserError(
+        f"cannot match a student layer of shape {tuple(student_shape)} to a teacher layer of shape "
+        f"{tuple(teacher_shape)}: pair conv outputs with conv outputs, vectors with vectors"
+    )

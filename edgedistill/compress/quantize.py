@@ -1,0 +1,406 @@
+"""int8 quantization with onnxruntime's quantizer, accuracy-aware.
+
+A technique is a frozen config dataclass with a handler registered for its type. `quantize`
+tries each, keeps the fastest that holds the accuracy tolerance and, when none does, keeps the
+most sensitive layers of the most accurate one in float until the tolerance holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from edgedistill.errors import UserError
+from edgedistill.ortsession import open_session, run_batched
+from edgedistill.timing import time_calls
+
+PRECISION = "int8"
+# The ops whose weights int8 quantizes: the candidates to keep in float, most sensitive first.
+WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+_CALIBRATION_METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+    "distribution": CalibrationMethod.Distribution,
+}
+_CALIB_BATCH = 32
+
+
+@dataclass(frozen=True)
+class Int8Static:
+    """Static int8 in QDQ format: int8 weights, uint8 activations calibrated on real inputs."""
+
+    per_channel: bool = True
+    calibration_method: str = "minmax"
+    name: ClassVar[str] = "int8-static"
+
+    def __post_init__(self) -> None:
+        # Resolve the string now, so a typo fails at config time rather than mid-run.
+        if self.calibration_method not in _CALIBRATION_METHODS:
+            raise UserError(
+                f"calibration_method {self.calibration_method!r} is unknown: "
+                f"use one of {', '.join(sorted(_CALIBRATION_METHODS))}"
+            )
+
+
+@dataclass(frozen=True)
+class Int8Dynamic:
+    """Dynamic int8: int8 weights, activations quantized at run time; suits Linear-heavy models."""
+
+    per_channel: bool = False
+    name: ClassVar[str] = "int8-dynamic"
+
+
+QuantMethod = Int8Static | Int8Dynamic
+
+
+@dataclass(frozen=True)
+class QuantJob:
+    """What every quantizer handler gets: one pre-processed fp32 model to quantize to `dst`.
+
+    `only` None quantizes every eligible node; `workdir` holds caches shared between jobs.
+    """
+
+    src: Path
+    dst: Path
+    calib_x: np.ndarray
+    workdir: Path
+    exclude: tuple[str, ...] = ()
+    only: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class MethodTrial:
+    """One method tried on the whole model: its score on the validation inputs, latency and size."""
+
+    method: str
+    score: float
+    p50_ms: float
+    bytes: int
+
+
+@dataclass(frozen=True)
+class QuantResult:
+    """The chosen quantized model, why it was chosen and every method tried."""
+
+    path: Path
+    method: str
+    bytes: int
+    score: float
+    fp32_score: float
+    kept_float: tuple[str, ...]
+    trials: tuple[MethodTrial, ...]
+    reason: str
+    precision: str = PRECISION
+
+
+QUANTIZERS: dict[type, Callable[[QuantMethod, QuantJob], None]] = {}
+
+
+def register(config_type: type) -> Callable[[Callable], Callable]:
+    """Register the handler that quantizes a model for configs of `config_type`."""
+
+    def decorate(handler: Callable) -> Callable:
+        QUANTIZERS[config_type] = handler
+        return handler
+
+    return decorate
+
+
+class _CalibrationReader(CalibrationDataReader):
+    """Feeds the calibration inputs to onnxruntime's calibrator in batches."""
+
+    def __init__(self, input_name: str, x: np.ndarray) -> None:
+        self._batches = iter(
+            [{input_name: x[i : i + _CALIB_BATCH]} for i in range(0, len(x), _CALIB_BATCH)]
+        )
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+
+@register(Int8Static)
+def _quantize_static(cfg: Int8Static, job: QuantJob) -> None:
+    input_name = _input_name(job.src)
+    quantize_static(
+        job.src,
+        job.dst,
+        _CalibrationReader(input_name, np.ascontiguousarray(job.calib_x, dtype=np.float32)),
+        quant_format=QuantFormat.QDQ,
+        per_channel=cfg.per_channel,
+        # uint8 activations with int8 weights: onnxruntime's advice for x86 CPUs (see notes).
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        nodes_to_quantize=list(job.only) if job.only is not None else None,
+        nodes_to_exclude=list(job.exclude),
+        calibrate_method=_CALIBRATION_METHODS[cfg.calibration_method],
+        # Calibrate once per method: the fallback re-quantizes many times with the same ranges.
+        calibration_cache_path=job.workdir / f"calibration-{cfg.calibration_method}.json",
+    )
+
+
+@register(Int8Dynamic)
+def _quantize_dynamic(cfg: Int8Dynamic, job: QuantJob) -> None:
+    quantize_dynamic(
+        job.src,
+        job.dst,
+        per_channel=cfg.per_channel,
+        weight_type=QuantType.QInt8,
+        nodes_to_quantize=_with_gemm_aliases(job.only) if job.only is not None else None,
+        nodes_to_exclude=_with_gemm_aliases(job.exclude),
+    )
+
+
+def _with_gemm_aliases(names: tuple[str, ...]) -> list[str]:
+    """The names plus `<name>_MatMul`: the dynamic quantizer rewrites each Gemm into a MatMul of
+    that name before it matches node names, so a Gemm named in the fp32 graph would be missed."""
+    return [alias for name in names for alias in (name, f"{name}_MatMul")]
+
+
+def has_linear_ops(path: Path) -> bool:
+    """True when the graph has MatMul or Gemm nodes, the ops dynamic int8 speeds up."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(node.op_type in ("MatMul", "Gemm") for node in graph.node)
+
+
+def default_methods(path: Path) -> tuple[QuantMethod, ...]:
+    """Static int8 always; dynamic int8 too when the graph has Linear-like ops."""
+    return (Int8Static(), Int8Dynamic()) if has_linear_ops(path) else (Int8Static(),)
+
+
+def quantize(
+    fp32_path: Path,
+    out: Path,
+    methods: Sequence[QuantMethod],
+    calib_x: np.ndarray,
+    score: Callable[[np.ndarray], float],
+    val_x: np.ndarray,
+    max_drop: float = 0.01,
+    timing_runs: int = 50,
+) -> QuantResult:
+    """Quantize `fp32_path` with each method and write the best model to `out`.
+
+    `score(outputs on val_x)` is higher-is-better (e.g. accuracy as a fraction). The fastest
+    method (batch-1 p50) whose score drop is within `max_drop` wins. When none holds, the most
+    accurate method is re-quantized with its most sensitive weighted nodes kept in float, one
+    more at a time, until the drop holds or every one of them is in float.
+    """
+    out = Path(out)
+    _check_inputs(methods, calib_x, val_x, timing_runs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # In out's directory, so the final os.replace is an atomic rename; removed on exit.
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+        workdir = Path(tmp)
+        src = _preprocess(Path(fp32_path), workdir / "fp32.onnx")
+        fp32_out = run_batched(open_session(src), val_x)
+        fp32_score = float(score(fp32_out))
+        # Numbered paths: two configs of one technique (e.g. two calibrations) must not collide.
+        paths = [
+            _run(method, QuantJob(src, workdir / f"{i}-{method.name}.onnx", calib_x, workdir))
+            for i, method in enumerate(methods)
+        ]
+        trials = [_trial(m.name, p, score, val_x, timing_runs) for m, p in zip(methods, paths)]
+        runs = list(zip(trials, methods, paths))
+        held = [r for r in runs if fp32_score - r[0].score <= max_drop]
+        if held:
+            best, method, chosen = min(held, key=lambda r: r[0].p50_ms)
+            kept, final_score = (), best.score
+            reason = _reason_held(best, [t for t in trials if t is not best], max_drop)
+        else:
+            best, method, path = max(runs, key=lambda r: r[0].score)
+            chosen, kept, final_score, reason = _fallback(
+                method, best, path, src, calib_x, score, val_x, fp32_out, fp32_score, max_drop, workdir
+            )
+        os.replace(chosen, out)
+    return QuantResult(
+        path=out,
+        method=method.name,
+        bytes=out.stat().st_size,
+        score=final_score,
+        fp32_score=fp32_score,
+        kept_float=kept,
+        trials=tuple(trials),
+        reason=reason,
+    )
+
+
+def _check_inputs(
+    methods: Sequence[QuantMethod], calib_x: np.ndarray, val_x: np.ndarray, timing_runs: int
+) -> None:
+    if not methods:
+        raise UserError("no quantization method given: pass Int8Static() and/or Int8Dynamic()")
+    unknown = [type(m).__name__ for m in methods if type(m) not in QUANTIZERS]
+    if unknown:
+        raise UserError(f"no quantizer registered for {', '.join(unknown)}: use Int8Static or Int8Dynamic")
+    if len(calib_x) == 0 or len(val_x) == 0:
+        raise UserError("quantization needs calibration and validation inputs: the split is empty")
+    if timing_runs < 1:
+        raise UserError(f"timing_runs must be >= 1, got {timing_runs}")
+
+
+def _preprocess(fp32_path: Path, dst: Path) -> Path:
+    """onnxruntime's recommended pre-processing; every node named, so nodes can be excluded."""
+    with _quiet():
+        quant_pre_process(fp32_path, dst)
+    model = onnx.load(str(dst))
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{i}"
+    onnx.save_model(model, str(dst), save_as_external_data=False)
+    return dst
+
+
+def _run(method: QuantMethod, job: QuantJob) -> Path:
+    with _quiet():
+        QUANTIZERS[type(method)](method, job)
+    return job.dst
+
+
+def _trial(
+    name: str, path: Path, score: Callable[[np.ndarray], float], val_x: np.ndarray, runs: int
+) -> MethodTrial:
+    session = open_session(path)
+    value = float(score(run_batched(session, val_x)))
+    feed = {session.get_inputs()[0].name: val_x[:1].astype(np.float32)}
+    stats = time_calls(lambda: session.run(None, feed), warmup=max(1, runs // 10), runs=runs)
+    return MethodTrial(method=name, score=value, p50_ms=stats.p50_ms, bytes=path.stat().st_size)
+
+
+def _fallback(
+    method: QuantMethod,
+    trial: MethodTrial,
+    trial_path: Path,
+    src: Path,
+    calib_x: np.ndarray,
+    score: Callable[[np.ndarray], float],
+    val_x: np.ndarray,
+    fp32_out: np.ndarray,
+    fp32_score: float,
+    max_drop: float,
+    workdir: Path,
+) -> tuple[Path, tuple[str, ...], float, str]:
+    """Keep the most sensitive weighted nodes in float, one more at a time, until the drop holds.
+
+    Returns the path, the nodes kept in float, the score and the reason. When nothing holds,
+    the most accurate attempt is kept and the reason says so.
+    """
+    ranked = _rank_by_sensitivity(method, src, calib_x, val_x, fp32_out, workdir)
+    best = (trial_path, (), trial.score)
+    for k in range(1, len(ranked) + 1):
+        kept = tuple(ranked[:k])
+        dst = workdir / f"fallback-keep{k}.onnx"
+        path = _run(method, QuantJob(src, dst, calib_x, workdir, exclude=kept))
+        value = float(score(run_batched(open_session(path), val_x)))
+        if value > best[2]:
+            best = (path, kept, value)
+        if fp32_score - value <= max_drop:
+            reason = (
+                f"no method kept the score within {max_drop:g} of fp32; {method.name} did with "
+                f"{k} of {len(ranked)} weighted layers kept in float"
+            )
+            return path, kept, value, reason
+    reason = (
+        f"no method kept the score within {max_drop:g} of fp32, even with all {len(ranked)} weighted "
+        f"layers of {method.name} in float; kept the most accurate attempt "
+        f"(drop {fp32_score - best[2]:.4f})"
+    )
+    return best[0], best[1], best[2], reason
+
+
+def _rank_by_sensitivity(
+    method: QuantMethod,
+    src: Path,
+    calib_x: np.ndarray,
+    val_x: np.ndarray,
+    fp32_out: np.ndarray,
+    workdir: Path,
+) -> list[str]:
+    """Weighted nodes, most sensitive first: output error on val_x when only that node is int8."""
+    nodes = [n.name for n in onnx.load(str(src)).graph.node if n.op_type in WEIGHTED_OPS]
+    errors = {}
+    for i, node in enumerate(nodes):
+        dst = workdir / f"sensitivity-{i}.onnx"
+        path = _run(method, QuantJob(src, dst, calib_x, workdir, only=(node,)))
+        quant_out = run_batched(open_session(path), val_x)
+        errors[node] = float(np.mean(np.abs(quant_out.astype(np.float64) - fp32_out)))
+    # Ties broken by graph order, so the ranking is deterministic.
+    return sorted(nodes, key=lambda n: -errors[n])
+
+
+def _reason_held(best: MethodTrial, others: list[MethodTrial], max_drop: float) -> str:
+    if not others:
+        return f"{best.method} kept the score within {max_drop:g} of fp32 ({best.p50_ms:.3f} ms at batch 1)"
+    rivals = ", ".join(f"{t.method} {t.p50_ms:.3f} ms" for t in others)
+    return (
+        f"{best.method} kept the score within {max_drop:g} of fp32 and was fastest "
+        f"({best.p50_ms:.3f} ms vs {rivals})"
+    )
+
+
+def _input_name(path: Path) -> str:
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {init.name for init in graph.initializer}
+    return next(i.name for i in graph.input if i.name not in initializers)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """onnxruntime's quantizer logs advice and warnings on the root logger; keep the CLI clean."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+
+
+class QuantizeConfig(BaseModel):
+    """The run's int8 quantization: which methods to try and how much accuracy may be lost."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(True, description="Make an int8 artifact of every student.")
+    methods: tuple[Literal["int8-static", "int8-dynamic"], ...] | None = Field(
+        None,
+        description="Methods to try; default int8-static, plus int8-dynamic for graphs with MatMul/Gemm.",
+    )
+    per_channel: bool = Field(True, description="Per-channel weight scales for int8-static.")
+    calibration_method: Literal["minmax", "entropy", "percentile", "distribution"] = Field(
+        "minmax", description="How int8-static chooses activation ranges on the calibration split."
+    )
+    max_accuracy_drop: float = Field(
+        0.01, ge=0, description="Largest accuracy loss against fp32 (0.01 = 1 point) before layers stay in float."
+    )
+
+    def methods_for(self, path: Path) -> tuple[QuantMethod, ...]:
+        """The method configs to try on the fp32 model at `path`."""
+        static = Int8Static(per_channel=self.per_channel, calibration_method=self.calibration_method)
+        if self.methods is None:
+            return (static, Int8Dynamic()) if has_linear_ops(path) else (static,)
+        by_name = {Int8Static.name: static, Int8Dynamic.name: Int8Dynamic()}
+        return tuple(by_name[name] for name in self.methods)

@@ -1,0 +1,125 @@
+"""The run config: pydantic models of the TOML file, with one-line errors that name the field."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edgedistill.compress.budget import Budget
+from edgedistill.compress.distill import DistillConfig
+from edgedistill.compress.quantize import QuantizeConfig
+from edgedistill.compress.students import Prune, StudentSpec
+from edgedistill.errors import UserError
+from edgedistill.teachers import TeacherConfig
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataConfig(_Section):
+    """Where the data comes from and how it is split."""
+
+    source: str = Field("digits", description='"digits" (built in), a .npz file with x and y, or a folder of class folders.')
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="Share of samples held out for validation.")
+    calib_fraction: float = Field(0.1, gt=0, lt=1, description="Share of samples held out to calibrate int8 quantization.")
+    image_size: tuple[int, int] = Field((32, 32), description="Height and width images are resized to (image folders).")
+    channels: int = Field(3, description="1 (grayscale) or 3 (RGB), for image folders.")
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, v: int) -> int:
+        if v not in (1, 3):
+            raise ValueError("must be 1 or 3")
+        return v
+
+
+class TierConfig(_Section):
+    """One budget tier: the budgets a student must meet and the generator that makes it."""
+
+    name: str = Field(description="Tier name, used for the student's folder and in the report.")
+    budget: Budget = Field(description="Limits the student must meet (params, macs, bytes, peak_memory).")
+    student: StudentSpec = Field(default_factory=Prune, description="Generator: prune (default), scale or custom.")
+
+
+class ExportConfig(_Section):
+    """ONNX export and its parity check."""
+
+    opset: int = Field(18, ge=13, description="ONNX opset version.")
+    simplify: bool = Field(True, description="Simplify the graph with onnxslim.")
+    parity_tolerance: float = Field(1e-4, gt=0, description="Largest allowed |onnxruntime - torch| on fp32 outputs.")
+
+
+class MeasureConfig(_Section):
+    """Latency measurement with onnxruntime on this machine."""
+
+    warmup: int = Field(10, ge=0, description="Untimed runs before timing.")
+    runs: int = Field(100, ge=1, description="Timed runs at batch 1.")
+    threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 = onnxruntime's default.")
+    throughput_batch: int = Field(32, ge=1, description="Batch size of the throughput measurement.")
+
+
+class RunConfig(_Section):
+    """A whole run: teacher, data, budget tiers and how each stage works."""
+
+    name: str = Field("run", description="Run name; the run directory is runs/<name> unless --out is given.")
+    seed: int = Field(0, description="Seed of data splits, initialisation and training order.")
+    teacher: TeacherConfig
+    data: DataConfig = Field(default_factory=DataConfig)
+    tiers: tuple[TierConfig, ...] = Field(min_length=1, description="Budget tiers, one student each.")
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    teacher_training: DistillConfig = Field(
+        default_factory=lambda: DistillConfig(alpha=0.0),
+        description="Training of a teacher with teacher.train = true (labels only).",
+    )
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
+    measure: MeasureConfig = Field(default_factory=MeasureConfig)
+
+    @field_validator("tiers")
+    @classmethod
+    def _unique_tiers(cls, tiers: tuple[TierConfig, ...]) -> tuple[TierConfig, ...]:
+        names = [t.name for t in tiers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"tier names must be unique; repeated: {', '.join(dupes)}")
+        return tiers
+
+
+def load_config(path: Path) -> RunConfig:
+    """Read and validate a TOML run config; any problem is a UserError of one line."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError as exc:
+        raise UserError(f"config file {path} does not exist: give the path of a .toml run config") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"config file {path} cannot be read ({exc}): check its permissions and encoding") from exc
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path} is not valid TOML ({exc}): fix the syntax there") from exc
+    return parse_config(raw, str(path))
+
+
+def parse_config(raw: dict, origin: str) -> RunConfig:
+    """Validate a config dict; `origin` names it in errors."""
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(f"{origin}: {describe(exc)}") from exc
+
+
+def describe(exc: ValidationError) -> str:
+    """The first validation error as one line: where, what is wrong, what was expected."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"unknown key {where!r}: remove it or check its spelling"
+    if err["type"] == "missing":
+        return f"missing key {where!r}: add it"
+    got = err.get("input")
+    shown = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {err['msg']}{shown}{more}"

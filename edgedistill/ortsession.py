@@ -1,0 +1,65 @@
+"""Run an ONNX file with onnxruntime on the CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from edgedistill.errors import UserError
+
+# ONNX tensor type strings as onnxruntime reports them, to the numpy dtype to feed.
+ORT_DTYPES: dict[str, np.dtype] = {
+    "tensor(float)": np.dtype(np.float32),
+    "tensor(float16)": np.dtype(np.float16),
+    "tensor(double)": np.dtype(np.float64),
+    "tensor(int64)": np.dtype(np.int64),
+    "tensor(int32)": np.dtype(np.int32),
+    "tensor(int8)": np.dtype(np.int8),
+    "tensor(uint8)": np.dtype(np.uint8),
+    "tensor(bool)": np.dtype(np.bool_),
+}
+
+
+def open_session(path: Path, threads: int = 0) -> ort.InferenceSession:
+    """Open `path` on the CPU provider with every graph optimization on.
+
+    `threads` 0 keeps onnxruntime's default intra-op thread count.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist: check the path or export the model first")
+    if threads < 0:
+        raise UserError(f"threads must be >= 0 (0 = onnxruntime default), got {threads}")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path.name} is not a valid ONNX file ({detail}): re-export it") from exc
+
+
+def input_dtype(session: ort.InferenceSession) -> np.dtype:
+    """The numpy dtype the session's first input declares."""
+    declared = session.get_inputs()[0].type
+    if declared not in ORT_DTYPES:
+        raise UserError(f"input type {declared} is not supported: export the model with a float input")
+    return ORT_DTYPES[declared]
+
+
+def run_batched(session: ort.InferenceSession, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Run the session's first input on `x` in batches and return its first output, concatenated."""
+    if batch_size < 1:
+        raise UserError(f"batch_size must be >= 1, got {batch_size}")
+    if len(x) == 0:
+        raise UserError("no inputs to run: the data split is empty")
+    name = session.get_inputs()[0].name
+    x = np.ascontiguousarray(x, dtype=input_dtype(session))
+    outputs = [
+        session.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)
+    ]
+    return np.concatenate(outputs, axis=0)

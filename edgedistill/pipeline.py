@@ -1,0 +1,399 @@
+"""`edgedistill run`, stage by stage. Each stage's logic lives in its own module; this file only chains
+them, keys each on its inputs and records it in the run directory so that a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgedistill import __version__
+from edgedistill.compress import budget as budgets
+from edgedistill.compress.distill import TeacherOutputs, accuracy, fit, predict, teacher_outputs
+from edgedistill.compress.quantize import QuantResult, quantize
+from edgedistill.compress.search import search
+from edgedistill.config import RunConfig, TierConfig
+from edgedistill.data import Splits, load_arrays, split
+from edgedistill.errors import UserError
+from edgedistill.export.onnx import OnnxArtifact, OnnxExport, export_onnx
+from edgedistill.ortsession import open_session, run_batched
+from edgedistill.progress import Progress
+from edgedistill.report import markdown, schema
+from edgedistill.rundir import RunDir, input_key
+from edgedistill.serialize import from_jsonable
+from edgedistill.targets.runners.base import Measurement
+from edgedistill.targets.runners.local import LocalRunner
+from edgedistill.teachers import load_teacher
+
+HOST = "host-cpu"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run produced: the report and where it was written."""
+
+    report: schema.Report
+    report_path: Path
+
+
+@dataclass(frozen=True)
+class StudentRecord:
+    """The outcome of the search and distillation of one tier, as kept in the manifest."""
+
+    knob: float
+    footprint: budgets.Footprint
+    checks: tuple[budgets.BudgetCheck, ...]
+    search_evaluations: int
+    val_accuracy: float
+    best_epoch: int
+    epochs_run: int
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What every stage of one run reads: config, run directory, data, teacher and their keys."""
+
+    cfg: RunConfig
+    rd: RunDir
+    splits: Splits
+    teacher: nn.Module
+    teacher_fp: budgets.Footprint
+    outputs: TeacherOutputs
+    outputs_key: str
+    progress: Progress
+
+
+def run(cfg: RunConfig, out: Path, base: Path = Path("."), force: bool = False, progress: Progress = Progress()) -> RunResult:
+    """Run every stage of `cfg` into the run directory `out`; relative paths in `cfg` start at `base`."""
+    with RunDir(out, force) as rd:
+        rd.write_json("config.json", cfg)
+        progress.stage(f"data: {cfg.data.source}")
+        x, y, classes = load_arrays(str(base / cfg.data.source) if cfg.data.source != "digits" else "digits", cfg.data.image_size, cfg.data.channels)
+        splits = split(x, y, classes, cfg.data.source, cfg.data.val_fraction, cfg.data.calib_fraction, cfg.seed)
+        data_key = input_key(cfg.data, cfg.seed)
+
+        teacher, teacher_key = _teacher(cfg, rd, splits, base, data_key, progress)
+        _check_fit(teacher, splits)
+        teacher_fp = budgets.measure(teacher, splits.input_shape)
+        outputs, outputs_key = _teacher_outputs(cfg, rd, teacher, splits, teacher_key, progress)
+        ctx = _Context(cfg, rd, splits, teacher, teacher_fp, outputs, outputs_key, progress)
+
+        teacher_entry = _baseline(ctx, teacher_key)
+        students = tuple(_student(ctx, tier) for tier in cfg.tiers)
+        failures = tuple(
+            f"{name}: {a.format} {a.precision} parity error {a.parity_max_abs_err:.2e} exceeds {a.parity_tolerance:.0e}"
+            for name, artifacts in [("teacher", teacher_entry.artifacts), *((s.name, s.artifacts) for s in students)]
+            for a in artifacts
+            if not a.passed
+        )
+        report = schema.Report(
+            schema=schema.SCHEMA,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            edgedistill_version=__version__,
+            name=cfg.name,
+            task="classification",
+            data={
+                "source": cfg.data.source,
+                "input_shape": list(splits.input_shape),
+                "classes": splits.num_classes,
+                "train": len(splits.train),
+                "val": len(splits.val),
+                "calib": len(splits.calib),
+                "seed": cfg.seed,
+            },
+            teacher=teacher_entry,
+            students=students,
+            failures=failures,
+        )
+        path = rd.write_text("report.json", schema.dumps(report))
+        rd.write_text("report.md", markdown.render(report))
+        return RunResult(report, path)
+
+
+def _teacher(cfg: RunConfig, rd: RunDir, splits: Splits, base: Path, data_key: str, progress: Progress) -> tuple[nn.Module, str]:
+    """Load the teacher, training it from labels first (once: cached in the run directory) if asked."""
+    model = load_teacher(cfg.teacher, base)
+    if not cfg.teacher.train:
+        source = cfg.teacher.path or cfg.teacher.weights
+        return model, input_key(cfg.teacher, _digest(base / source) if source else "")
+    key = input_key(cfg.teacher, cfg.teacher_training, data_key)
+    if rd.finished("teacher", key) is not None:
+        progress.stage("teacher: trained earlier, loaded from the run directory")
+        model.load_state_dict(torch.load(rd.path("teacher/teacher.pt"), weights_only=True))
+        return model.eval(), key
+    progress.stage(f"teacher: training {cfg.teacher.factory} on labels")
+    _check_fit(model, splits)
+    with progress.task("train teacher", cfg.teacher_training.epochs) as advance:
+        result = fit(
+            model, splits.train, splits.val, cfg.teacher_training, cfg.seed,
+            progress=lambda e, _n, acc: advance(e, f"val acc {acc:.3f}"),
+        )
+    path = rd.save_torch("teacher/teacher.pt", result.model.state_dict())
+    rd.finish("teacher", key, {"val_accuracy": result.val_accuracy, "best_epoch": result.best_epoch}, [path])
+    return result.model, key
+
+
+def _teacher_outputs(
+    cfg: RunConfig, rd: RunDir, teacher: nn.Module, splits: Splits, teacher_key: str, progress: Progress
+) -> tuple[TeacherOutputs, str]:
+    """The teacher's outputs on the training split: computed once, stored, reused by every student."""
+    layers = tuple(sorted({p.teacher for p in cfg.distill.features}))
+    key = input_key(teacher_key, cfg.data, cfg.seed, layers)
+    rel = "teacher/outputs.npz"
+    if rd.finished("teacher-outputs", key) is None:
+        progress.stage("teacher outputs: running the teacher once over the training split")
+        out = teacher_outputs(teacher, splits.train.x, layers)
+        with rd.atomic(rel) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, logits=out.logits, **{f"feature:{k}": v for k, v in out.features.items()})
+        rd.finish("teacher-outputs", key, {"samples": len(out.logits), "layers": list(layers)}, [rd.path(rel)])
+        return out, key
+    with np.load(rd.path(rel)) as saved:
+        features = {k.removeprefix("feature:"): saved[k] for k in saved.files if k.startswith("feature:")}
+        return TeacherOutputs(saved["logits"], features), key
+
+
+def _baseline(ctx: _Context, teacher_key: str) -> schema.Teacher:
+    """The teacher's own accuracy, export and latency: the first row of every table."""
+    cfg = ctx.cfg
+    key = input_key(teacher_key, cfg.data, cfg.seed, cfg.export, cfg.measure)
+    done = ctx.rd.finished("baseline", key)
+    if done is not None:
+        ctx.progress.stage("baseline: measured earlier, taken from the run directory")
+        return from_jsonable(schema.Teacher, done)
+    ctx.progress.stage("baseline: exporting and measuring the teacher")
+    onnx = _export(ctx, ctx.teacher, "teacher/teacher.onnx")
+    art = _artifact(ctx, onnx, "fp32", None)
+    fp = ctx.teacher_fp
+    entry = schema.Teacher(
+        source=cfg.teacher.factory or cfg.teacher.path,
+        params=fp.params,
+        macs=fp.macs,
+        bytes_fp32=fp.bytes_fp32,
+        peak_activation_bytes=fp.peak_activation_bytes,
+        metrics={"accuracy": accuracy(predict(ctx.teacher, ctx.splits.val.x), ctx.splits.val.y)},
+        latency=art.latency,
+        artifacts=(art,),
+    )
+    ctx.rd.finish("baseline", key, entry, [onnx.path])
+    return entry
+
+
+def _student(ctx: _Context, tier: TierConfig) -> schema.Student:
+    """Search, distil, export, quantize and measure one tier's student (each step resumable)."""
+    cfg, rd = ctx.cfg, ctx.rd
+    folder = f"students/{tier.name}"
+    resolved = budgets.resolve(tier.budget, ctx.teacher_fp)
+    student_key = input_key(ctx.outputs_key, tier, cfg.distill, cfg.seed)
+    done = rd.finished(f"student:{tier.name}", student_key)
+    if done is None:
+        ctx.progress.stage(f"{tier.name}: searching {tier.student.kind} for {_budget_text(tier)}")
+        cand = search(
+            tier.student, ctx.teacher, ctx.splits.input_shape, resolved,
+            file_bytes=_file_size_probe(ctx, resolved.precision),
+        )
+        ctx.progress.stage(f"{tier.name}: distilling a {cand.footprint.params:,}-parameter student")
+        with ctx.progress.task(f"distil {tier.name}", cfg.distill.epochs) as advance:
+            trained = fit(
+                cand.model, ctx.splits.train, ctx.splits.val, cfg.distill, cfg.seed, ctx.outputs,
+                progress=lambda e, _n, acc: advance(e, f"val acc {acc:.3f}"),
+            )
+        path = rd.save_torch(f"{folder}/student.pt", trained.model)
+        record = StudentRecord(
+            cand.knob, cand.footprint, cand.checks, cand.evaluations,
+            trained.val_accuracy, trained.best_epoch, trained.epochs_run,
+        )
+        done = rd.finish(f"student:{tier.name}", student_key, record, [path])
+    else:
+        ctx.progress.stage(f"{tier.name}: distilled earlier, loaded from the run directory")
+    record = from_jsonable(StudentRecord, done)
+    model = torch.load(rd.path(f"{folder}/student.pt"), weights_only=False)
+
+    export_key = input_key(student_key, cfg.export)
+    fp32 = _stage_export(ctx, model, f"{folder}/model.onnx", f"export:{tier.name}", export_key)
+    quant_key = input_key(export_key, cfg.quantize, cfg.data, cfg.seed)
+    int8 = _stage_quantize(ctx, fp32, f"{folder}/model.int8.onnx", f"quantize:{tier.name}", quant_key) if cfg.quantize.enabled else None
+
+    measure_key = input_key(quant_key, cfg.measure)
+    done = rd.finished(f"measure:{tier.name}", measure_key)
+    if done is None:
+        artifacts = (_artifact(ctx, fp32, "fp32", None),)
+        if int8 is not None:
+            artifacts += (_artifact(ctx, fp32, "int8", int8),)
+        done = rd.finish(f"measure:{tier.name}", measure_key, artifacts)
+    else:
+        ctx.progress.stage(f"{tier.name}: measured earlier, taken from the run directory")
+    artifacts = from_jsonable(tuple[schema.Artifact, ...], done)
+
+    checks = _final_checks(record, resolved, artifacts)
+    return schema.Student(
+        name=tier.name,
+        tier=tier.name,
+        generator=tier.student.model_dump(mode="json"),
+        knob=record.knob,
+        budget={
+            "spec": tier.budget.model_dump(mode="json", exclude_none=True),
+            "limits": resolved.limits,
+            "precision": resolved.precision,
+        },
+        params=record.footprint.params,
+        macs=record.footprint.macs,
+        peak_activation_bytes=record.footprint.peak_activation_bytes,
+        metrics={"accuracy": record.val_accuracy},
+        within_budget=all(c.ok for c in checks),
+        checks=checks,
+        distill={
+            "best_epoch": record.best_epoch,
+            "epochs_run": record.epochs_run,
+            "search_evaluations": record.search_evaluations,
+            "teacher_outputs": "cached",
+        },
+        artifacts=artifacts,
+    )
+
+
+def _stage_export(ctx: _Context, model: nn.Module, rel: str, stage: str, key: str) -> OnnxArtifact:
+    done = ctx.rd.finished(stage, key)
+    if done is not None:
+        return from_jsonable(OnnxArtifact, done)
+    ctx.progress.stage(f"{stage.split(':')[1]}: exporting to ONNX and checking parity")
+    art = _export(ctx, model, rel)
+    ctx.rd.finish(stage, key, art, [art.path])
+    return art
+
+
+def _stage_quantize(ctx: _Context, fp32: OnnxArtifact, rel: str, stage: str, key: str) -> QuantResult:
+    done = ctx.rd.finished(stage, key)
+    if done is not None:
+        return from_jsonable(QuantResult, done)
+    ctx.progress.stage(f"{stage.split(':')[1]}: quantizing to int8")
+    val = ctx.splits.val
+    result = quantize(
+        fp32.path, ctx.rd.path(rel), ctx.cfg.quantize.methods_for(fp32.path), ctx.splits.calib.x,
+        lambda out: accuracy(out, val.y), val.x, ctx.cfg.quantize.max_accuracy_drop,
+    )
+    ctx.rd.finish(stage, key, result, [result.path])
+    return result
+
+
+def _export(ctx: _Context, model: nn.Module, rel: str | Path) -> OnnxArtifact:
+    e = ctx.cfg.export
+    val_x = ctx.splits.val.x
+    # export_onnx writes to a temporary name and renames, like every write into the run directory.
+    return export_onnx(
+        model, val_x[:2], val_x, ctx.rd.path(rel),
+        OnnxExport(opset=e.opset, simplify=e.simplify, parity_tolerance=e.parity_tolerance),
+    )
+
+
+def _file_size_probe(ctx: _Context, precision: str) -> Callable[[nn.Module], int] | None:
+    """Bytes of the file a candidate would ship as, made the way the run makes it, for the search.
+
+    Weight values barely change a file's size, so an undistilled candidate shows it. For int8 it is
+    the largest of the methods' files, since which method wins is decided later.
+    """
+    if precision == "fp16" or (precision == "int8" and not ctx.cfg.quantize.enabled):
+        return None
+    x = ctx.splits.val.x[:8]
+
+    def probe(model: nn.Module) -> int:
+        with tempfile.TemporaryDirectory(prefix=".size-probe-", dir=ctx.rd.root) as tmp:
+            fp32 = _export(ctx, model, Path(tmp) / "model.onnx")
+            if precision == "fp32":
+                return fp32.bytes
+            q = quantize(
+                fp32.path, Path(tmp) / "model.int8.onnx", ctx.cfg.quantize.methods_for(fp32.path),
+                ctx.splits.calib.x, lambda _out: 0.0, x, timing_runs=1,
+            )
+            return max(t.bytes for t in q.trials)
+
+    return probe
+
+
+def _artifact(ctx: _Context, fp32: OnnxArtifact, precision: str, quant: QuantResult | None) -> schema.Artifact:
+    """Evaluate and measure one artifact on this machine."""
+    path = fp32.path if quant is None else quant.path
+    val = ctx.splits.val
+    acc = accuracy(run_batched(open_session(path), val.x), val.y)
+    m = ctx.cfg.measure
+    runner = LocalRunner(threads=m.threads, warmup=m.warmup, runs=m.runs, throughput_batch=m.throughput_batch)
+    with ctx.progress.task(f"measure {path.parent.name}/{path.name}", m.runs) as advance:
+        measurement = runner.measure(path, HOST, progress=lambda done, _total: advance(done, ""))
+    return schema.Artifact(
+        format="onnx",
+        precision=precision,
+        path=str(path.relative_to(ctx.rd.root)),
+        bytes=path.stat().st_size,
+        metrics={"accuracy": acc},
+        parity_max_abs_err=fp32.parity_max_abs_err if quant is None else None,
+        parity_tolerance=fp32.parity_tolerance if quant is None else None,
+        passed=fp32.passed if quant is None else True,
+        latency={HOST: _latency(measurement)},
+        quantization=None if quant is None else schema.QuantizationInfo(
+            method=quant.method,
+            reason=quant.reason,
+            kept_float=quant.kept_float,
+            fp32_accuracy=quant.fp32_score,
+            trials=tuple({"method": t.method, "accuracy": t.score, "p50_ms": t.p50_ms, "bytes": t.bytes} for t in quant.trials),
+        ),
+    )
+
+
+def _latency(m: Measurement) -> schema.Latency:
+    return schema.Latency(
+        p50_ms=m.p50_ms, p90_ms=m.p90_ms, p99_ms=m.p99_ms, source=m.source, runner=m.runner,
+        runtime=m.runtime, provider=m.provider, device=m.device, threads=m.threads, batch=m.batch,
+        runs=m.runs, throughput_batch=m.throughput_batch, throughput_per_s=m.throughput_per_s,
+    )
+
+
+def _final_checks(
+    record: StudentRecord, resolved: budgets.ResolvedBudget, artifacts: tuple[schema.Artifact, ...]
+) -> tuple[schema.Check, ...]:
+    """The tier's budgets against the student; `bytes` is judged on the real file at the budget's precision."""
+    deployed = next((a for a in artifacts if a.precision == resolved.precision), None)
+    checks = []
+    for c in record.checks:
+        source = "model"
+        if c.name == "bytes" and deployed is not None:
+            c = budgets.check_value(resolved, "bytes", deployed.bytes)
+            source = f"file {deployed.path}"
+        elif c.name == "bytes":
+            source = f"estimate at {resolved.precision} (no {resolved.precision} artifact)"
+        checks.append(schema.Check(c.name, c.limit, c.value, c.ok, c.margin, source))
+    return tuple(checks)
+
+
+def _check_fit(model: nn.Module, splits: Splits) -> None:
+    """Fail early, in one line, when the data does not fit the teacher."""
+    try:
+        out = predict(model, splits.val.x[:2])
+    except Exception as exc:
+        raise UserError(
+            f"data of shape {splits.input_shape} does not fit the teacher ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0]}): give data shaped as the teacher expects"
+        ) from exc
+    if out.ndim != 2:
+        raise UserError(f"the teacher outputs shape {out.shape[1:]} per sample, not class logits: give a classifier")
+    if splits.num_classes > out.shape[1]:
+        raise UserError(
+            f"labels go up to {splits.num_classes - 1} but the teacher has {out.shape[1]} outputs: "
+            f"labels must lie in 0..{out.shape[1] - 1}"
+        )
+
+
+def _budget_text(tier: TierConfig) -> str:
+    spec = tier.budget.model_dump(mode="json", exclude_none=True)
+    return ", ".join(f"{k} <= {v}" for k, v in spec.items() if k != "precision")
+
+
+def _digest(path: Path) -> str:
+    """Size and mtime of an input file: a cheap stand-in for its content in stage keys."""
+    return f"{path.stat().st_size}:{path.stat().st_mtime_ns}" if path.is_file() else ""

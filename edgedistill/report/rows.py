@@ -1,0 +1,64 @@
+"""The rows of the summary table, shared by report.md and the CLI's final table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgedistill.report.schema import Artifact, Report
+
+HOST = "host-cpu"
+COLUMNS = (
+    "model", "generator", "params", "MACs", "precision", "file", "accuracy",
+    "p50 ms", "p99 ms", "items/s", "latency", "budget",
+)
+# The terminal is often 80 columns wide: the CLI shows these, report.md shows all.
+SHORT_COLUMNS = ("model", "generator", "params", "precision", "file", "accuracy", "p50 ms", "budget")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One artifact of the teacher or a student, formatted for display."""
+
+    cells: dict[str, str]
+    ok: bool
+
+    def pick(self, columns: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(self.cells[c] for c in columns)
+
+
+def summary_rows(report: Report) -> list[Row]:
+    """Teacher first, then each student's artifacts; every latency names its source."""
+    t = report.teacher
+    rows = [_row("teacher", t.source.split(":")[-1], t.params, t.macs, a, "-", True) for a in t.artifacts]
+    for s in report.students:
+        kind = s.generator.get("kind", "?")
+        gen = kind if kind == "custom" else f"{kind} {s.knob:.2f}"
+        verdict = "within" if s.within_budget else "BROKEN"
+        rows += [_row(s.name, gen, s.params, s.macs, a, verdict, s.within_budget) for a in s.artifacts]
+    return rows
+
+
+def _row(name: str, gen: str, params: int, macs: int, a: Artifact, verdict: str, ok: bool) -> Row:
+    lat = a.latency.get(HOST)
+    cells = {
+        "model": name,
+        "generator": gen,
+        "params": f"{params:,}",
+        "MACs": _si(macs),
+        "precision": a.precision,
+        "file": f"{a.bytes / 1024:,.0f} KiB" if a.bytes >= 10240 else f"{a.bytes / 1024:.1f} KiB",
+        "accuracy": f"{100 * a.metrics['accuracy']:.2f}%",
+        "p50 ms": f"{lat.p50_ms:.3f}" if lat else "-",
+        "p99 ms": f"{lat.p99_ms:.3f}" if lat else "-",
+        "items/s": f"{lat.throughput_per_s:,.0f}" if lat else "-",
+        "latency": f"{lat.source} ({lat.runner}, {lat.provider}, threads {lat.threads or 'default'})" if lat else "none",
+        "budget": verdict if a.passed else f"{verdict}, parity FAILED",
+    }
+    return Row(cells, ok and a.passed)
+
+
+def _si(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return f"{n:.0f}"

@@ -1,0 +1,123 @@
+"""report.json, schema `edgedistill.report/1`: what other tools read. Add fields; never rename them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgedistill.serialize import from_jsonable, to_jsonable
+
+SCHEMA = "edgedistill.report/1"
+
+
+@dataclass(frozen=True)
+class Latency:
+    """One latency figure; `source` says whether it was measured or predicted, and how."""
+
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    source: str
+    runner: str
+    runtime: str
+    provider: str
+    device: str
+    threads: int
+    batch: int
+    runs: int
+    throughput_batch: int
+    throughput_per_s: float
+
+
+@dataclass(frozen=True)
+class QuantizationInfo:
+    method: str
+    reason: str
+    kept_float: tuple[str, ...]
+    fp32_accuracy: float
+    trials: tuple[dict, ...]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One file a student (or the teacher) ships as, with its checks and figures."""
+
+    format: str
+    precision: str
+    path: str
+    bytes: int
+    metrics: dict[str, float]
+    parity_max_abs_err: float | None
+    parity_tolerance: float | None
+    passed: bool
+    latency: dict[str, Latency] = field(default_factory=dict)
+    quantization: QuantizationInfo | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    """One budget of a tier: its absolute limit, the student's value, and where the value came from."""
+
+    name: str
+    limit: float
+    value: float
+    ok: bool
+    margin: float
+    source: str
+
+
+@dataclass(frozen=True)
+class Teacher:
+    source: str
+    params: int
+    macs: int
+    bytes_fp32: int
+    peak_activation_bytes: int
+    metrics: dict[str, float]
+    latency: dict[str, Latency]
+    artifacts: tuple[Artifact, ...]
+
+
+@dataclass(frozen=True)
+class Student:
+    name: str
+    tier: str
+    generator: dict
+    knob: float
+    budget: dict
+    params: int
+    macs: int
+    peak_activation_bytes: int
+    metrics: dict[str, float]
+    within_budget: bool
+    checks: tuple[Check, ...]
+    distill: dict
+    artifacts: tuple[Artifact, ...]
+
+
+@dataclass(frozen=True)
+class Report:
+    schema: str
+    created: str
+    edgedistill_version: str
+    name: str
+    task: str
+    data: dict
+    teacher: Teacher
+    students: tuple[Student, ...]
+    failures: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def dumps(report: Report) -> str:
+    """report.json text."""
+    return json.dumps(to_jsonable(report), indent=2) + "\n"
+
+
+def load(path: Path) -> Report:
+    """Read a report.json written by `dumps`."""
+    return from_jsonable(Report, json.loads(path.read_text()))

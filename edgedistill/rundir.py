@@ -1,0 +1,135 @@
+"""The run directory: atomic writes, a manifest of finished stages, resume and a lock.
+
+A stage is recorded with a hash of its inputs; a rerun whose inputs hash the same, and whose
+outputs are all still on disk, takes the recorded result instead of redoing the work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgedistill.errors import UserError
+from edgedistill.serialize import to_jsonable
+
+MANIFEST = "manifest.json"
+MANIFEST_SCHEMA = "edgedistill.manifest/1"
+
+
+def input_key(*inputs: Any) -> str:
+    """A stable hash of a stage's inputs (configs, upstream keys, file digests)."""
+    text = json.dumps(to_jsonable(list(inputs)), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class RunDir:
+    """One run's directory. Holds a lock on it for the lifetime of the object (until `close`)."""
+
+    def __init__(self, root: Path, force: bool = False) -> None:
+        self.root = root
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            self._lock_file = open(root / ".lock", "a")
+        except OSError as exc:
+            raise UserError(f"cannot write to the run directory {root} ({exc.strerror}): choose another with --out") from exc
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            self._lock_file.close()
+            raise UserError(f"another edgedistill run is writing to {root}: wait for it to finish or use another --out") from exc
+        self._manifest = {"schema": MANIFEST_SCHEMA, "stages": {}} if force else self._read_manifest()
+
+    def close(self) -> None:
+        """Release the lock."""
+        fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+        self._lock_file.close()
+
+    def __enter__(self) -> "RunDir":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def path(self, rel: str | Path) -> Path:
+        """Absolute path of a file in the run directory."""
+        return self.root / rel
+
+    @contextlib.contextmanager
+    def atomic(self, rel: str | Path) -> Iterator[Path]:
+        """Yield a temporary path beside `rel`; on success it is renamed over `rel` in one step."""
+        final = self.path(rel)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            yield tmp_path
+            os.replace(tmp_path, final)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise UserError(f"the disk is full while writing {final}: free space and rerun; finished artifacts are kept") from exc
+            raise
+        finally:
+            tmp_path.unlink(missing_ok=True)
+
+    def write_bytes(self, rel: str | Path, data: bytes) -> Path:
+        with self.atomic(rel) as tmp:
+            tmp.write_bytes(data)
+        return self.path(rel)
+
+    def write_text(self, rel: str | Path, text: str) -> Path:
+        return self.write_bytes(rel, text.encode())
+
+    def write_json(self, rel: str | Path, obj: Any) -> Path:
+        return self.write_text(rel, json.dumps(to_jsonable(obj), indent=2) + "\n")
+
+    def save_torch(self, rel: str | Path, obj: Any) -> Path:
+        with self.atomic(rel) as tmp:
+            torch.save(obj, tmp)
+        return self.path(rel)
+
+    def finished(self, stage: str, key: str) -> dict | None:
+        """The recorded result of `stage` if it finished with the same inputs and its outputs remain."""
+        record = self._manifest["stages"].get(stage)
+        if record is None or record["key"] != key:
+            return None
+        if not all(self.path(p).exists() for p in record["outputs"]):
+            return None
+        return record["result"]
+
+    def finish(self, stage: str, key: str, result: Any, outputs: Iterable[Path] = ()) -> dict:
+        """Record `stage` as finished with `result` (JSON-able) and the files it wrote."""
+        rels = [str(Path(p).resolve().relative_to(self.root.resolve())) for p in outputs]
+        record = {
+            "key": key,
+            "outputs": rels,
+            "result": to_jsonable(result),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        self._manifest["stages"][stage] = record
+        self.write_json(MANIFEST, self._manifest)
+        return record["result"]
+
+    def _read_manifest(self) -> dict:
+        path = self.path(MANIFEST)
+        if not path.exists():
+            return {"schema": MANIFEST_SCHEMA, "stages": {}}
+        try:
+            manifest = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            # A damaged manifest only costs the resume; the artifacts themselves stay.
+            return {"schema": MANIFEST_SCHEMA, "stages": {}}
+        if manifest.get("schema") != MANIFEST_SCHEMA:
+            return {"schema": MANIFEST_SCHEMA, "stages": {}}
+        return manifest

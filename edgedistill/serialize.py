@@ -1,0 +1,60 @@
+"""Dataclasses to JSON-able values and back, so stage results survive in the run manifest."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses become dicts, paths strings, tuples lists; pydantic models their JSON dump."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json", exclude_none=True)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, float) and obj != obj:
+        return None
+    return obj
+
+
+def from_jsonable(cls: type[T], data: Any) -> T:
+    """Rebuild a value of type `cls` (a dataclass or a typed container) from `to_jsonable` output."""
+    return _decode(cls, data)
+
+
+def _decode(tp: Any, data: Any) -> Any:
+    if data is None:
+        return None
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        non_none = [a for a in args if a is not type(None)]
+        return _decode(non_none[0], data) if len(non_none) == 1 else data
+    if dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        return tp(**{f.name: _decode(hints[f.name], data[f.name]) for f in dataclasses.fields(tp) if f.init and f.name in data})
+    if hasattr(tp, "model_validate"):
+        return tp.model_validate(data)
+    if tp is Path:
+        return Path(data)
+    if origin is tuple:
+        item = args[0] if args else Any
+        return tuple(_decode(item, v) for v in data)
+    if origin is list:
+        return [_decode(args[0], v) for v in data]
+    if origin is dict:
+        return {k: _decode(args[1], v) for k, v in data.items()}
+    if tp is float:
+        return float(data)
+    return data

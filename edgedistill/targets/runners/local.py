@@ -1,0 +1,115 @@
+"""Measure an ONNX file with onnxruntime on this machine's CPU."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from edgedistill.errors import UserError
+from edgedistill.ortsession import ORT_DTYPES, open_session
+from edgedistill.targets.runners.base import Measurement, register_runner
+from edgedistill.timing import time_calls
+
+
+@register_runner("local")
+@dataclass(frozen=True)
+class LocalRunner:
+    """onnxruntime on the CPU here. `threads` 0 keeps onnxruntime's default thread count."""
+
+    threads: int = 0
+    warmup: int = 10
+    runs: int = 100
+    throughput_batch: int = 32
+
+    def __post_init__(self) -> None:
+        if self.threads < 0 or self.warmup < 0 or self.runs < 1 or self.throughput_batch < 1:
+            raise UserError(
+                "local runner needs threads >= 0, warmup >= 0, runs >= 1 and throughput_batch >= 1"
+            )
+
+    def measure(
+        self,
+        model_path: Path,
+        target: str = "host-cpu",
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Measurement:
+        """Time batch-1 latency (`runs` runs) and batched throughput of `model_path`.
+
+        `progress(done, total)` is called after each timed latency run.
+        """
+        session = open_session(Path(model_path), threads=self.threads)
+        batch, tp_batch = _batches(session, self.throughput_batch)
+        latency_feed = _random_feed(session, batch)
+        latency = time_calls(
+            lambda: session.run(None, latency_feed), warmup=self.warmup, runs=self.runs, progress=progress
+        )
+        tp_feed = _random_feed(session, tp_batch)
+        # Batched runs are long and steady, so fewer of them give a stable median.
+        batched = time_calls(
+            lambda: session.run(None, tp_feed), warmup=max(1, self.warmup // 5), runs=max(5, self.runs // 5)
+        )
+        return Measurement(
+            target=target,
+            source="measured",
+            runner="local",
+            runtime=f"onnxruntime {ort.__version__}",
+            provider=session.get_providers()[0],
+            threads=self.threads,
+            device=cpu_name(),
+            batch=batch,
+            runs=latency.runs,
+            p50_ms=latency.p50_ms,
+            p90_ms=latency.p90_ms,
+            p99_ms=latency.p99_ms,
+            throughput_batch=tp_batch,
+            throughput_per_s=tp_batch * 1000.0 / batched.p50_ms,
+        )
+
+
+def cpu_name() -> str:
+    """The CPU model name from /proc/cpuinfo, else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass  # not Linux: fall through to platform
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _batches(session: ort.InferenceSession, throughput_batch: int) -> tuple[int, int]:
+    """(latency batch, throughput batch): 1 and `throughput_batch` for a dynamic batch axis, else
+    the fixed batch for both."""
+    shape = session.get_inputs()[0].shape
+    if shape and isinstance(shape[0], int) and shape[0] > 0:
+        return shape[0], shape[0]
+    return 1, throughput_batch
+
+
+def _random_feed(session: ort.InferenceSession, batch: int) -> dict[str, np.ndarray]:
+    """Random inputs of each input's declared shape and dtype, with the batch axis set to `batch`."""
+    rng = np.random.default_rng(0)
+    feed = {}
+    for inp in session.get_inputs():
+        dims = inp.shape[1:]
+        if not all(isinstance(d, int) and d > 0 for d in dims):
+            raise UserError(
+                f"input {inp.name!r} has shape {inp.shape}: only the batch axis may be dynamic; "
+                "export with fixed sizes for the other axes"
+            )
+        if inp.type not in ORT_DTYPES:
+            raise UserError(f"input {inp.name!r} has type {inp.type}, which the local runner cannot feed")
+        dtype = ORT_DTYPES[inp.type]
+        shape = (batch, *dims)
+        # Small non-negative integers are valid token ids and masks; floats are uniform noise.
+        if np.issubdtype(dtype, np.floating):
+            feed[inp.name] = rng.random(shape).astype(dtype)
+        else:
+            feed[inp.name] = rng.integers(0, 2, size=shape).astype(dtype)
+    return feed

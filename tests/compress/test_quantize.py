@@ -1,0 +1,107 @@
+import numpy as np
+import onnx
+import pytest
+
+from edgedistill.compress.quantize import (
+    QUANTIZERS,
+    Int8Dynamic,
+    Int8Static,
+    default_methods,
+    quantize,
+)
+from edgedistill.errors import UserError
+from edgedistill.export.onnx import export_onnx
+from edgedistill.ortsession import open_session, run_batched
+
+INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "MatMulInteger", "DynamicQuantizeLinear"}
+
+
+@pytest.fixture(scope="module")
+def mlp_onnx(tmp_path_factory, trained_mlp, digits_xy):
+    x, _ = digits_xy
+    out = tmp_path_factory.mktemp("fp32") / "mlp.onnx"
+    return export_onnx(trained_mlp, x[:2], x[:64], out).path
+
+
+@pytest.fixture(scope="module")
+def splits(digits_xy):
+    """Calibration and validation inputs, and accuracy on the validation labels."""
+    x, y = digits_xy
+    val_y = y[1000:]
+    return x[:300], x[1000:], lambda out: float((out.argmax(1) == val_y).mean())
+
+
+def _op_types(path):
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+def test_quantize_picks_a_method_within_tolerance(mlp_onnx, splits, tmp_path):
+    calib_x, val_x, accuracy = splits
+    out = tmp_path / "mlp.int8.onnx"
+    result = quantize(mlp_onnx, out, [Int8Static(), Int8Dynamic()], calib_x, accuracy, val_x, timing_runs=10)
+    assert result.path == out and out.is_file()
+    assert _op_types(out) & INT8_OPS
+    fp32_bytes = mlp_onnx.stat().st_size
+    assert result.bytes == out.stat().st_size < 0.6 * fp32_bytes
+    assert result.fp32_score - result.score <= 0.01
+    assert result.fp32_score > 0.9
+    assert [t.method for t in result.trials] == ["int8-static", "int8-dynamic"]
+    assert all(t.p50_ms > 0 and t.bytes > 0 for t in result.trials)
+    assert result.method in {"int8-static", "int8-dynamic"}
+    assert result.method in result.reason and result.kept_float == ()
+    assert result.precision == "int8"
+    # Temp files removed: only the output is left in its directory.
+    assert [p.name for p in tmp_path.iterdir()] == ["mlp.int8.onnx"]
+
+
+@pytest.mark.parametrize("config_type", sorted(QUANTIZERS, key=lambda t: t.__name__))
+def test_every_registered_quantizer_makes_a_smaller_int8_model(config_type, mlp_onnx, splits, tmp_path):
+    calib_x, val_x, accuracy = splits
+    out = tmp_path / "q.onnx"
+    result = quantize(mlp_onnx, out, [config_type()], calib_x, accuracy, val_x, max_drop=0.02, timing_runs=5)
+    assert result.method == config_type.name
+    assert _op_types(out) & INT8_OPS
+    assert result.bytes < 0.6 * mlp_onnx.stat().st_size
+    assert result.fp32_score - result.score <= 0.02
+
+
+def test_fallback_keeps_most_sensitive_layers_in_float(mlp_onnx, splits, tmp_path):
+    calib_x, val_x, _ = splits
+    fp32_out = run_batched(open_session(mlp_onnx), val_x)
+
+    def closeness(out):  # higher is better; 0 only for outputs equal to fp32
+        return -float(np.mean(np.abs(out - fp32_out)))
+
+    full = quantize(mlp_onnx, tmp_path / "full.onnx", [Int8Dynamic()], calib_x, closeness, val_x, timing_runs=5)
+    drop = full.fp32_score - full.score
+    assert drop > 1e-4  # int8 moves the outputs, so a tolerance below that forces the fallback
+    result = quantize(
+        mlp_onnx, tmp_path / "kept.onnx", [Int8Dynamic()], calib_x, closeness, val_x,
+        max_drop=drop / 1000, timing_runs=5,
+    )
+    assert result.kept_float  # at least one layer kept in float
+    assert set(result.kept_float) <= {"node_linear", "node_linear_1"}
+    assert result.fp32_score - result.score <= drop / 1000
+    assert "in float" in result.reason
+    n_int8 = sum(n.op_type == "MatMulInteger" for n in onnx.load(str(result.path)).graph.node)
+    assert n_int8 == 2 - len(result.kept_float)
+    # Deterministic: the same inputs keep the same layers in float.
+    again = quantize(
+        mlp_onnx, tmp_path / "again.onnx", [Int8Dynamic()], calib_x, closeness, val_x,
+        max_drop=drop / 1000, timing_runs=5,
+    )
+    assert again.kept_float == result.kept_float
+
+
+def test_default_methods_add_dynamic_for_linear_graphs(mlp_onnx):
+    assert default_methods(mlp_onnx) == (Int8Static(), Int8Dynamic())
+
+
+def test_bad_configs_raise_user_error(mlp_onnx, splits, tmp_path):
+    calib_x, val_x, accuracy = splits
+    with pytest.raises(UserError, match="calibration_method"):
+        Int8Static(calibration_method="minmaxx")
+    with pytest.raises(UserError, match="no quantization method"):
+        quantize(mlp_onnx, tmp_path / "q.onnx", [], calib_x, accuracy, val_x)
+    with pytest.raises(UserError, match="empty"):
+        quantize(mlp_onnx, tmp_path / "q.onnx", [Int8Static()], calib_x[:0], accuracy, val_x)

@@ -1,0 +1,49 @@
+import onnx
+import pytest
+from conftest import tiny_cnn
+from onnx import TensorProto, helper
+
+from edgedistill.errors import UserError
+from edgedistill.export.onnx import export_onnx
+from edgedistill.targets.runners.base import RUNNERS, Measurement
+from edgedistill.targets.runners.local import LocalRunner
+
+
+@pytest.fixture(scope="module")
+def cnn_onnx(tmp_path_factory, digits_xy):
+    x, _ = digits_xy
+    return export_onnx(tiny_cnn(), x[:2], x[:16], tmp_path_factory.mktemp("cnn") / "cnn.onnx").path
+
+
+def test_local_runner_is_registered():
+    assert RUNNERS["local"] is LocalRunner
+
+
+def test_measure_reports_a_measured_latency(cnn_onnx):
+    seen = []
+    runner = LocalRunner(threads=1, warmup=2, runs=20, throughput_batch=8)
+    m = runner.measure(cnn_onnx, target="host-cpu", progress=lambda done, total: seen.append((done, total)))
+    assert isinstance(m, Measurement)
+    assert m.source == "measured" and m.runner == "local" and m.target == "host-cpu"
+    assert m.runtime.startswith("onnxruntime ") and m.provider == "CPUExecutionProvider"
+    assert m.threads == 1 and m.batch == 1 and m.runs == 20 and m.throughput_batch == 8
+    assert 0 < m.p50_ms <= m.p90_ms <= m.p99_ms
+    assert m.throughput_per_s > 0
+    assert m.device
+    assert seen[-1] == (20, 20) and len(seen) == 20
+    assert m.to_dict()["p50_ms"] == m.p50_ms
+
+
+def test_measure_rejects_symbolic_non_batch_axis(tmp_path):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq"])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    path = tmp_path / "seq.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    with pytest.raises(UserError, match="only the batch axis may be dynamic"):
+        LocalRunner(runs=2).measure(path)
+
+
+def test_runner_rejects_bad_settings():
+    with pytest.raises(UserError):
+        LocalRunner(runs=0)
