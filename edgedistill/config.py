@@ -66,17 +66,17 @@ class RunConfig(_Section):
 
     name: str = Field("run", description="Run name; the run directory is runs/<name> unless --out is given.")
     seed: int = Field(0, description="Seed of data splits, initialisation and training order.")
-    teacher: TeacherConfig
-    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig = Field(description="Where the teacher comes from.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Data source and splits.")
     tiers: tuple[TierConfig, ...] = Field(min_length=1, description="Budget tiers, one student each.")
-    distill: DistillConfig = Field(default_factory=DistillConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig, description="Distillation of the students.")
     teacher_training: DistillConfig = Field(
         default_factory=lambda: DistillConfig(alpha=0.0),
         description="Training of a teacher with teacher.train = true (labels only).",
     )
-    export: ExportConfig = Field(default_factory=ExportConfig)
-    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
-    measure: MeasureConfig = Field(default_factory=MeasureConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig, description="ONNX export and parity check.")
+    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig, description="int8 quantization.")
+    measure: MeasureConfig = Field(default_factory=MeasureConfig, description="Latency measurement.")
 
     @field_validator("tiers")
     @classmethod

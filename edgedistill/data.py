@@ -75,7 +75,11 @@ def split(
             f"calib_fraction={calib_fraction}: give more data or change the fractions"
         )
     idx = np.arange(n)
-    stratify = y if np.bincount(y).min() >= 3 else None
+    # Stratify when every class can appear in every split; a tiny split falls back to a plain shuffle.
+    counts = np.bincount(y)
+    classes_present = int((counts > 0).sum())
+    can_stratify = counts[counts > 0].min() >= 3 and min(n_val, n_calib) >= classes_present
+    stratify = y if can_stratify else None
     rest, val_idx = train_test_split(idx, test_size=n_val, random_state=seed, stratify=stratify)
     rest_strat = y[rest] if stratify is not None else None
     train_idx, calib_idx = train_test_split(rest, test_size=n_calib, random_state=seed, stratify=rest_strat)
@@ -101,14 +105,15 @@ def _digits() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
 
 def _npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     try:
-        arrays = np.load(path, allow_pickle=False)
-        keys = set(arrays.files)
-    except Exception as exc:
-        raise UserError(f"{path} is not a readable .npz file ({type(exc).__name__}): save it with numpy.savez(x=..., y=...)") from exc
-    missing = {"x", "y"} - keys
-    if missing:
-        raise UserError(f"{path} lacks array(s) {', '.join(sorted(missing))}: save it with numpy.savez(path, x=inputs, y=labels)")
-    x, y = arrays["x"], arrays["y"]
+        with np.load(path, allow_pickle=False) as arrays:
+            missing = {"x", "y"} - set(arrays.files)
+            if missing:
+                raise UserError(f"{path} lacks array(s) {', '.join(sorted(missing))}: save it with numpy.savez(path, x=inputs, y=labels)")
+            x, y = arrays["x"], arrays["y"]
+    except (OSError, ValueError, EOFError) as exc:
+        raise UserError(f"{path} is not a readable .npz of numeric arrays ({exc}): save it with numpy.savez(path, x=inputs, y=labels)") from exc
+    if len(x) == 0:
+        raise UserError(f"{path} holds no samples: x and y are empty")
     if not np.issubdtype(x.dtype, np.number):
         raise UserError(f"{path}: x has dtype {x.dtype}, expected numbers: store inputs as a float array")
     if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1:

@@ -125,11 +125,17 @@ class RunDir:
         path = self.path(MANIFEST)
         if not path.exists():
             return {"schema": MANIFEST_SCHEMA, "stages": {}}
+        empty = {"schema": MANIFEST_SCHEMA, "stages": {}}
         try:
             manifest = json.loads(path.read_text())
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
             # A damaged manifest only costs the resume; the artifacts themselves stay.
-            return {"schema": MANIFEST_SCHEMA, "stages": {}}
-        if manifest.get("schema") != MANIFEST_SCHEMA:
-            return {"schema": MANIFEST_SCHEMA, "stages": {}}
+            return empty
+        if not isinstance(manifest, dict) or manifest.get("schema") != MANIFEST_SCHEMA:
+            return empty
+        stages = manifest.get("stages")
+        if not isinstance(stages, dict):
+            return empty
+        keep = {"key", "outputs", "result"}
+        manifest["stages"] = {name: r for name, r in stages.items() if isinstance(r, dict) and keep <= r.keys()}
         return manifest

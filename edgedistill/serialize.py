@@ -49,8 +49,9 @@ def _decode(tp: Any, data: Any) -> Any:
     if tp is Path:
         return Path(data)
     if origin is tuple:
-        item = args[0] if args else Any
-        return tuple(_decode(item, v) for v in data)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_decode(args[0], v) for v in data)
+        return tuple(_decode(t, v) for t, v in zip(args, data)) if args else tuple(data)
     if origin is list:
         return [_decode(args[0], v) for v in data]
     if origin is dict:

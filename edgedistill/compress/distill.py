@@ -27,8 +27,8 @@ class FeaturePair(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    student: str
-    teacher: str
+    student: str = Field(description="Student layer name, e.g. \"features.3\".")
+    teacher: str = Field(description="Teacher layer name whose output the student layer learns to match.")
 
 
 class DistillConfig(BaseModel):

@@ -24,7 +24,7 @@ class Prune(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["prune"] = "prune"
+    kind: Literal["prune"] = Field("prune", description="Generator: structured channel pruning of the teacher.")
     importance: Literal["l1", "l2"] = Field("l2", description="Norm of the weights that ranks channels.")
     min_keep: float = Field(0.05, gt=0.0, le=1.0, description="Smallest share of channels the search may keep.")
     ignore: tuple[str, ...] = Field(
@@ -37,7 +37,7 @@ class Scale(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["scale"] = "scale"
+    kind: Literal["scale"] = Field("scale", description="Generator: a width multiplier of a model family.")
     family: str = Field(description='"package.module:function" taking width= and returning an nn.Module.')
     min_width: float = Field(0.05, gt=0.0, description="Smallest width the search may try.")
     max_width: float = Field(1.0, gt=0.0, description="Largest width the search may try.")
@@ -54,7 +54,7 @@ class Custom(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["custom"] = "custom"
+    kind: Literal["custom"] = Field("custom", description="Generator: a user factory, used as it is.")
     factory: str = Field(description='"package.module:function" taking no arguments and returning an nn.Module.')
 
 
