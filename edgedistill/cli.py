@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Optional
@@ -46,14 +47,24 @@ class RichProgress(Progress):
             yield lambda done, status: bar.update(task_id, completed=done, status=status)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from edgedistill import __version__
+
+        console.print(f"edgedistill {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main() -> None:
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
     """Distil a teacher into budgeted, quantized, exported students, and measure them."""
 
 
 @app.command()
 def run(
-    config: Annotated[Optional[Path], typer.Argument(help="Run config (TOML). Without it, the built-in example runs.")] = None,
+    config: Annotated[Optional[Path], typer.Argument(metavar="CONFIG", help="Run config (TOML). Without it, the built-in example runs.", show_default=False)] = None,
     example: Annotated[Optional[str], typer.Option(help=f"Built-in example to run: {', '.join(EXAMPLES)} (default digits when no CONFIG).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/<name>). A rerun there resumes finished stages.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo every stage instead of resuming; files are overwritten.")] = False,
@@ -75,6 +86,10 @@ def run(
             config, base = config_path(name), Path(".")
         else:
             base = config.parent
+        # As `python script.py` would: factories resolve from the config's folder and the current one.
+        for folder in (Path.cwd(), base.resolve()):
+            if str(folder) not in sys.path:
+                sys.path.insert(0, str(folder))
         cfg = load_config(config)
         out_dir = out or Path("runs") / cfg.name
         console.print(f"[bold]edgedistill run[/] {cfg.name} → {out_dir}")

@@ -12,8 +12,3 @@ class UserError(EdgeDistillError):
 
     exit_code = 2
 
-
-class CheckFailed(EdgeDistillError):
-    """An artifact failed a check that stops the build, e.g. ONNX parity (exit status 1)."""
-
-    exit_code = 1

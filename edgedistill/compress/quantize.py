@@ -185,11 +185,6 @@ def has_linear_ops(path: Path) -> bool:
     return any(node.op_type in ("MatMul", "Gemm") for node in graph.node)
 
 
-def default_methods(path: Path) -> tuple[QuantMethod, ...]:
-    """Static int8 always; dynamic int8 too when the graph has Linear-like ops."""
-    return (Int8Static(), Int8Dynamic()) if has_linear_ops(path) else (Int8Static(),)
-
-
 def quantize(
     fp32_path: Path,
     out: Path,
