@@ -88,3 +88,23 @@ def trained_mlp(digits_xy) -> nn.Module:
         nn.functional.cross_entropy(model(xt), yt).backward()
         opt.step()
     return model.eval()
+
+
+def tiny_run_config() -> dict:
+    """A fast run config: TinyCNN teacher trained briefly on digits, two pruned tiers."""
+    return {
+        "name": "tiny",
+        "teacher": {"factory": "conftest:tiny_cnn", "train": True},
+        "tiers": [
+            {"name": "half", "budget": {"params": "50%"}},
+            {"name": "quarter", "budget": {"params": "25%"}},
+        ],
+        "teacher_training": {"epochs": 3, "alpha": 0.0},
+        "distill": {"epochs": 2},
+        "measure": {"warmup": 1, "runs": 5, "throughput_batch": 4},
+    }
+
+
+@pytest.fixture
+def tiny_config() -> dict:
+    return tiny_run_config()

@@ -1,0 +1,100 @@
+import numpy as np
+import pytest
+import torch
+
+from edgedistill.compress.distill import DistillConfig, FeaturePair, accuracy, fit, predict, teacher_outputs
+from edgedistill.data import Dataset
+from edgedistill.errors import UserError
+
+from conftest import tiny_cnn
+
+
+@pytest.fixture(scope="module")
+def splits(digits_xy):
+    x, y = digits_xy
+    return Dataset(x[:600], y[:600]), Dataset(x[600:900], y[600:900])
+
+
+def _count_forwards(model):
+    calls = []
+    model.register_forward_pre_hook(lambda _m, args: calls.append(len(args[0])))
+    return calls
+
+
+def test_teacher_outputs_run_the_teacher_once_per_sample(splits):
+    train, _ = splits
+    teacher = tiny_cnn()
+    calls = _count_forwards(teacher)
+    out = teacher_outputs(teacher, train.x, batch_size=256)
+    assert sum(calls) == len(train) and len(calls) == 3
+    np.testing.assert_allclose(out.logits, predict(teacher, train.x), atol=1e-6)
+
+
+def test_fit_uses_cached_outputs_and_never_the_teacher(splits):
+    train, val = splits
+    teacher = tiny_cnn()
+    outputs = teacher_outputs(teacher, train.x)
+    calls = _count_forwards(teacher)
+    fit(tiny_cnn(0.5), train, val, DistillConfig(epochs=3), seed=0, teacher=outputs)
+    assert calls == []
+
+
+def test_fit_trains_a_copy_and_keeps_the_best_epoch(splits):
+    train, val = splits
+    student = tiny_cnn(0.5)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    result = fit(student, train, val, DistillConfig(epochs=6, alpha=0.0), seed=0)
+    assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
+    assert result.val_accuracy == max(h.val_accuracy for h in result.history)
+    assert accuracy(predict(result.model, val.x), val.y) == pytest.approx(result.val_accuracy)
+    assert result.val_accuracy > 0.5
+
+
+def test_fit_is_seeded(splits):
+    train, val = splits
+    cfg = DistillConfig(epochs=2)
+    outputs = teacher_outputs(tiny_cnn(), train.x)
+    a = fit(tiny_cnn(0.5), train, val, cfg, seed=3, teacher=outputs)
+    b = fit(tiny_cnn(0.5), train, val, cfg, seed=3, teacher=outputs)
+    assert [h.train_loss for h in a.history] == [h.train_loss for h in b.history]
+
+
+def test_early_stopping_ends_before_the_last_epoch(splits):
+    train, val = splits
+    # A learning rate this small leaves accuracy flat, so patience runs out.
+    result = fit(tiny_cnn(0.5), train, val, DistillConfig(epochs=30, lr=1e-9, patience=2, alpha=0.0), seed=0)
+    assert result.epochs_run < 30
+    assert result.epochs_run - result.best_epoch == 2
+
+
+def test_distillation_beats_a_wrong_teacher(splits):
+    """KD pulls the student towards the teacher: a teacher that is always wrong makes it worse."""
+    train, val = splits
+    trained = fit(tiny_cnn(), train, val, DistillConfig(epochs=8, alpha=0.0), seed=0).model
+    good = teacher_outputs(trained, train.x)
+    wrong_logits = np.roll(good.logits, 1, axis=1) * 5
+    wrong = type(good)(wrong_logits)
+    cfg = DistillConfig(epochs=8, alpha=0.9)
+    from_good = fit(tiny_cnn(0.5), train, val, cfg, seed=0, teacher=good)
+    from_wrong = fit(tiny_cnn(0.5), train, val, cfg, seed=0, teacher=wrong)
+    assert from_good.val_accuracy > from_wrong.val_accuracy + 0.1
+
+
+def test_feature_matching_trains_a_projection(splits):
+    train, val = splits
+    teacher = tiny_cnn()
+    pair = FeaturePair(student="features.2", teacher="features.2")
+    outputs = teacher_outputs(teacher, train.x, ("features.2",))
+    assert outputs.features["features.2"].shape == (len(train), 8, 8, 8)
+    result = fit(tiny_cnn(0.5), train, val, DistillConfig(epochs=2, features=(pair,)), seed=0, teacher=outputs)
+    assert result.epochs_run == 2
+    # The hooks are gone: the trained student runs without feature capture.
+    assert not result.model.features[2]._forward_hooks
+
+
+def test_feature_matching_names_a_missing_layer(splits):
+    train, val = splits
+    outputs = teacher_outputs(tiny_cnn(), train.x, ("features.2",))
+    pair = FeaturePair(student="nope", teacher="features.2")
+    with pytest.raises(UserError, match="nope"):
+        fit(tiny_cnn(0.5), train, val, DistillConfig(epochs=1, features=(pair,)), seed=0, teacher=outputs)

@@ -1,0 +1,101 @@
+import json
+
+import pytest
+import tomli_w
+from typer.testing import CliRunner
+
+from edgedistill.cli import app
+
+runner = CliRunner()
+
+
+def _write(tmp_path, config: dict):
+    path = tmp_path / "run.toml"
+    path.write_bytes(tomli_w.dumps(config).encode())
+    return path
+
+
+def _one_line_error(result, code=2):
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    # Progress may precede it on stdout; the error is one line on stderr.
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    return lines[0]
+
+
+def test_help_explains_every_flag():
+    result = runner.invoke(app, ["run", "--help"])
+    assert result.exit_code == 0
+    for flag in ("--example", "--out", "--force", "--debug", "CONFIG"):
+        assert flag in result.output
+
+
+def test_run_prints_the_table_and_writes_the_report(tmp_path, tiny_config):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", str(_write(tmp_path, tiny_config)), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "teacher" in result.output and "quarter" in result.output
+    assert json.loads((out / "report.json").read_text())["name"] == "tiny"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("name = [", "not valid TOML"),
+        ('[teacher]\nfactory = "conftest:tiny_cnn"\n[[tiers]]\nname = "a"\nbudget = {params = "20%"}\n[distill]\nepoch = 3\n', "distill.epoch"),
+        ('[teacher]\nfactory = "conftest:tiny_cnn"\n[[tiers]]\nname = "a"\nbudget = {params = "lots"}\n', "params"),
+        ('[teacher]\nfactory = "nowhere.module:f"\n[[tiers]]\nname = "a"\nbudget = {params = "20%"}\n', "nowhere"),
+    ],
+)
+def test_bad_config_is_one_line_and_exit_2(tmp_path, text, expected):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    line = _one_line_error(runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "out")]))
+    assert expected in line
+
+
+def test_missing_config_file(tmp_path):
+    line = _one_line_error(runner.invoke(app, ["run", str(tmp_path / "absent.toml")]))
+    assert "does not exist" in line
+
+
+def test_unknown_example():
+    assert "unknown example" in _one_line_error(runner.invoke(app, ["run", "--example", "nope"]))
+
+
+def test_unwritable_output_directory(tmp_path, tiny_config):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    line = _one_line_error(runner.invoke(app, ["run", str(_write(tmp_path, tiny_config)), "--out", str(blocker / "run")]))
+    assert "--out" in line
+
+
+def test_parity_failure_exits_1_and_keeps_the_report(tmp_path, tiny_config):
+    tiny_config["export"] = {"parity_tolerance": 1e-12}
+    tiny_config["tiers"] = tiny_config["tiers"][:1]
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", str(_write(tmp_path, tiny_config)), "--out", str(out)])
+    assert result.exit_code == 1
+    assert "parity error" in result.output
+    assert (out / "report.json").is_file()
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("name = [")
+    result = runner.invoke(app, ["run", str(path), "--debug"])
+    assert result.exit_code != 0
+    assert result.exception is not None
+
+
+def test_factories_resolve_from_the_config_folder(tmp_path, tiny_config):
+    (tmp_path / "my_models.py").write_text(
+        "from torch import nn\n"
+        "def build():\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))\n"
+    )
+    tiny_config["teacher"]["factory"] = "my_models:build"
+    tiny_config["tiers"] = tiny_config["tiers"][:1]
+    result = runner.invoke(app, ["run", str(_write(tmp_path, tiny_config)), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output

@@ -1,0 +1,134 @@
+import json
+
+import pytest
+
+from edgedistill import pipeline
+from edgedistill.config import parse_config
+from edgedistill.errors import UserError
+
+from conftest import tiny_run_config
+
+
+def _counting(monkeypatch, name):
+    calls = []
+    real = getattr(pipeline, name)
+
+    def wrapper(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, name, wrapper)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """One real run of the tiny config, shared by the tests that only read its results."""
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    result = pipeline.run(parse_config(tiny_run_config(), "test"), out)
+    return result, out
+
+
+def test_report_has_a_row_per_tier_with_measured_artifacts(first_run):
+    result, out = first_run
+    report = json.loads((out / "report.json").read_text())
+    assert report["schema"] == "edgedistill.report/1"
+    assert [s["tier"] for s in report["students"]] == ["half", "quarter"]
+    assert report["teacher"]["latency"]["host-cpu"]["source"] == "measured"
+    for student in report["students"]:
+        assert student["within_budget"]
+        assert {a["precision"] for a in student["artifacts"]} == {"fp32", "int8"}
+        for art in student["artifacts"]:
+            assert (out / art["path"]).is_file()
+            assert art["latency"]["host-cpu"]["source"] == "measured"
+            assert art["latency"]["host-cpu"]["p50_ms"] > 0
+        fp32 = next(a for a in student["artifacts"] if a["precision"] == "fp32")
+        assert fp32["parity_max_abs_err"] <= 1e-4
+    assert (out / "report.md").read_text().startswith("# edgedistill report: tiny")
+    assert not result.report.failures
+
+
+def test_budgets_hold_and_are_relative_to_the_teacher(first_run):
+    result, _ = first_run
+    teacher = result.report.teacher.params
+    half, quarter = result.report.students
+    assert half.params <= 0.5 * teacher and quarter.params <= 0.25 * teacher
+    assert quarter.params < half.params
+
+
+def test_rerun_resumes_every_finished_stage(first_run, tiny_config, monkeypatch):
+    _, out = first_run
+    counters = {name: _counting(monkeypatch, name) for name in ("fit", "teacher_outputs", "export_onnx", "quantize", "search")}
+    pipeline.run(parse_config(tiny_config, "test"), out)
+    assert {name: len(calls) for name, calls in counters.items()} == dict.fromkeys(counters, 0)
+
+
+def test_changed_distill_config_redoes_students_but_not_the_teacher(tiny_config, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    pipeline.run(parse_config(tiny_config, "test"), out)
+    counters = {name: _counting(monkeypatch, name) for name in ("fit", "teacher_outputs")}
+    tiny_config["distill"]["epochs"] = 3
+    pipeline.run(parse_config(tiny_config, "test"), out)
+    # Two students distilled again; the teacher neither retrained nor re-run.
+    assert len(counters["fit"]) == 2
+    assert counters["teacher_outputs"] == []
+
+
+def test_teacher_outputs_are_computed_once_for_all_tiers(tiny_config, tmp_path, monkeypatch):
+    calls = _counting(monkeypatch, "teacher_outputs")
+    tiny_config["tiers"].append({"name": "tenth", "budget": {"params": "10%"}})
+    pipeline.run(parse_config(tiny_config, "test"), tmp_path / "run")
+    assert len(calls) == 1
+
+
+def test_force_redoes_finished_stages(first_run, tiny_config, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    pipeline.run(parse_config(tiny_config, "test"), out)
+    calls = _counting(monkeypatch, "fit")
+    pipeline.run(parse_config(tiny_config, "test"), out, force=True)
+    assert len(calls) == 3  # the teacher and both students
+
+
+def test_parity_failure_is_reported(tiny_config, tmp_path):
+    tiny_config["export"] = {"parity_tolerance": 1e-12}
+    tiny_config["tiers"] = tiny_config["tiers"][:1]
+    result = pipeline.run(parse_config(tiny_config, "test"), tmp_path / "run")
+    assert result.report.failures
+    assert "parity error" in result.report.failures[0]
+    assert (tmp_path / "run" / "report.json").is_file()
+
+
+def test_a_bytes_budget_is_met_by_the_real_int8_file(tiny_config, tmp_path):
+    tiny_config["tiers"] = [{"name": "small", "budget": {"bytes": "6KB"}}]
+    result = pipeline.run(parse_config(tiny_config, "test"), tmp_path / "run")
+    (student,) = result.report.students
+    int8 = next(a for a in student.artifacts if a.precision == "int8")
+    bytes_check = next(c for c in student.checks if c.name == "bytes")
+    assert int8.bytes <= 6000 and bytes_check.value == int8.bytes and bytes_check.ok
+    assert bytes_check.source.startswith("file")
+
+
+def test_unreachable_budget_is_a_user_error(tiny_config, tmp_path):
+    tiny_config["tiers"] = [{"name": "impossible", "budget": {"params": 10}}]
+    with pytest.raises(UserError, match="cannot be met"):
+        pipeline.run(parse_config(tiny_config, "test"), tmp_path / "run")
+
+
+def test_labels_beyond_the_teacher_outputs_are_a_user_error(tiny_config, tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.random((200, 1, 8, 8), dtype=np.float32), y=np.arange(200) % 12)
+    tiny_config["data"] = {"source": str(tmp_path / "d.npz")}
+    with pytest.raises(UserError, match="labels go up to 11"):
+        pipeline.run(parse_config(tiny_config, "test"), tmp_path / "run")
+
+
+def test_data_that_does_not_fit_the_teacher_is_a_user_error(tiny_config, tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.random((100, 3, 5, 5), dtype=np.float32), y=np.arange(100) % 10)
+    tiny_config["data"] = {"source": str(tmp_path / "d.npz")}
+    with pytest.raises(UserError, match="does not fit the teacher"):
+        pipeline.run(parse_config(tiny_config, "test"), tmp_path / "run")

@@ -1,0 +1,146 @@
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from edgedistill.errors import UserError
+from edgedistill.rundir import MANIFEST, RunDir, input_key
+
+
+def _temp_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_atomic_writes_leave_no_temp_files(tmp_path):
+    with RunDir(tmp_path) as rd:
+        rd.write_text("a/b.txt", "hello")
+        rd.write_bytes("c.bin", b"\x00\x01")
+        rd.write_json("d.json", {"p": Path("x"), "t": (1, 2)})
+        rd.save_torch("e.pt", {"k": 1})
+        with rd.atomic("f.txt") as tmp:
+            assert tmp.parent == tmp_path and tmp != rd.path("f.txt")
+            tmp.write_text("via atomic")
+    assert (tmp_path / "a" / "b.txt").read_text() == "hello"
+    assert (tmp_path / "c.bin").read_bytes() == b"\x00\x01"
+    assert json.loads((tmp_path / "d.json").read_text()) == {"p": "x", "t": [1, 2]}
+    assert (tmp_path / "f.txt").read_text() == "via atomic"
+    assert _temp_files(tmp_path) == []
+
+
+def test_failed_write_keeps_previous_file_and_no_temp_file(tmp_path):
+    with RunDir(tmp_path) as rd:
+        rd.write_text("out.txt", "old")
+        with pytest.raises(RuntimeError, match="boom"):
+            with rd.atomic("out.txt") as tmp:
+                tmp.write_text("half of the new")
+                raise RuntimeError("boom")
+        assert rd.path("out.txt").read_text() == "old"
+    assert _temp_files(tmp_path) == []
+
+
+def test_failed_first_write_leaves_nothing(tmp_path):
+    with RunDir(tmp_path) as rd:
+        with pytest.raises(ValueError):
+            with rd.atomic("new.txt") as tmp:
+                tmp.write_text("partial")
+                raise ValueError
+        assert not rd.path("new.txt").exists()
+    assert _temp_files(tmp_path) == []
+
+
+def test_finished_stage_is_seen_by_a_new_rundir(tmp_path):
+    with RunDir(tmp_path) as rd:
+        out = rd.write_text("model.onnx", "bytes")
+        recorded = rd.finish("export", "k1", {"acc": 0.5, "file": Path("model.onnx")}, outputs=[out])
+        assert recorded == {"acc": 0.5, "file": "model.onnx"}
+        assert rd.finished("export", "k1") == recorded
+    with RunDir(tmp_path) as rd:
+        assert rd.finished("export", "k1") == {"acc": 0.5, "file": "model.onnx"}
+        assert rd.finished("export", "k2") is None
+        assert rd.finished("other", "k1") is None
+
+
+def test_deleted_output_means_not_finished(tmp_path):
+    with RunDir(tmp_path) as rd:
+        keep = rd.write_text("keep.txt", "1")
+        gone = rd.write_text("sub/gone.txt", "2")
+        rd.finish("stage", "k", 1, outputs=[keep, gone])
+    gone.unlink()
+    with RunDir(tmp_path) as rd:
+        assert rd.finished("stage", "k") is None
+
+
+def test_force_forgets_stages(tmp_path):
+    with RunDir(tmp_path) as rd:
+        rd.finish("a", "k", "done")
+    with RunDir(tmp_path, force=True) as rd:
+        assert rd.finished("a", "k") is None
+        rd.finish("b", "k", "again")
+    with RunDir(tmp_path) as rd:
+        assert rd.finished("a", "k") is None
+        assert rd.finished("b", "k") == "again"
+
+
+def test_lock_refuses_a_second_rundir_until_closed(tmp_path):
+    first = RunDir(tmp_path)
+    try:
+        with pytest.raises(UserError) as exc:
+            RunDir(tmp_path)
+        msg = str(exc.value)
+        assert "\n" not in msg and str(tmp_path) in msg
+    finally:
+        first.close()
+    second = RunDir(tmp_path)
+    second.close()
+
+
+@pytest.mark.parametrize("under", [True, False])
+def test_unwritable_root_raises_user_error(tmp_path, under):
+    blocker = tmp_path / "file"
+    blocker.write_text("a regular file")
+    root = blocker / "run" if under else blocker
+    with pytest.raises(UserError) as exc:
+        RunDir(root)
+    msg = str(exc.value)
+    assert "\n" not in msg and str(root) in msg and "--out" in msg
+
+
+@dataclass(frozen=True)
+class _Cfg:
+    path: Path
+    sizes: tuple[int, ...]
+
+
+def test_input_key_is_stable_and_sensitive():
+    a = input_key({"lr": 0.1, "epochs": 3}, _Cfg(Path("m.pt"), (1, 2)), "upstream")
+    b = input_key({"epochs": 3, "lr": 0.1}, _Cfg(Path("m.pt"), (1, 2)), "upstream")
+    assert a == b
+    assert len(a) == 16 and int(a, 16) >= 0
+    assert a != input_key({"lr": 0.2, "epochs": 3}, _Cfg(Path("m.pt"), (1, 2)), "upstream")
+    assert a != input_key({"lr": 0.1, "epochs": 3}, _Cfg(Path("n.pt"), (1, 2)), "upstream")
+    assert a != input_key({"lr": 0.1, "epochs": 3}, _Cfg(Path("m.pt"), (1, 2)), "other")
+    assert input_key(1, 2) != input_key(2, 1)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b'{"schema": "edgedistill.manifest/1", "stages": {', id="truncated"),
+        pytest.param(b"", id="empty"),
+        pytest.param(b'{"schema": "other/9", "stages": {"a": 1}}', id="foreign-schema"),
+        pytest.param(b"\xff\xfe\x00garbage", id="binary"),
+        pytest.param(b"[]", id="not-an-object"),
+        pytest.param(b'{"schema": "edgedistill.manifest/1"}', id="no-stages"),
+    ],
+)
+def test_damaged_manifest_is_tolerated(tmp_path, content):
+    (tmp_path / "kept.txt").write_text("artifact")
+    (tmp_path / MANIFEST).write_bytes(content)
+    with RunDir(tmp_path) as rd:
+        assert rd.finished("a", "k") is None
+        rd.finish("a", "k", 1)
+        assert rd.finished("a", "k") == 1
+    assert (tmp_path / "kept.txt").read_text() == "artifact"
+    with RunDir(tmp_path) as rd:
+        assert rd.finished("a", "k") == 1

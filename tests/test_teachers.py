@@ -1,0 +1,147 @@
+import pytest
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from conftest import tiny_cnn, tiny_mlp
+from edgedistill.errors import UserError
+from edgedistill.teachers import TeacherConfig, load_teacher
+
+
+def _msg(excinfo) -> str:
+    msg = str(excinfo.value)
+    assert msg and "\n" not in msg
+    return msg
+
+
+def test_factory_loads_module_in_eval_mode():
+    # conftest:TinyCNN builds a module in training mode; load_teacher must switch it to eval
+    model = load_teacher(TeacherConfig(factory="conftest:TinyCNN"))
+    assert isinstance(model, nn.Module)
+    assert not any(m.training for m in model.modules())
+
+
+def test_factory_function_gives_working_teacher():
+    model = load_teacher(TeacherConfig(factory="conftest:tiny_cnn"))
+    assert isinstance(model, nn.Module) and not model.training
+    torch.testing.assert_close(model(torch.ones(2, 1, 8, 8)), tiny_cnn()(torch.ones(2, 1, 8, 8)))
+
+
+def test_weights_load_and_match(tmp_path):
+    source = tiny_cnn()
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(0.5)  # differ from the factory's seeded init
+    torch.save(source.state_dict(), tmp_path / "w.pt")
+    model = load_teacher(TeacherConfig(factory="conftest:tiny_cnn", weights="w.pt"), base=tmp_path)
+    loaded = model.state_dict()
+    assert loaded.keys() == source.state_dict().keys()
+    for name, tensor in source.state_dict().items():
+        torch.testing.assert_close(loaded[name], tensor)
+    assert not model.training
+
+
+def test_mismatched_weights_raise_user_error(tmp_path):
+    torch.save(tiny_mlp().state_dict(), tmp_path / "mlp.pt")
+    with pytest.raises(UserError) as exc:
+        load_teacher(TeacherConfig(factory="conftest:tiny_cnn", weights=str(tmp_path / "mlp.pt")))
+    msg = _msg(exc)
+    assert "mlp.pt" in msg and "conftest:tiny_cnn" in msg
+
+
+def test_missing_weights_raise_user_error(tmp_path):
+    with pytest.raises(UserError) as exc:
+        load_teacher(TeacherConfig(factory="conftest:tiny_cnn", weights="absent.pt"), base=tmp_path)
+    assert "absent.pt" in _msg(exc)
+
+
+def test_weights_that_are_not_a_state_dict_raise_user_error(tmp_path):
+    (tmp_path / "w.pt").write_text("not a checkpoint")
+    with pytest.raises(UserError) as exc:
+        load_teacher(TeacherConfig(factory="conftest:tiny_cnn", weights="w.pt"), base=tmp_path)
+    assert "state dict" in _msg(exc)
+
+
+def test_factory_returning_non_module_raises_user_error():
+    with pytest.raises(UserError) as exc:
+        load_teacher(TeacherConfig(factory="os:getcwd"))
+    msg = _msg(exc)
+    assert "os:getcwd" in msg and "str" in msg
+
+
+@pytest.mark.parametrize(
+    "spec,expect",
+    [
+        ("no_such_module_edgedistill:build", "cannot import"),
+        ("conftest:no_such_factory", "no attribute"),
+        ("conftest.tiny_cnn", "package.module:function"),
+    ],
+)
+def test_bad_factory_spec_raises_user_error(spec, expect):
+    with pytest.raises(UserError) as exc:
+        load_teacher(TeacherConfig(factory=spec))
+    assert expect in _msg(exc)
+
+
+@pytest.fixture(scope="module")
+def pt2_file(tmp_path_factory):
+    model = tiny_cnn()
+    program = torch.export.export(model, (torch.randn(2, 1, 8, 8),))
+    path = tmp_path_factory.mktemp("pt2") / "teacher.pt2"
+    torch.export.save(program, str(path))
+    return path, model
+
+
+def test_pt2_loads_and_matches_the_module(pt2_file):
+    path, model = pt2_file
+    loaded = load_teacher(TeacherConfig(path=path.name), base=path.parent)
+    assert isinstance(loaded, nn.Module)
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_pt2_absolute_path_loads(pt2_file):
+    path, model = pt2_file
+    loaded = load_teacher(TeacherConfig(path=str(path)))
+    x = torch.zeros(2, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+
+
+@pytest.mark.parametrize("content", ["text", "state_dict"])
+def test_non_pt2_file_raises_user_error(tmp_path, content):
+    path = tmp_path / "teacher.pt2"
+    if content == "text":
+        path.write_text("hello")
+    else:
+        torch.save(tiny_cnn().state_dict(), path)
+    with pytest.raises(UserError) as exc:
+        load_teacher(TeacherConfig(path=str(path)))
+    assert "torch.export" in _msg(exc)
+
+
+def test_missing_pt2_raises_user_error(tmp_path):
+    with pytest.raises(UserError) as exc:
+        load_teacher(TeacherConfig(path="gone.pt2"), base=tmp_path)
+    assert "gone.pt2" in _msg(exc)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"factory": "conftest:tiny_cnn", "path": "t.pt2"},
+        {},
+        {"path": "t.pt2", "weights": "w.pt"},
+        {"path": "t.pt2", "train": True},
+        {"factory": "conftest:tiny_cnn", "unknown": 1},
+    ],
+)
+def test_teacher_config_rejects_bad_combinations(kwargs):
+    with pytest.raises(ValidationError):
+        TeacherConfig(**kwargs)
+
+
+def test_teacher_config_accepts_one_source():
+    assert TeacherConfig(factory="conftest:tiny_cnn").path is None
+    assert TeacherConfig(path="t.pt2").factory is None
