@@ -119,6 +119,8 @@ def run(cfg: RunConfig, out: Path, base: Path = Path("."), force: bool = False, 
 
 def _teacher(cfg: RunConfig, rd: RunDir, splits: Splits, base: Path, data_key: str, progress: Progress) -> tuple[nn.Module, str]:
     """Load the teacher, training it from labels first (once: cached in the run directory) if asked."""
+    # Factories initialise weights from the global RNG: seed it so a run is repeatable.
+    torch.manual_seed(cfg.seed)
     model = load_teacher(cfg.teacher, base)
     if not cfg.teacher.train:
         source = cfg.teacher.path or cfg.teacher.weights
@@ -195,6 +197,7 @@ def _student(ctx: _Context, tier: TierConfig) -> schema.Student:
     done = rd.finished(f"student:{tier.name}", student_key)
     if done is None:
         ctx.progress.stage(f"{tier.name}: searching {tier.student.kind} for {_budget_text(tier)}")
+        torch.manual_seed(cfg.seed)  # scale and custom students start from fresh, seeded weights
         cand = search(
             tier.student, ctx.teacher, ctx.splits.input_shape, resolved,
             file_bytes=_file_size_probe(ctx, resolved.precision),

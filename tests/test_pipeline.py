@@ -132,3 +132,13 @@ def test_data_that_does_not_fit_the_teacher_is_a_user_error(tiny_config, tmp_pat
     tiny_config["data"] = {"source": str(tmp_path / "d.npz")}
     with pytest.raises(UserError, match="does not fit the teacher"):
         pipeline.run(parse_config(tiny_config, "test"), tmp_path / "run")
+
+
+def test_a_run_is_repeatable(tiny_config, tmp_path):
+    # TinyCNN (the class) initialises from the global RNG, unlike the seeded tiny_cnn() factory.
+    tiny_config["teacher"]["factory"] = "conftest:TinyCNN"
+    tiny_config["tiers"] = tiny_config["tiers"][:1]
+    reports = [pipeline.run(parse_config(tiny_config, "test"), tmp_path / name).report for name in ("a", "b")]
+    a, b = ([(s.params, s.knob, s.metrics, [x.metrics for x in s.artifacts]) for s in r.students] for r in reports)
+    assert reports[0].teacher.metrics == reports[1].teacher.metrics
+    assert a == b
