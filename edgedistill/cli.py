@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Optional
@@ -76,6 +77,8 @@ def run(
     from edgedistill.examples.digits import config_path
     from edgedistill.pipeline import run as run_pipeline
 
+    # torch warns about its own internals when a .pt2 teacher is copied; users can do nothing about it.
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
     with _errors(debug):
         if config is not None and example is not None:
             raise UserError("give a CONFIG file or --example, not both")

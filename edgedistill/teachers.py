@@ -54,9 +54,26 @@ def _load_pt2(path: Path) -> nn.Module:
     if not path.exists():
         raise UserError(f"teacher file {path} does not exist: save one with torch.export.save(program, path)")
     try:
-        return torch.export.load(str(path)).module()
+        program = torch.export.load(str(path))
     except Exception as exc:
         raise UserError(f"{path} is not a torch.export program ({type(exc).__name__}): save it with torch.export.save") from exc
+    return ExportedTeacher(program.module())
+
+
+class ExportedTeacher(nn.Module):
+    """A torch.export program as a teacher. Its graph was fixed at export (in eval mode), so
+    train()/eval() only set this wrapper's flag: the exported module refuses to be switched."""
+
+    def __init__(self, graph_module: nn.Module) -> None:
+        super().__init__()
+        self.program = graph_module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.program(x)
+
+    def train(self, mode: bool = True) -> "ExportedTeacher":
+        self.training = mode
+        return self
 
 
 def _load_state_dict(path: Path) -> dict:

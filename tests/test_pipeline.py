@@ -142,3 +142,31 @@ def test_a_run_is_repeatable(tiny_config, tmp_path):
     a, b = ([(s.params, s.knob, s.metrics, [x.metrics for x in s.artifacts]) for s in r.students] for r in reports)
     assert reports[0].teacher.metrics == reports[1].teacher.metrics
     assert a == b
+
+
+@pytest.fixture
+def pt2_teacher(tmp_path):
+    import torch
+
+    from conftest import tiny_cnn
+
+    program = torch.export.export(
+        tiny_cnn(), (torch.randn(2, 1, 8, 8),), dynamic_shapes=({0: torch.export.Dim("batch")},)
+    )
+    path = tmp_path / "teacher.pt2"
+    torch.export.save(program, path)
+    return path
+
+
+def test_a_pt2_teacher_serves_scale_students(tiny_config, tmp_path, pt2_teacher):
+    tiny_config["teacher"] = {"path": str(pt2_teacher)}
+    tiny_config["tiers"] = [{"name": "s", "budget": {"params": "50%"}, "student": {"kind": "scale", "family": "conftest:tiny_cnn"}}]
+    result = pipeline.run(parse_config(tiny_config, "test"), tmp_path / "run")
+    (student,) = result.report.students
+    assert student.within_budget and result.report.teacher.params == 3866
+
+
+def test_a_pt2_teacher_cannot_be_pruned(tiny_config, tmp_path, pt2_teacher):
+    tiny_config["teacher"] = {"path": str(pt2_teacher)}
+    with pytest.raises(UserError, match="scale or custom"):
+        pipeline.run(parse_config(tiny_config, "test"), tmp_path / "run")

@@ -144,8 +144,8 @@ class Footprint:
     def bytes_at(self, precision: Precision) -> int:
         """Estimated weight bytes at `precision` (4, 2 or 1 byte per parameter).
 
-        An estimate for the search only: it ignores file overhead and layers kept in float; the
-        pipeline checks the real file bytes of the exported artifact afterwards.
+        An estimate: it ignores file overhead and layers kept in float. `search` corrects it with
+        the real file size when given a probe, and the report judges the real artifact.
         """
         return self.bytes_fp32 * _BYTES_PER_PARAM[precision] // _BYTES_PER_PARAM["fp32"]
 

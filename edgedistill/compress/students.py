@@ -168,7 +168,10 @@ def _output_layer(model: nn.Module, example: torch.Tensor) -> nn.Module:
         for hook in hooks:
             hook.remove()
     if not calls:
-        raise UserError("prune found no Linear or convolution layer in the teacher: use a scale or custom student")
+        raise UserError(
+            "prune found no Linear or convolution module in the teacher (a .pt2 teacher has none: its graph "
+            "is fixed): use a scale or custom student"
+        )
     return calls[-1]
 
 
