@@ -66,6 +66,7 @@ class _Context:
     teacher: nn.Module
     teacher_fp: budgets.Footprint
     outputs: TeacherOutputs
+    data_key: str
     outputs_key: str
     progress: Progress
 
@@ -75,15 +76,15 @@ def run(cfg: RunConfig, out: Path, base: Path = Path("."), force: bool = False, 
     with RunDir(out, force) as rd:
         rd.write_json("config.json", cfg)
         progress.stage(f"data: {cfg.data.source}")
-        x, y, classes = load_arrays(str(base / cfg.data.source) if cfg.data.source != "digits" else "digits", cfg.data.image_size, cfg.data.channels)
+        source = "digits" if cfg.data.source == "digits" else str(base / cfg.data.source)
+        x, y, classes = load_arrays(source, cfg.data.image_size, cfg.data.channels)
         splits = split(x, y, classes, cfg.data.source, cfg.data.val_fraction, cfg.data.calib_fraction, cfg.seed)
-        data_key = input_key(cfg.data, cfg.seed)
+        data_key = input_key(cfg.data, cfg.seed, _digest(Path(source)))
 
         teacher, teacher_key = _teacher(cfg, rd, splits, base, data_key, progress)
-        _check_fit(teacher, splits)
         teacher_fp = budgets.measure(teacher, splits.input_shape)
-        outputs, outputs_key = _teacher_outputs(cfg, rd, teacher, splits, teacher_key, progress)
-        ctx = _Context(cfg, rd, splits, teacher, teacher_fp, outputs, outputs_key, progress)
+        outputs, outputs_key = _teacher_outputs(cfg, rd, teacher, splits, input_key(teacher_key, data_key), progress)
+        ctx = _Context(cfg, rd, splits, teacher, teacher_fp, outputs, data_key, outputs_key, progress)
 
         teacher_entry = _baseline(ctx, teacher_key)
         students = tuple(_student(ctx, tier) for tier in cfg.tiers)
@@ -122,6 +123,7 @@ def _teacher(cfg: RunConfig, rd: RunDir, splits: Splits, base: Path, data_key: s
     # Factories initialise weights from the global RNG: seed it so a run is repeatable.
     torch.manual_seed(cfg.seed)
     model = load_teacher(cfg.teacher, base)
+    _check_fit(model, splits)
     if not cfg.teacher.train:
         source = cfg.teacher.path or cfg.teacher.weights
         return model, input_key(cfg.teacher, _digest(base / source) if source else "")
@@ -131,7 +133,6 @@ def _teacher(cfg: RunConfig, rd: RunDir, splits: Splits, base: Path, data_key: s
         model.load_state_dict(torch.load(rd.path("teacher/teacher.pt"), weights_only=True))
         return model.eval(), key
     progress.stage(f"teacher: training {cfg.teacher.factory} on labels")
-    _check_fit(model, splits)
     with progress.task("train teacher", cfg.teacher_training.epochs) as advance:
         result = fit(
             model, splits.train, splits.val, cfg.teacher_training, cfg.seed,
@@ -143,11 +144,11 @@ def _teacher(cfg: RunConfig, rd: RunDir, splits: Splits, base: Path, data_key: s
 
 
 def _teacher_outputs(
-    cfg: RunConfig, rd: RunDir, teacher: nn.Module, splits: Splits, teacher_key: str, progress: Progress
+    cfg: RunConfig, rd: RunDir, teacher: nn.Module, splits: Splits, inputs_key: str, progress: Progress
 ) -> tuple[TeacherOutputs, str]:
     """The teacher's outputs on the training split: computed once, stored, reused by every student."""
     layers = tuple(sorted({p.teacher for p in cfg.distill.features}))
-    key = input_key(teacher_key, cfg.data, cfg.seed, layers)
+    key = input_key(inputs_key, layers)
     rel = "teacher/outputs.npz"
     if rd.finished("teacher-outputs", key) is None:
         progress.stage("teacher outputs: running the teacher once over the training split")
@@ -165,7 +166,7 @@ def _teacher_outputs(
 def _baseline(ctx: _Context, teacher_key: str) -> schema.Teacher:
     """The teacher's own accuracy, export and latency: the first row of every table."""
     cfg = ctx.cfg
-    key = input_key(teacher_key, cfg.data, cfg.seed, cfg.export, cfg.measure)
+    key = input_key(teacher_key, ctx.data_key, cfg.export, cfg.measure)
     done = ctx.rd.finished("baseline", key)
     if done is not None:
         ctx.progress.stage("baseline: measured earlier, taken from the run directory")
@@ -221,7 +222,7 @@ def _student(ctx: _Context, tier: TierConfig) -> schema.Student:
 
     export_key = input_key(student_key, cfg.export)
     fp32 = _stage_export(ctx, model, f"{folder}/model.onnx", f"export:{tier.name}", export_key)
-    quant_key = input_key(export_key, cfg.quantize, cfg.data, cfg.seed)
+    quant_key = input_key(export_key, cfg.quantize, ctx.data_key)
     int8 = _stage_quantize(ctx, fp32, f"{folder}/model.int8.onnx", f"quantize:{tier.name}", quant_key) if cfg.quantize.enabled else None
 
     measure_key = input_key(quant_key, cfg.measure)
@@ -364,7 +365,7 @@ def _final_checks(
     deployed = next((a for a in artifacts if a.precision == resolved.precision), None)
     checks = []
     for c in record.checks:
-        source = "model"
+        source = "student in PyTorch"
         if c.name == "bytes" and deployed is not None:
             c = budgets.check_value(resolved, "bytes", deployed.bytes)
             source = f"file {deployed.path}"
