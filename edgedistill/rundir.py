@@ -7,13 +7,10 @@ outputs are all still on disk, takes the recorded result instead of redoing the 
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import json
-import os
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,6 +18,7 @@ from typing import Any
 import torch
 
 from edgedistill.errors import UserError
+from edgedistill.fileio import atomic_path
 from edgedistill.serialize import to_jsonable
 
 MANIFEST = "manifest.json"
@@ -65,23 +63,9 @@ class RunDir:
         """Absolute path of a file in the run directory."""
         return self.root / rel
 
-    @contextlib.contextmanager
-    def atomic(self, rel: str | Path) -> Iterator[Path]:
-        """Yield a temporary path beside `rel`; on success it is renamed over `rel` in one step."""
-        final = self.path(rel)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-        os.close(fd)
-        tmp_path = Path(tmp)
-        try:
-            yield tmp_path
-            os.replace(tmp_path, final)
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise UserError(f"the disk is full while writing {final}: free space and rerun; finished artifacts are kept") from exc
-            raise
-        finally:
-            tmp_path.unlink(missing_ok=True)
+    def atomic(self, rel: str | Path) -> contextlib.AbstractContextManager[Path]:
+        """A temporary path beside `rel`, renamed over it when the block succeeds."""
+        return atomic_path(self.path(rel))
 
     def write_bytes(self, rel: str | Path, data: bytes) -> Path:
         with self.atomic(rel) as tmp:

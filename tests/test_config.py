@@ -1,4 +1,3 @@
-import types
 import typing
 
 import pytest

@@ -7,18 +7,12 @@ most sensitive layers of the most accurate one in float until the tolerance hold
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import os
 import tempfile
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
 
 import numpy as np
 import onnx
@@ -31,8 +25,10 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
+from pydantic import BaseModel, ConfigDict, Field
 
 from edgedistill.errors import UserError
+from edgedistill.fileio import quiet
 from edgedistill.ortsession import open_session, run_batched
 from edgedistill.timing import time_calls
 
@@ -257,7 +253,7 @@ def _check_inputs(
 
 def _preprocess(fp32_path: Path, dst: Path) -> Path:
     """onnxruntime's recommended pre-processing; every node named, so nodes can be excluded."""
-    with _quiet():
+    with quiet():
         quant_pre_process(fp32_path, dst)
     model = onnx.load(str(dst))
     for i, node in enumerate(model.graph.node):
@@ -268,7 +264,7 @@ def _preprocess(fp32_path: Path, dst: Path) -> Path:
 
 
 def _run(method: QuantMethod, job: QuantJob) -> Path:
-    with _quiet():
+    with quiet():
         QUANTIZERS[type(method)](method, job)
     return job.dst
 
@@ -358,20 +354,6 @@ def _input_name(path: Path) -> str:
     graph = onnx.load(str(path), load_external_data=False).graph
     initializers = {init.name for init in graph.initializer}
     return next(i.name for i in graph.input if i.name not in initializers)
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """onnxruntime's quantizer logs advice and warnings on the root logger; keep the CLI clean."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        root.setLevel(level)
 
 
 class QuantizeConfig(BaseModel):

@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
-import logging
-import os
-import tempfile
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +13,7 @@ from google.protobuf.message import DecodeError
 from torch import nn
 
 from edgedistill.errors import UserError
+from edgedistill.fileio import atomic_path, quiet
 from edgedistill.ortsession import open_session, run_batched
 
 _BATCH_DIM = "batch"
@@ -79,12 +73,11 @@ def export_onnx(
     simplified = _simplify(proto, cfg) if cfg.simplify else None
     proto = simplified or proto
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _temp_path(out) as tmp:
+    with atomic_path(out) as tmp:
         # One file: weights embedded, so the artifact can be copied to a device on its own.
         onnx.save_model(proto, str(tmp), save_as_external_data=False)
         load_onnx_checked(tmp)
         err = _parity_max_abs_err(model, tmp, check_inputs, cfg.dynamic_batch)
-        os.replace(tmp, out)
     return OnnxArtifact(
         path=out,
         bytes=out.stat().st_size,
@@ -124,7 +117,7 @@ def _to_onnx(model: nn.Module, sample: torch.Tensor, cfg: OnnxExport) -> onnx.Mo
     """Run the dynamo exporter quietly and return its ModelProto."""
     dynamic_shapes = ({0: torch.export.Dim(_BATCH_DIM)},) if cfg.dynamic_batch else None
     try:
-        with _quiet_exporter():
+        with quiet("torch.onnx"):
             program = torch.onnx.export(
                 model,
                 (sample,),
@@ -154,7 +147,7 @@ def _simplify(proto: onnx.ModelProto, cfg: OnnxExport) -> onnx.ModelProto | None
     import onnxslim  # imported late: it is slow to import and only needed here
 
     try:
-        with _quiet_exporter():
+        with quiet("torch.onnx"):
             slim = onnxslim.slim(copy.deepcopy(proto))
     except Exception:  # onnxslim raises arbitrary types on graphs it cannot handle
         return None
@@ -192,29 +185,3 @@ def _first_output(out: object) -> np.ndarray:
     if not isinstance(out, torch.Tensor):
         raise UserError(f"the model returns {type(out).__name__}: return a tensor or a tuple of tensors")
     return out.detach().cpu().numpy()
-
-
-@contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
-    """Silence the exporter's progress prints, warnings and log lines so the CLI stays clean."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
-
-
-@contextlib.contextmanager
-def _temp_path(out: Path) -> Iterator[Path]:
-    """A temp file beside `out` (same filesystem, so os.replace is atomic), removed on failure."""
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-    finally:
-        tmp.unlink(missing_ok=True)

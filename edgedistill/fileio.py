@@ -1,0 +1,48 @@
+"""Writing files so that no reader ever sees half of one, and quieting libraries that print."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+from edgedistill.errors import UserError
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `final`; when the block succeeds it is renamed over `final`
+    in one step (same folder, so one filesystem). On failure `final` keeps its old content."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise UserError(f"the disk is full while writing {final}: free space and rerun; finished artifacts are kept") from exc
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def quiet(logger: str = "") -> Iterator[None]:
+    """Silence stdout prints, warnings and log records below ERROR of `logger` ("" = root)."""
+    log = logging.getLogger(logger or None)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        log.setLevel(level)
