@@ -1,0 +1,75 @@
+"""Device profiles: a `Target` is data loaded from TOML; reaching the device is the runners' job.
+
+Built-in profiles live in `targets/profiles/*.toml`; a user adds one by giving a path to their own
+file wherever a target name is accepted.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgedistill.errors import UserError
+
+Format = Literal["onnx", "ort", "tensorrt"]
+Precision = Literal["fp32", "fp16", "int8"]
+
+
+class ArtifactSpec(BaseModel):
+    """One file a target runs: its format and precision."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: Format = Field(description="onnx, ort (ONNX Runtime Mobile) or tensorrt (an engine, or its trtexec build).")
+    precision: Precision = Field(description="fp32, fp16 or int8.")
+
+
+class Target(BaseModel):
+    """One device: what runs there, and which artifacts it wants."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(description="Name used in configs, reports and on the command line.")
+    description: str = Field(description="The device and the part of it that runs the model.")
+    kind: Literal["cpu", "mobile-cpu", "gpu"] = Field(description="What executes the model.")
+    runtime: Literal["onnxruntime", "ort-mobile", "tensorrt"] = Field(description="Inference runtime on the device.")
+    execution_provider: str = Field(description="onnxruntime execution provider, or the TensorRT builder.")
+    artifacts: tuple[ArtifactSpec, ...] = Field(min_length=1, description="Files to make for it, preferred first.")
+    threads: int = Field(0, ge=0, description="Threads the runtime uses there; 0 = the runtime's default.")
+    runner: Literal["local", "ssh", "adb", "none"] = Field(
+        "none", description="How a latency is measured there: local (this machine), ssh, adb, or none."
+    )
+
+
+def builtin_names() -> tuple[str, ...]:
+    """Names of the profiles that ship with edgedistill."""
+    folder = resources.files("edgedistill.targets") / "profiles"
+    return tuple(sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")))
+
+
+def load_target(name_or_path: str) -> Target:
+    """A built-in profile by name, or a user profile from a .toml path."""
+    if name_or_path.endswith(".toml"):
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise UserError(f"target profile {path} does not exist: give a .toml profile or one of {', '.join(builtin_names())}")
+        return _parse(path.read_text(), str(path))
+    if name_or_path not in builtin_names():
+        raise UserError(f"unknown target {name_or_path!r}: use one of {', '.join(builtin_names())}, or the path of a .toml profile")
+    text = (resources.files("edgedistill.targets") / "profiles" / f"{name_or_path}.toml").read_text()
+    return _parse(text, name_or_path)
+
+
+def _parse(text: str, origin: str) -> Target:
+    try:
+        return Target.model_validate(tomllib.loads(text))
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"target profile {origin} is not valid TOML ({exc}): fix its syntax") from exc
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise UserError(f"target profile {origin}: {where}: {err['msg']}") from exc

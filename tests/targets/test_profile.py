@@ -1,0 +1,59 @@
+import pytest
+
+from edgedistill.errors import UserError
+from edgedistill.targets.profile import builtin_names, load_target
+
+
+def test_the_issue_profiles_ship():
+    assert {"host-cpu", "raspberry-pi-5", "pixel-8", "galaxy-s24", "jetson-orin-nano", "jetson-agx-orin"} <= set(builtin_names())
+
+
+@pytest.mark.parametrize("name", builtin_names())
+def test_every_builtin_profile_loads_and_wants_something_runnable(name):
+    target = load_target(name)
+    assert target.name == name
+    assert target.artifacts
+    if target.runtime == "ort-mobile":
+        assert {a.format for a in target.artifacts} == {"ort"}
+    if target.runtime == "tensorrt":
+        assert "tensorrt" in {a.format for a in target.artifacts}
+
+
+def test_phones_want_int8_ort_and_jetsons_fp16_and_int8_engines():
+    assert [(a.format, a.precision) for a in load_target("pixel-8").artifacts] == [("ort", "int8")]
+    jetson = {(a.format, a.precision) for a in load_target("jetson-orin-nano").artifacts}
+    assert {("tensorrt", "fp16"), ("tensorrt", "int8"), ("onnx", "fp16")} <= jetson
+
+
+def test_a_user_profile_loads_from_a_path(tmp_path):
+    path = tmp_path / "board.toml"
+    path.write_text(
+        'name = "my-board"\ndescription = "a board"\nkind = "cpu"\nruntime = "onnxruntime"\n'
+        'execution_provider = "CPUExecutionProvider"\nartifacts = [{ format = "onnx", precision = "int8" }]\n'
+    )
+    assert load_target(str(path)).name == "my-board"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("name = [", "not valid TOML"),
+        ('name = "x"\n', "description"),
+        (
+            'name = "x"\ndescription = "d"\nkind = "tpu"\nruntime = "onnxruntime"\nexecution_provider = "CPU"\n'
+            'artifacts = [{ format = "onnx", precision = "int8" }]\n',
+            "kind",
+        ),
+    ],
+)
+def test_a_bad_user_profile_is_one_line(tmp_path, text, expected):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(UserError, match=expected) as exc:
+        load_target(str(path))
+    assert "\n" not in str(exc.value)
+
+
+def test_an_unknown_target_lists_the_known_ones():
+    with pytest.raises(UserError, match="pixel-8"):
+        load_target("pixel-9000")
