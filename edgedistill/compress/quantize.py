@@ -69,7 +69,16 @@ class Int8Dynamic:
     name: ClassVar[str] = "int8-dynamic"
 
 
-QuantMethod = Int8Static | Int8Dynamic
+@dataclass(frozen=True)
+class Int8StaticSymmetric(Int8Static):
+    """Static int8 QDQ the way TensorRT's explicit quantization takes it: int8 activations and
+    weights with symmetric ranges (every zero point 0) and the bias left in float
+    (onnx-tensorrt docs/operators.md: Q/DQ of INT8 only, zero points 0)."""
+
+    name: ClassVar[str] = "int8-static-symmetric"
+
+
+QuantMethod = Int8Static | Int8StaticSymmetric | Int8Dynamic
 
 
 @dataclass(frozen=True)
@@ -139,6 +148,16 @@ class _CalibrationReader(CalibrationDataReader):
 
 @register(Int8Static)
 def _quantize_static(cfg: Int8Static, job: QuantJob) -> None:
+    # uint8 activations with int8 weights: onnxruntime's advice for x86 CPUs.
+    _static(cfg, job, QuantType.QUInt8, {})
+
+
+@register(Int8StaticSymmetric)
+def _quantize_static_symmetric(cfg: Int8StaticSymmetric, job: QuantJob) -> None:
+    _static(cfg, job, QuantType.QInt8, {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False})
+
+
+def _static(cfg: Int8Static, job: QuantJob, activations: QuantType, extra_options: dict[str, bool]) -> None:
     input_name = _input_name(job.src)
     quantize_static(
         job.src,
@@ -146,14 +165,14 @@ def _quantize_static(cfg: Int8Static, job: QuantJob) -> None:
         _CalibrationReader(input_name, np.ascontiguousarray(job.calib_x, dtype=np.float32)),
         quant_format=QuantFormat.QDQ,
         per_channel=cfg.per_channel,
-        # uint8 activations with int8 weights: onnxruntime's advice for x86 CPUs (see notes).
-        activation_type=QuantType.QUInt8,
+        activation_type=activations,
         weight_type=QuantType.QInt8,
         nodes_to_quantize=list(job.only) if job.only is not None else None,
         nodes_to_exclude=list(job.exclude),
         calibrate_method=_CALIBRATION_METHODS[cfg.calibration_method],
         # Calibrate once per method: the fallback re-quantizes many times with the same ranges.
-        calibration_cache_path=job.workdir / f"calibration-{cfg.calibration_method}.json",
+        calibration_cache_path=job.workdir / f"calibration-{cfg.name}-{cfg.calibration_method}.json",
+        extra_options=extra_options,
     )
 
 
@@ -362,9 +381,10 @@ class QuantizeConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = Field(True, description="Make an int8 artifact of every student.")
-    methods: tuple[Literal["int8-static", "int8-dynamic"], ...] | None = Field(
+    methods: tuple[Literal["int8-static", "int8-static-symmetric", "int8-dynamic"], ...] | None = Field(
         None,
-        description="Methods to try; default int8-static, plus int8-dynamic for graphs with MatMul/Gemm.",
+        description="Methods to try; default int8-static, plus int8-dynamic for graphs with MatMul/Gemm. "
+        "TensorRT targets always get int8-static-symmetric, the form TensorRT accepts.",
     )
     per_channel: bool = Field(True, description="Per-channel weight scales for int8-static.")
     calibration_method: Literal["minmax", "entropy", "percentile", "distribution"] = Field(
@@ -379,5 +399,9 @@ class QuantizeConfig(BaseModel):
         static = Int8Static(per_channel=self.per_channel, calibration_method=self.calibration_method)
         if self.methods is None:
             return (static, Int8Dynamic()) if has_linear_ops(path) else (static,)
-        by_name = {Int8Static.name: static, Int8Dynamic.name: Int8Dynamic()}
+        by_name = {Int8Static.name: static, Int8StaticSymmetric.name: self.symmetric(), Int8Dynamic.name: Int8Dynamic()}
         return tuple(by_name[name] for name in self.methods)
+
+    def symmetric(self) -> Int8StaticSymmetric:
+        """The symmetric static method with this config's options (what TensorRT takes)."""
+        return Int8StaticSymmetric(per_channel=self.per_channel, calibration_method=self.calibration_method)

@@ -109,3 +109,18 @@ def test_bad_configs_raise_user_error(mlp_onnx, splits, tmp_path):
         quantize(mlp_onnx, tmp_path / "q.onnx", [], calib_x, accuracy, val_x)
     with pytest.raises(UserError, match="empty"):
         quantize(mlp_onnx, tmp_path / "q.onnx", [Int8Static()], calib_x[:0], accuracy, val_x)
+
+
+def test_symmetric_static_int8_has_zero_points_of_zero_and_int8_activations(mlp_onnx, splits, tmp_path):
+    from onnx import numpy_helper
+
+    from edgedistill.compress.quantize import Int8StaticSymmetric
+
+    calib_x, val_x, accuracy = splits
+    result = quantize(mlp_onnx, tmp_path / "sym.onnx", [Int8StaticSymmetric()], calib_x, accuracy, val_x)
+    assert result.method == "int8-static-symmetric"
+    graph = onnx.load(str(result.path)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    zero_points = [inits[n.input[2]] for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
+    assert zero_points and all(zp.dtype == np.int8 and not zp.any() for zp in zero_points)
+    assert result.fp32_score - result.score <= 0.01
