@@ -38,6 +38,10 @@ class RichProgress(Progress):
 
     @contextlib.contextmanager
     def task(self, text: str, total: int) -> Iterator[Advance]:
+        if not console.is_terminal:
+            # A bar drawn into a log or a pipe is noise; the stage lines say enough there.
+            yield lambda _done, _status: None
+            return
         bar = RichBar(
             TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
@@ -103,6 +107,90 @@ def run(
             for failure in result.report.failures:
                 err_console.print(f"[red]failed:[/] {failure}")
             raise typer.Exit(1)
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Argument(help="A .onnx, a .pt2, or a run's student folder (runs/<name>/students/<tier>).", show_default=False)],
+    format: Annotated[str, typer.Option("--format", help="onnx, ort (ONNX Runtime Mobile) or tensorrt.")] = "onnx",
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8 (int8 from fp32 needs --data to calibrate).")] = "fp32",
+    out: Annotated[Path, typer.Option(help="Folder to write into.")] = Path("export"),
+    data: Annotated[Optional[Path], typer.Option(help=".npz with x (and y): real inputs for parity checks and int8 calibration.")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
+) -> None:
+    """Export one model to one format and precision, checked against its source and linted for its runtime."""
+    from edgedistill.errors import UserError
+    from edgedistill.export.convert import ExportRequest, export_model
+
+    with _errors(debug):
+        if format not in ("onnx", "ort", "tensorrt"):
+            raise UserError(f"--format {format!r} is unknown: use onnx, ort or tensorrt")
+        if precision not in ("fp32", "fp16", "int8"):
+            raise UserError(f"--precision {precision!r} is unknown: use fp32, fp16 or int8")
+        result = export_model(ExportRequest(model, format, precision, out, data))
+        console.print(f"wrote {result.path} ({result.bytes:,} bytes, {result.format} {result.precision})")
+        if result.parity_max_abs_err is not None:
+            verdict = "ok" if result.passed else "[red]FAILED[/]"
+            console.print(
+                f"parity against its source on {result.inputs}: max abs error {result.parity_max_abs_err:.2e} "
+                f"(tolerance {result.parity_tolerance:.0e}) {verdict}"
+            )
+        if result.build is not None:
+            console.print(result.build.reason if not result.build.built else f"engine built: {result.build.engine}")
+            console.print(f"trtexec command: {result.build.command_path}")
+        findings = _print_lint(result.lint)
+        if not result.passed or findings:
+            raise typer.Exit(1)
+
+
+@app.command()
+def lint(
+    model: Annotated[Path, typer.Argument(help="The .onnx file to check.", show_default=False)],
+    runtime: Annotated[str, typer.Option(help="tensorrt or ort-mobile.")] = "tensorrt",
+    ops_config: Annotated[Optional[Path], typer.Option(help="ort-mobile: the reduced build's required-operators config (default: ONNX Runtime's mobile package).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the findings as JSON to this file.")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
+) -> None:
+    """Check an ONNX file against what a runtime accepts; exit 1 when any node is not."""
+    import json
+
+    from edgedistill.export.lint import lint as run_lint
+    from edgedistill.fileio import atomic_path
+
+    with _errors(debug):
+        result = run_lint(model, runtime, ops_config)
+        if json_out is not None:
+            with atomic_path(json_out) as tmp:
+                tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        if _print_lint((result,)):
+            raise typer.Exit(1)
+
+
+@app.command()
+def targets() -> None:
+    """List the built-in device profiles and the artifacts each wants."""
+    from edgedistill.targets.profile import builtin_names, load_target
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("name", "kind", "runtime", "artifacts", "runner", "device"):
+        table.add_column(col)
+    for name in builtin_names():
+        t = load_target(name)
+        arts = ", ".join(f"{a.format} {a.precision}" for a in t.artifacts)
+        table.add_row(t.name, t.kind, t.runtime, arts, t.runner, t.description)
+    console.print(table)
+
+
+def _print_lint(results) -> int:
+    """Print each finding on one line; the number of findings."""
+    count = 0
+    for r in results:
+        for f in r.findings:
+            console.print(f"[yellow]{r.runtime}:[/] node {f.node} ({f.domain or 'ai.onnx'}::{f.op}): {f.reason}", highlight=False)
+        count += len(r.findings)
+        if r.ok:
+            console.print(f"{r.runtime}: {Path(r.model).name} is clean (checked against {r.reference})", highlight=False)
+    return count
 
 
 def _print_table(report) -> None:

@@ -69,6 +69,11 @@ class RunConfig(_Section):
     teacher: TeacherConfig = Field(description="Where the teacher comes from.")
     data: DataConfig = Field(default_factory=DataConfig, description="Data source and splits.")
     tiers: tuple[TierConfig, ...] = Field(min_length=1, description="Budget tiers, one student each.")
+    targets: tuple[str, ...] = Field(
+        ("host-cpu",),
+        min_length=1,
+        description="Devices to build for: built-in profile names or paths of .toml profiles (see `edgedistill targets`).",
+    )
     distill: DistillConfig = Field(default_factory=DistillConfig, description="Distillation of the students.")
     teacher_training: DistillConfig = Field(
         default_factory=lambda: DistillConfig(alpha=0.0),

@@ -22,13 +22,15 @@ from edgedistill.compress.search import search
 from edgedistill.config import RunConfig, TierConfig
 from edgedistill.data import Splits, load_arrays, split
 from edgedistill.errors import UserError
+from edgedistill.export.deploy import DeployArtifact, Deployment, Sources, deploy, wanted
 from edgedistill.export.onnx import OnnxArtifact, OnnxExport, export_onnx
 from edgedistill.ortsession import open_session, run_batched
 from edgedistill.progress import Progress
 from edgedistill.report import markdown, schema
 from edgedistill.rundir import RunDir, input_key
-from edgedistill.serialize import from_jsonable
+from edgedistill.serialize import from_jsonable, to_jsonable
 from edgedistill.targets.runners.base import Measurement
+from edgedistill.targets.profile import Target, load_target
 from edgedistill.targets.runners.local import LocalRunner
 from edgedistill.teachers import load_teacher
 
@@ -66,6 +68,7 @@ class _Context:
     teacher: nn.Module
     teacher_fp: budgets.Footprint
     outputs: TeacherOutputs
+    targets: tuple[Target, ...]
     data_key: str
     outputs_key: str
     progress: Progress
@@ -75,6 +78,7 @@ def run(cfg: RunConfig, out: Path, base: Path = Path("."), force: bool = False, 
     """Run every stage of `cfg` into the run directory `out`; relative paths in `cfg` start at `base`."""
     with RunDir(out, force) as rd:
         rd.write_json("config.json", cfg)
+        targets = tuple(load_target(t if not t.endswith(".toml") else str(base / t)) for t in cfg.targets)
         progress.stage(f"data: {cfg.data.source}")
         source = "digits" if cfg.data.source == "digits" else str(base / cfg.data.source)
         x, y, classes = load_arrays(source, cfg.data.image_size, cfg.data.channels)
@@ -84,12 +88,12 @@ def run(cfg: RunConfig, out: Path, base: Path = Path("."), force: bool = False, 
         teacher, teacher_key = _teacher(cfg, rd, splits, base, data_key, progress)
         teacher_fp = budgets.measure(teacher, splits.input_shape)
         outputs, outputs_key = _teacher_outputs(cfg, rd, teacher, splits, input_key(teacher_key, data_key), progress)
-        ctx = _Context(cfg, rd, splits, teacher, teacher_fp, outputs, data_key, outputs_key, progress)
+        ctx = _Context(cfg, rd, splits, teacher, teacher_fp, outputs, targets, data_key, outputs_key, progress)
 
         teacher_entry = _baseline(ctx, teacher_key)
         students = tuple(_student(ctx, tier) for tier in cfg.tiers)
         failures = tuple(
-            f"{name}: {a.format} {a.precision} parity error {a.parity_max_abs_err:.2e} exceeds {a.parity_tolerance:.0e}"
+            f"{name}: {a.format} {a.precision} parity error {a.parity_max_abs_err:.2e} exceeds {a.parity_tolerance:.0e} ({a.path})"
             for name, artifacts in [("teacher", teacher_entry.artifacts), *((s.name, s.artifacts) for s in students)]
             for a in artifacts
             if not a.passed
@@ -112,6 +116,7 @@ def run(cfg: RunConfig, out: Path, base: Path = Path("."), force: bool = False, 
             teacher=teacher_entry,
             students=students,
             failures=failures,
+            targets=tuple(t.model_dump(mode="json") for t in targets),
         )
         path = rd.write_text("report.json", schema.dumps(report))
         rd.write_text("report.md", markdown.render(report))
@@ -173,7 +178,10 @@ def _baseline(ctx: _Context, teacher_key: str) -> schema.Teacher:
         return from_jsonable(schema.Teacher, done)
     ctx.progress.stage("baseline: exporting and measuring the teacher")
     onnx = _export(ctx, ctx.teacher, "teacher/teacher.onnx")
-    art = _artifact(ctx, onnx, "fp32", None)
+    art = _artifact(
+        ctx, "onnx", "fp32", onnx.path, parity=(onnx.parity_max_abs_err, onnx.parity_tolerance),
+        targets=wanted(ctx.targets).get(("onnx", "fp32"), ()),
+    )
     fp = ctx.teacher_fp
     entry = schema.Teacher(
         source=cfg.teacher.factory or cfg.teacher.path,
@@ -225,12 +233,27 @@ def _student(ctx: _Context, tier: TierConfig) -> schema.Student:
     quant_key = input_key(export_key, cfg.quantize, ctx.data_key)
     int8 = _stage_quantize(ctx, fp32, f"{folder}/model.int8.onnx", f"quantize:{tier.name}", quant_key) if cfg.quantize.enabled else None
 
-    measure_key = input_key(quant_key, cfg.measure)
+    deploy_key = input_key(quant_key, ctx.targets)
+    val = ctx.splits.val
+    sources = Sources(
+        fp32.path, int8.path if int8 else None, rd.path(folder), val.x, ctx.splits.calib.x,
+        lambda out: accuracy(out, val.y), cfg.quantize.symmetric(), cfg.quantize.max_accuracy_drop,
+    )
+    deployment = _stage_deploy(ctx, sources, f"deploy:{tier.name}", deploy_key)
+
+    measure_key = input_key(deploy_key, cfg.measure)
     done = rd.finished(f"measure:{tier.name}", measure_key)
     if done is None:
-        artifacts = (_artifact(ctx, fp32, "fp32", None),)
+        want = wanted(ctx.targets)
+        artifacts = (
+            _artifact(
+                ctx, "onnx", "fp32", fp32.path, parity=(fp32.parity_max_abs_err, fp32.parity_tolerance),
+                targets=want.get(("onnx", "fp32"), ()),
+            ),
+        )
         if int8 is not None:
-            artifacts += (_artifact(ctx, fp32, "int8", int8),)
+            artifacts += (_artifact(ctx, "onnx", "int8", int8.path, quant=int8, targets=want.get(("onnx", "int8"), ())),)
+        artifacts += tuple(_deployed(ctx, d) for d in deployment.made)
         done = rd.finish(f"measure:{tier.name}", measure_key, artifacts)
     else:
         ctx.progress.stage(f"{tier.name}: measured earlier, taken from the run directory")
@@ -260,7 +283,19 @@ def _student(ctx: _Context, tier: TierConfig) -> schema.Student:
             "teacher_outputs": "cached",
         },
         artifacts=artifacts,
+        skipped=tuple({"format": s.format, "precision": s.precision, "targets": list(s.targets), "reason": s.reason} for s in deployment.skipped),
     )
+
+
+def _stage_deploy(ctx: _Context, src: Sources, stage: str, key: str) -> Deployment:
+    done = ctx.rd.finished(stage, key)
+    if done is not None:
+        return from_jsonable(Deployment, done)
+    ctx.progress.stage(f"{stage.split(':')[1]}: making artifacts for {', '.join(t.name for t in ctx.targets)}")
+    result = deploy(src, wanted(ctx.targets))
+    outputs = [d.path for d in result.made] + [d.build.command_path for d in result.made if d.build]
+    ctx.rd.finish(stage, key, result, outputs)
+    return result
 
 
 def _stage_export(ctx: _Context, model: nn.Module, rel: str, stage: str, key: str) -> OnnxArtifact:
@@ -300,46 +335,76 @@ def _export(ctx: _Context, model: nn.Module, rel: str | Path) -> OnnxArtifact:
 def _file_size_probe(ctx: _Context, precision: str) -> Callable[[nn.Module], int] | None:
     """Bytes of the file a candidate would ship as, made the way the run makes it, for the search.
 
-    Weight values barely change a file's size, so an undistilled candidate shows it. For int8 it is
-    the largest of the methods' files, since which method wins is decided later.
+    Weight values barely change a file's size, so an undistilled candidate shows it. It is the
+    largest of the files at that precision: every int8 method's (the winner is decided later) and
+    every file a target deploys (an .ort for a phone).
     """
-    if precision == "fp16" or (precision == "int8" and not ctx.cfg.quantize.enabled):
+    if precision == "int8" and not ctx.cfg.quantize.enabled:
         return None
     x = ctx.splits.val.x[:8]
+
+    # The files the targets deploy at this precision; TensorRT engines are sized on the device.
+    deployed = {k: v for k, v in wanted(ctx.targets).items() if k[1] == precision and k[0] != "tensorrt"}
+    if precision == "fp16":
+        deployed.setdefault(("onnx", "fp16"), ())
 
     def probe(model: nn.Module) -> int:
         with tempfile.TemporaryDirectory(prefix=".size-probe-", dir=ctx.rd.root) as tmp:
             fp32 = _export(ctx, model, Path(tmp) / "model.onnx")
-            if precision == "fp32":
-                return fp32.bytes
-            q = quantize(
-                fp32.path, Path(tmp) / "model.int8.onnx", ctx.cfg.quantize.methods_for(fp32.path),
-                ctx.splits.calib.x, lambda _out: 0.0, x, timing_runs=1,
+            sizes = [fp32.bytes] if precision == "fp32" else []
+            int8 = None
+            if precision == "int8":
+                q = quantize(
+                    fp32.path, Path(tmp) / "model.int8.onnx", ctx.cfg.quantize.methods_for(fp32.path),
+                    ctx.splits.calib.x, lambda _out: 0.0, x, timing_runs=1,
+                )
+                sizes += [t.bytes for t in q.trials]
+                int8 = q.path
+            src = Sources(
+                fp32.path, int8, Path(tmp), x, ctx.splits.calib.x, lambda _out: 0.0, ctx.cfg.quantize.symmetric(),
             )
-            return max(t.bytes for t in q.trials)
+            sizes += [d.path.stat().st_size for d in deploy(src, deployed).made]
+            return max(sizes)
 
     return probe
 
 
-def _artifact(ctx: _Context, fp32: OnnxArtifact, precision: str, quant: QuantResult | None) -> schema.Artifact:
-    """Evaluate and measure one artifact on this machine."""
-    path = fp32.path if quant is None else quant.path
+def _artifact(
+    ctx: _Context,
+    fmt: str,
+    precision: str,
+    path: Path,
+    targets: tuple[str, ...],
+    parity: tuple[float | None, float | None] = (None, None),
+    quant: QuantResult | None = None,
+    lint: tuple[dict, ...] = (),
+    build: dict | None = None,
+    evaluated: Path | None = None,
+) -> schema.Artifact:
+    """One artifact's entry. ONNX and .ort files are evaluated and measured here; a TensorRT engine
+    cannot be, so its accuracy is that of its ONNX source (`evaluated`), and says so."""
+    err, tolerance = parity
     val = ctx.splits.val
-    acc = accuracy(run_batched(open_session(path), val.x), val.y)
-    m = ctx.cfg.measure
-    runner = LocalRunner(threads=m.threads, warmup=m.warmup, runs=m.runs, throughput_batch=m.throughput_batch)
-    with ctx.progress.task(f"measure {path.parent.name}/{path.name}", m.runs) as advance:
-        measurement = runner.measure(path, HOST, progress=lambda done, _total: advance(done, ""))
+    evaluated = evaluated or path
+    metrics = {"accuracy": accuracy(run_batched(open_session(evaluated), val.x), val.y)}
+    latency, notes = {}, ()
+    if fmt in ("onnx", "ort"):
+        m = ctx.cfg.measure
+        runner = LocalRunner(threads=m.threads, warmup=m.warmup, runs=m.runs, throughput_batch=m.throughput_batch)
+        with ctx.progress.task(f"measure {path.parent.name}/{path.name}", m.runs) as advance:
+            latency[HOST] = _latency(runner.measure(path, HOST, progress=lambda done, _total: advance(done, "")))
+    else:
+        notes = (f"accuracy of its source {evaluated.name}, run with onnxruntime on this CPU",)
     return schema.Artifact(
-        format="onnx",
+        format=fmt,
         precision=precision,
         path=str(path.relative_to(ctx.rd.root)),
         bytes=path.stat().st_size,
-        metrics={"accuracy": acc},
-        parity_max_abs_err=fp32.parity_max_abs_err if quant is None else None,
-        parity_tolerance=fp32.parity_tolerance if quant is None else None,
-        passed=fp32.passed if quant is None else True,
-        latency={HOST: _latency(measurement)},
+        metrics=metrics,
+        parity_max_abs_err=err,
+        parity_tolerance=tolerance,
+        passed=err is None or err <= tolerance,
+        latency=latency,
         quantization=None if quant is None else schema.QuantizationInfo(
             method=quant.method,
             reason=quant.reason,
@@ -347,7 +412,33 @@ def _artifact(ctx: _Context, fp32: OnnxArtifact, precision: str, quant: QuantRes
             fp32_accuracy=quant.fp32_score,
             trials=tuple({"method": t.method, "accuracy": t.score, "p50_ms": t.p50_ms, "bytes": t.bytes} for t in quant.trials),
         ),
+        targets=targets,
+        lint=lint,
+        build=build,
+        notes=notes,
     )
+
+
+def _deployed(ctx: _Context, d: DeployArtifact) -> schema.Artifact:
+    """The report entry of an artifact made for targets (fp16 ONNX, .ort, TensorRT)."""
+    return _artifact(
+        ctx, d.format, d.precision, d.path, d.targets,
+        parity=(d.parity_max_abs_err, d.parity_tolerance),
+        quant=d.quantization,
+        lint=tuple(to_jsonable(r) for r in d.lint),
+        build=None if d.build is None else _relative_paths(ctx, to_jsonable(d.build)),
+        evaluated=d.source if d.format == "tensorrt" else None,
+    )
+
+
+def _relative_paths(ctx: _Context, build: dict) -> dict:
+    """A TensorRT build record with its paths relative to the report, so the run directory can move."""
+    root = ctx.rd.root.resolve()
+    out = dict(build)
+    for key in ("onnx", "command_path", "engine"):
+        if out.get(key) and Path(out[key]).resolve().is_relative_to(root):
+            out[key] = str(Path(out[key]).resolve().relative_to(root))
+    return out
 
 
 def _latency(m: Measurement) -> schema.Latency:
@@ -362,13 +453,19 @@ def _final_checks(
     record: StudentRecord, resolved: budgets.ResolvedBudget, artifacts: tuple[schema.Artifact, ...]
 ) -> tuple[schema.Check, ...]:
     """The tier's budgets against the student; `bytes` is judged on the real file at the budget's precision."""
-    deployed = next((a for a in artifacts if a.precision == resolved.precision), None)
+    # Every target deploys its own file: the budget holds only if the largest of them fits.
+    # TensorRT engines are built on the device for its GPU, so their size is not known here.
+    deployed = max(
+        (a for a in artifacts if a.precision == resolved.precision and a.format != "tensorrt"),
+        key=lambda a: a.bytes,
+        default=None,
+    )
     checks = []
     for c in record.checks:
         source = "student in PyTorch"
         if c.name == "bytes" and deployed is not None:
             c = budgets.check_value(resolved, "bytes", deployed.bytes)
-            source = f"file {deployed.path}"
+            source = f"largest {resolved.precision} file: {deployed.path}"
         elif c.name == "bytes":
             source = f"estimate at {resolved.precision} (no {resolved.precision} artifact)"
         checks.append(schema.Check(c.name, c.limit, c.value, c.ok, c.margin, source))

@@ -105,7 +105,7 @@ def test_a_bytes_budget_is_met_by_the_real_int8_file(tiny_config, tmp_path):
     int8 = next(a for a in student.artifacts if a.precision == "int8")
     bytes_check = next(c for c in student.checks if c.name == "bytes")
     assert int8.bytes <= 6000 and bytes_check.value == int8.bytes and bytes_check.ok
-    assert bytes_check.source.startswith("file")
+    assert bytes_check.source == f"largest int8 file: {int8.path}"
 
 
 def test_unreachable_budget_is_a_user_error(tiny_config, tmp_path):

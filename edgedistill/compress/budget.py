@@ -105,11 +105,13 @@ class Budget(BaseModel):
         return _to_limit(value, "bytes")
 
     @field_serializer("params", "macs", "bytes", "peak_memory")
-    def _dump(self, limit: Limit | None) -> float | str | None:
+    def _dump(self, limit: Limit | None) -> int | float | str | None:
         # Dump as written in TOML ("20%" or a number), so configs and reports read as the user wrote them.
         if limit is None:
             return None
-        return f"{limit.value * 100:g}%" if limit.relative else limit.value
+        if limit.relative:
+            return f"{limit.value * 100:g}%"
+        return int(limit.value) if limit.value.is_integer() else limit.value
 
     @model_validator(mode="after")
     def _some_limit(self) -> "Budget":

@@ -45,9 +45,36 @@ def render(report: Report) -> str:
             ],
         ),
     ]
+    lines += ["", "## Target artifacts", "", *_targets(report)]
     if report.failures:
         lines += ["", "## Failures", "", *(f"- {f}" for f in report.failures)]
     return "\n".join(lines) + "\n"
+
+
+def _targets(report: Report) -> list[str]:
+    """Which files each target gets, their lint results and how TensorRT engines are built."""
+    rows = []
+    for s in report.students:
+        for a in s.artifacts:
+            lint = "; ".join(
+                f"{r['runtime']}: " + ("clean" if not r["findings"] else f"{len(r['findings'])} finding(s): "
+                + ", ".join(f"{f['node']} ({f['op']}) {f['reason']}" for f in r["findings"]))
+                for r in a.lint
+            ) or "-"
+            build = "-"
+            if a.build is not None:
+                build = "engine built here" if a.build.get("built") else f"not built here ({a.build['reason']}); run the script on the device"
+            rows.append((s.name, ", ".join(a.targets) or "-", f"{a.format} {a.precision}", f"`{a.path}`", lint, build))
+        rows += [
+            (s.name, ", ".join(k["targets"]), f"{k['format']} {k['precision']}", "not made", "-", k["reason"])
+            for k in s.skipped
+        ]
+    names = ", ".join(t["name"] for t in report.targets) or "host-cpu"
+    return [
+        f"Targets: {names}.",
+        "",
+        *_table(("student", "targets", "artifact", "file", "lint", "TensorRT build"), rows),
+    ]
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:

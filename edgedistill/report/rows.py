@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from edgedistill.report.schema import Artifact, Report
 
 HOST = "host-cpu"
+_SHORT_FORMAT = {"tensorrt": "trt"}
 COLUMNS = (
-    "model", "generator", "params", "MACs", "precision", "file", "accuracy",
+    "model", "generator", "params", "MACs", "artifact", "file", "accuracy",
     "p50 ms", "p99 ms", "items/s", "latency", "budget",
 )
 # The terminal is often 80 columns wide: the CLI shows these, report.md shows all.
-SHORT_COLUMNS = ("model", "generator", "params", "precision", "file", "accuracy", "p50 ms", "budget")
+SHORT_COLUMNS = ("model", "generator", "params", "artifact", "file", "accuracy", "p50 ms", "budget")
 
 
 @dataclass(frozen=True)
@@ -45,16 +46,26 @@ def _row(name: str, gen: str, params: int, macs: int, a: Artifact, verdict: str,
         "generator": gen,
         "params": f"{params:,}",
         "MACs": _si(macs),
-        "precision": a.precision,
-        "file": f"{a.bytes / 1024:,.0f} KiB" if a.bytes >= 10240 else f"{a.bytes / 1024:.1f} KiB",
-        "accuracy": f"{100 * a.metrics['accuracy']:.2f}%",
+        "artifact": f"{_SHORT_FORMAT.get(a.format, a.format)} {a.precision}",
+        "file": "script" if a.build is not None and not a.build.get("built") else _kib(a.bytes),
+        "accuracy": f"{100 * a.metrics['accuracy']:.2f}%" if "accuracy" in a.metrics else "-",
         "p50 ms": f"{lat.p50_ms:.3f}" if lat else "-",
         "p99 ms": f"{lat.p99_ms:.3f}" if lat else "-",
         "items/s": f"{lat.throughput_per_s:,.0f}" if lat else "-",
-        "latency": f"{lat.source} ({lat.runner}, {lat.provider}, threads {lat.threads or 'default'})" if lat else "none",
+        "latency": f"{lat.source} ({lat.runner}, {lat.provider}, threads {lat.threads or 'default'})" if lat else _unmeasured(a),
         "budget": verdict if a.passed else f"{verdict}, parity FAILED",
     }
     return Row(cells, ok and a.passed)
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:,.0f} KiB" if n >= 10240 else f"{n / 1024:.1f} KiB"
+
+
+def _unmeasured(a: Artifact) -> str:
+    if a.build is not None and not a.build.get("built"):
+        return "not measured: the engine is built on the device (trtexec script)"
+    return "not measured here"
 
 
 def _si(n: float) -> str:

@@ -53,6 +53,10 @@ class Artifact:
     passed: bool
     latency: dict[str, Latency] = field(default_factory=dict)
     quantization: QuantizationInfo | None = None
+    targets: tuple[str, ...] = ()
+    lint: tuple[dict, ...] = ()
+    build: dict | None = None
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,7 @@ class Student:
     checks: tuple[Check, ...]
     distill: dict
     artifacts: tuple[Artifact, ...]
+    skipped: tuple[dict, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,7 @@ class Report:
     teacher: Teacher
     students: tuple[Student, ...]
     failures: tuple[str, ...]
+    targets: tuple[dict, ...] = ()
 
     @property
     def passed(self) -> bool:

@@ -98,7 +98,7 @@ def test_summary_rows_teacher_first_and_broken_student_not_ok():
     table = rows.summary_rows(report)
     assert [r.cells["model"] for r in table] == ["teacher", "good", "good", "broken"]
     assert table[0].cells["generator"] == "teacher" and table[0].ok
-    assert [r.cells["precision"] for r in table[1:3]] == ["fp32", "int8"]
+    assert [r.cells["artifact"] for r in table[1:3]] == ["onnx fp32", "onnx int8"]
     assert table[1].ok and table[2].ok
     assert table[1].cells["budget"] == "within"
     assert table[1].cells["generator"] == "prune 0.35"
@@ -127,7 +127,20 @@ def test_rows_without_host_latency_show_none():
     art = dataclasses.replace(t.artifacts[0], latency={})
     report = dataclasses.replace(report, teacher=dataclasses.replace(t, artifacts=(art,)), students=())
     (row,) = rows.summary_rows(report)
-    assert row.cells["p50 ms"] == "-" and row.cells["latency"] == "none"
+    assert row.cells["p50 ms"] == "-" and row.cells["latency"] == "not measured here"
+
+
+def test_an_unbuilt_tensorrt_engine_shows_its_script():
+    report = make_report()
+    t = report.teacher
+    art = dataclasses.replace(
+        t.artifacts[0], format="tensorrt", precision="fp16", latency={},
+        build={"built": False, "reason": "tensorrt is not importable", "command_path": "model.fp16.trtexec.sh"},
+    )
+    report = dataclasses.replace(report, teacher=dataclasses.replace(t, artifacts=(art,)), students=())
+    (row,) = rows.summary_rows(report)
+    assert row.cells["artifact"] == "trt fp16" and row.cells["file"] == "script"
+    assert "trtexec script" in row.cells["latency"]
 
 
 def test_markdown_has_tables_budgets_quantization_and_failures():
