@@ -171,13 +171,13 @@ def targets() -> None:
     """List the built-in device profiles and the artifacts each wants."""
     from edgedistill.targets.profile import builtin_names, load_target
 
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("name", "kind", "runtime", "artifacts", "runner", "device"):
-        table.add_column(col)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="device profiles (use a name, or a .toml path, in `targets`)")
+    for col in ("name", "runtime", "artifacts", "runner"):
+        table.add_column(col, no_wrap=True)
     for name in builtin_names():
         t = load_target(name)
-        arts = ", ".join(f"{a.format} {a.precision}" for a in t.artifacts)
-        table.add_row(t.name, t.kind, t.runtime, arts, t.runner, t.description)
+        arts = ", ".join(f"{'trt' if a.format == 'tensorrt' else a.format} {a.precision}" for a in t.artifacts)
+        table.add_row(t.name, t.runtime, arts, t.runner)
     console.print(table)
 
 

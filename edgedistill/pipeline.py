@@ -238,6 +238,7 @@ def _student(ctx: _Context, tier: TierConfig) -> schema.Student:
     sources = Sources(
         fp32.path, int8.path if int8 else None, rd.path(folder), val.x, ctx.splits.calib.x,
         lambda out: accuracy(out, val.y), cfg.quantize.symmetric(), cfg.quantize.max_accuracy_drop,
+        make_int8=cfg.quantize.enabled,
     )
     deployment = _stage_deploy(ctx, sources, f"deploy:{tier.name}", deploy_key)
 

@@ -99,3 +99,60 @@ def test_factories_resolve_from_the_config_folder(tmp_path, tiny_config):
     tiny_config["tiers"] = tiny_config["tiers"][:1]
     result = runner.invoke(app, ["run", str(_write(tmp_path, tiny_config)), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
+
+
+@pytest.fixture(scope="module")
+def onnx_file(tmp_path_factory):
+    import numpy as np
+
+    from conftest import tiny_cnn
+    from edgedistill.export.onnx import export_onnx
+
+    x = np.random.default_rng(0).random((8, 1, 8, 8), dtype=np.float32)
+    return export_onnx(tiny_cnn(), x[:2], x, tmp_path_factory.mktemp("m") / "cnn.onnx").path
+
+
+def test_lint_clean_exits_0_and_writes_json(onnx_file, tmp_path):
+    result = runner.invoke(app, ["lint", str(onnx_file), "--runtime", "tensorrt", "--json", str(tmp_path / "l.json")])
+    assert result.exit_code == 0, result.output
+    assert "clean" in result.output
+    assert json.loads((tmp_path / "l.json").read_text())["findings"] == []
+
+
+def test_lint_findings_exit_1(onnx_file, tmp_path):
+    config = tmp_path / "ops.config"
+    config.write_text("ai.onnx;18;Conv,Relu\n")
+    result = runner.invoke(app, ["lint", str(onnx_file), "--runtime", "ort-mobile", "--ops-config", str(config)])
+    assert result.exit_code == 1
+    assert "MaxPool" in result.output and "Gemm" in result.output
+
+
+def test_lint_bad_input_is_one_line(onnx_file, tmp_path):
+    assert "tensorrt" in _one_line_error(runner.invoke(app, ["lint", str(onnx_file), "--runtime", "coreml"]))
+    truncated = tmp_path / "t.onnx"
+    truncated.write_bytes(onnx_file.read_bytes()[:100])
+    assert "not a valid ONNX" in _one_line_error(runner.invoke(app, ["lint", str(truncated)]))
+
+
+def test_export_writes_the_artifact(onnx_file, tmp_path):
+    result = runner.invoke(app, ["export", str(onnx_file), "--format", "ort", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cnn.fp32.ort").is_file() or any(tmp_path.glob("*.ort"))
+    assert "parity" in result.output
+
+
+def test_export_bad_format_is_one_line(onnx_file):
+    assert "--format" in _one_line_error(runner.invoke(app, ["export", str(onnx_file), "--format", "tflite"]))
+
+
+def test_targets_lists_the_profiles():
+    result = runner.invoke(app, ["targets"])
+    assert result.exit_code == 0
+    for name in ("host-cpu", "pixel-8", "jetson-orin-nano"):
+        assert name in result.output
+
+
+def test_unknown_target_in_config_is_one_line(tmp_path, tiny_config):
+    tiny_config["targets"] = ["pixel-9000"]
+    line = _one_line_error(runner.invoke(app, ["run", str(_write(tmp_path, tiny_config)), "--out", str(tmp_path / "o")]))
+    assert "pixel-9000" in line and "pixel-8" in line

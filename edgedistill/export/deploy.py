@@ -23,7 +23,8 @@ from edgedistill.targets.profile import Target
 @dataclass(frozen=True)
 class Sources:
     """What deployment artifacts are made from: a student's ONNX files, and real inputs to check
-    them (`val_x`, scored by `score`, higher is better) and to calibrate int8 (`calib_x`)."""
+    them (`val_x`, scored by `score`, higher is better) and to calibrate int8 (`calib_x`).
+    `make_int8` False skips every int8 artifact (quantization is off for the run)."""
 
     fp32: Path
     int8: Path | None
@@ -33,6 +34,7 @@ class Sources:
     score: Callable[[np.ndarray], float]
     symmetric: Int8StaticSymmetric
     max_drop: float = 0.01
+    make_int8: bool = True
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ def deploy(src: Sources, want: dict[tuple[str, str], tuple[str, ...]]) -> Deploy
     for (fmt, precision), names in sorted(want.items(), key=lambda item: item[0][0] != "onnx"):
         if fmt == "onnx" and precision in ("fp32", "int8"):
             continue
-        if precision == "int8" and src.int8 is None:
+        if precision == "int8" and not src.make_int8:
             skipped.append(Skipped(fmt, precision, names, "quantization is disabled: set quantize.enabled = true"))
             continue
         made.append(_MAKERS[fmt](precision, onnx, names))

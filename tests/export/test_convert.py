@@ -1,0 +1,87 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from edgedistill.errors import UserError
+from edgedistill.export.convert import ExportRequest, export_model
+from edgedistill.export.onnx import export_onnx
+
+
+@pytest.fixture(scope="module")
+def fp32(tmp_path_factory, trained_mlp, digits_xy):
+    x, _ = digits_xy
+    return export_onnx(trained_mlp, x[:2], x[:64], tmp_path_factory.mktemp("src") / "mlp.onnx").path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, digits_xy):
+    x, y = digits_xy
+    path = tmp_path_factory.mktemp("data") / "d.npz"
+    np.savez(path, x=x[:400], y=y[:400])
+    return path
+
+
+def test_ort_from_an_onnx_checks_parity_and_lints(fp32, tmp_path):
+    out = export_model(ExportRequest(fp32, "ort", "fp32", tmp_path))
+    assert out.path.suffix == ".ort" and out.path.is_file() and out.passed
+    assert "random" in out.inputs
+    assert [r.runtime for r in out.lint] == ["ort-mobile"] and out.lint[0].ok
+
+
+def test_fp16_onnx_with_real_inputs(fp32, data, tmp_path):
+    out = export_model(ExportRequest(fp32, "onnx", "fp16", tmp_path, data))
+    assert out.path.name == "model.fp16.onnx" and out.passed
+    assert str(data) in out.inputs
+
+
+def test_int8_needs_calibration_data(fp32, tmp_path):
+    with pytest.raises(UserError, match="--data"):
+        export_model(ExportRequest(fp32, "onnx", "int8", tmp_path))
+
+
+def test_int8_onnx_and_ort_from_data(fp32, data, tmp_path):
+    onnx_out = export_model(ExportRequest(fp32, "onnx", "int8", tmp_path / "a", data))
+    assert onnx_out.path.name == "model.int8.onnx"
+    ort_out = export_model(ExportRequest(fp32, "ort", "int8", tmp_path / "b", data))
+    assert ort_out.path.name == "model.int8.ort" and ort_out.passed
+
+
+def test_tensorrt_int8_writes_a_trtexec_script_from_a_symmetric_model(fp32, data, tmp_path):
+    out = export_model(ExportRequest(fp32, "tensorrt", "int8", tmp_path, data))
+    assert out.build is not None and out.lint[0].ok
+    if not out.build.built:
+        assert out.path.name.endswith(".trtexec.sh") and "trtexec" in out.path.read_text()
+    assert "int8-symmetric" in str(out.build.onnx)
+
+
+def test_a_run_student_folder_is_a_model(tmp_path, fp32):
+    folder = tmp_path / "students" / "small"
+    folder.mkdir(parents=True)
+    (folder / "model.onnx").write_bytes(fp32.read_bytes())
+    out = export_model(ExportRequest(folder, "onnx", "fp16", tmp_path / "out"))
+    assert out.path.is_file()
+
+
+def test_a_pt2_needs_data_and_then_exports(tmp_path, data):
+    from conftest import tiny_cnn
+
+    program = torch.export.export(tiny_cnn(), (torch.randn(2, 1, 8, 8),), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    pt2 = tmp_path / "m.pt2"
+    torch.export.save(program, pt2)
+    with pytest.raises(UserError, match="--data"):
+        export_model(ExportRequest(pt2, "onnx", "fp32", tmp_path / "a"))
+    out = export_model(ExportRequest(pt2, "onnx", "fp32", tmp_path / "b", data))
+    assert out.path.name == "model.onnx" and out.path.is_file()
+
+
+def test_not_a_model(tmp_path):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("hello")
+    with pytest.raises(UserError, match="not a .onnx"):
+        export_model(ExportRequest(bad, "onnx", "fp16", tmp_path))
+    truncated = tmp_path / "t.onnx"
+    truncated.write_bytes(b"\x08\x01garbage")
+    with pytest.raises(UserError, match="not a valid ONNX"):
+        export_model(ExportRequest(truncated, "onnx", "fp16", tmp_path))
