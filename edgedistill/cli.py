@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
 import warnings
 from collections.abc import Iterator
@@ -167,6 +168,37 @@ def lint(
 
 
 @app.command()
+def gate(
+    report: Annotated[Path, typer.Argument(metavar="REPORT.json", help="A report.json written by `edgedistill run`.", show_default=False)],
+    junit: Annotated[Optional[Path], typer.Option("--junit", metavar="FILE", help="Also write the verdicts as JUnit XML: one testcase per student and budget.")] = None,
+    budget: Annotated[Optional[list[str]], typer.Option("--budget", metavar="TIER.NAME=VALUE", help="Override or add a limit, e.g. fifth.params=20000, fifth.bytes=64KB, or '*.params=30%' (of the teacher) for every tier; NAME is params, macs, bytes or peak_memory. Repeatable.", show_default=False)] = None,
+    student: Annotated[Optional[list[str]], typer.Option("--student", metavar="NAME", help="Judge only this student (repeatable; default: every student).", show_default=False)] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
+) -> None:
+    """Judge a report's students against their budgets; exit 1 when any budget is broken."""
+    from edgedistill.gate import format_number, gate as judge, load_report, parse_override, write_junit
+
+    with _errors(debug):
+        loaded = load_report(report)
+        result = judge(loaded, tuple(parse_override(text) for text in budget or ()), tuple(student or ()))
+        if junit is not None:
+            write_junit(result, f"edgedistill gate {loaded.name}", junit)
+        for v in result.broken:
+            value = "none" if v.value is None else format_number(v.value)
+            console.print(
+                f"BROKEN student={v.student} budget={v.budget} limit={format_number(v.limit)} value={value} source={v.source}",
+                markup=False, highlight=False, soft_wrap=True,
+            )
+        judged = len({v.student for v in result.verdicts})
+        scope = f"{len(result.verdicts)} budget{'s' * (len(result.verdicts) != 1)} of {judged} student{'s' * (judged != 1)}"
+        if result.passed:
+            console.print(f"gate passed: {scope}, all hold", highlight=False)
+        else:
+            console.print(f"gate failed: {len(result.broken)} broken of {scope}", highlight=False)
+            raise typer.Exit(1)
+
+
+@app.command()
 def targets() -> None:
     """List the built-in device profiles and the artifacts each wants."""
     from edgedistill.targets.profile import builtin_names, load_target
@@ -209,9 +241,23 @@ def _print_table(report) -> None:
     console.print(table)
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised where the program is, so that every `finally` (temp files, the lock) runs.
+    A BaseException, like KeyboardInterrupt, so no `except Exception` on the way swallows it."""
+
+
+def _raise_terminated(_signum: int, _frame: object) -> None:
+    raise _Terminated
+
+
 @contextlib.contextmanager
 def _errors(debug: bool) -> Iterator[None]:
-    """One line and the error's exit status instead of a traceback (unless --debug)."""
+    """One line and the error's exit status instead of a traceback (unless --debug).
+
+    SIGINT and SIGTERM stop the work the same way: unwinding, so no half-written file is left and
+    every finished stage stays recorded for the rerun to resume from.
+    """
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
     except EdgeDistillError as exc:
@@ -219,9 +265,11 @@ def _errors(debug: bool) -> Iterator[None]:
             raise
         err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Terminated) as exc:
         err_console.print("interrupted: finished stages are kept in the run directory; rerun to resume")
-        raise typer.Exit(130) from None
+        raise typer.Exit(130 if isinstance(exc, KeyboardInterrupt) else 143) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main() -> None:

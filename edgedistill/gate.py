@@ -1,0 +1,249 @@
+"""The gate: judge a report's students against their budgets, for a CI step that must fail the build.
+
+Every budget of a student's tier is judged on the report's own check (its value and its source, as
+the report says where the value came from); budgets given on the command line replace or add limits
+and are judged on the student's figures in the report. An artifact that failed its parity check and
+a report that calls a student over budget without a failing check are broken verdicts too.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgedistill.compress.budget import Budget, Footprint, Limit, parse_quantity, resolve
+from edgedistill.errors import UserError
+from edgedistill.fileio import atomic_path
+from edgedistill.report import schema
+
+# The budgets a tier can set, with the kind of quantity each takes (as `Budget` parses them).
+BUDGET_KINDS = {"params": "count", "macs": "count", "bytes": "bytes", "peak_memory": "bytes"}
+ALL_TIERS = "*"
+_FORM = "TIER.NAME=VALUE, e.g. fifth.params=20000, fifth.bytes=64KB or '*.params=30%'"
+
+
+@dataclass(frozen=True)
+class BudgetOverride:
+    """A limit given on the command line: budget `name` of `tier` ("*": every tier)."""
+
+    tier: str
+    name: str
+    limit: Limit
+
+    @property
+    def label(self) -> str:
+        """As the user wrote its key: "fifth.bytes"."""
+        return f"{self.tier}.{self.name}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One budget of one student judged: `value` against `limit`, with where the value came from.
+
+    `value` is None when the report holds no figure to judge (a budget without a check, a check
+    whose value was not a number, the report's own over-budget flag with no failing check behind it).
+    """
+
+    student: str
+    tier: str
+    budget: str
+    limit: float
+    value: float | None
+    ok: bool
+    source: str
+
+    def describe(self) -> str:
+        """One phrase: "value 12,345 > limit 10,000 (source: student in PyTorch)"."""
+        if self.value is None:
+            return f"no value (source: {self.source})"
+        sign = "<=" if self.ok else ">"
+        return f"value {format_number(self.value)} {sign} limit {format_number(self.limit)} (source: {self.source})"
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """Every verdict of the selected students, in report order."""
+
+    verdicts: tuple[Verdict, ...]
+
+    @property
+    def broken(self) -> tuple[Verdict, ...]:
+        """The verdicts that fail."""
+        return tuple(v for v in self.verdicts if not v.ok)
+
+    @property
+    def passed(self) -> bool:
+        """True when every budget holds."""
+        return not self.broken
+
+
+def load_report(path: Path) -> schema.Report:
+    """Read a report.json; anything that is not one is a UserError naming what is wrong."""
+    fix = "give the report.json that `edgedistill run` wrote (runs/<name>/report.json)"
+    try:
+        report = schema.load(path)
+    except FileNotFoundError as exc:
+        raise UserError(f"report {path} does not exist: {fix}") from exc
+    except OSError as exc:
+        raise UserError(f"cannot read report {path} ({exc.strerror}): {fix}") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not a text file: {fix}") from exc
+    except json.JSONDecodeError as exc:
+        # A truncated file ends here too ("Expecting ',' delimiter: line 40 column 1").
+        raise UserError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}): {fix}") from exc
+    except (TypeError, KeyError, AttributeError, ValueError) as exc:
+        raise UserError(f"{path} is not an {schema.SCHEMA} report ({_why_not(path, exc)}): {fix}") from exc
+    if report.schema != schema.SCHEMA:
+        raise UserError(
+            f"{path} has schema {report.schema!r}, not {schema.SCHEMA!r}: gate it with the edgedistill that wrote it"
+        )
+    return report
+
+
+def _why_not(path: Path, exc: Exception) -> str:
+    """Why JSON that parsed did not load as a report; only called on that failure, so reading twice is fine."""
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict):
+        return f"it holds a JSON {type(data).__name__}, not an object"
+    if "schema" not in data:
+        return 'it has no "schema" field'
+    if data["schema"] != schema.SCHEMA:
+        return f"its schema is {data['schema']!r}"
+    return f"a field is missing or malformed: {type(exc).__name__}: {exc}"
+
+
+def parse_override(text: str) -> BudgetOverride:
+    """Parse one `--budget` value: "fifth.params=20000", "fifth.bytes=64KB", "*.params=30%"."""
+    key, eq, value = text.partition("=")
+    # Budget names hold no dot, so the last one splits the key: a tier name may contain dots.
+    tier, dot, name = key.strip().rpartition(".")
+    if not (eq and dot and tier and value.strip()):
+        raise UserError(f"--budget {text!r} is not {_FORM}")
+    if name not in BUDGET_KINDS:
+        raise UserError(f"--budget {text!r} names budget {name!r}, which is unknown: use {', '.join(BUDGET_KINDS)}")
+    try:
+        limit = parse_quantity(value.strip(), BUDGET_KINDS[name])  # type: ignore[arg-type]
+    except UserError as exc:
+        raise UserError(f"--budget {text!r}: {exc}") from exc
+    return BudgetOverride(tier=tier, name=name, limit=limit)
+
+
+def gate(report: schema.Report, overrides: Sequence[BudgetOverride] = (), students: Sequence[str] = ()) -> GateResult:
+    """Judge every selected student (default: all) against every budget of its tier and the overrides.
+
+    An override for one tier beats one for every tier ("*"); among equals the last given wins.
+    """
+    known = [s.name for s in report.students]
+    unknown = [name for name in students if name not in known]
+    if unknown:
+        raise UserError(
+            f"no student named {', '.join(map(repr, unknown))} in the report: known students are {', '.join(known) or 'none'}"
+        )
+    tiers = sorted({s.tier for s in report.students})
+    for o in overrides:
+        if o.tier != ALL_TIERS and o.tier not in tiers:
+            raise UserError(
+                f"--budget {o.label}: no student has tier {o.tier!r}: known tiers are {', '.join(tiers) or 'none'}, or '*' for all"
+            )
+    teacher = report.teacher
+    teacher_fp = Footprint(teacher.params, teacher.macs, teacher.bytes_fp32, teacher.peak_activation_bytes)
+    absolute = {o: resolve(Budget(**{o.name: o.limit}), teacher_fp).limits[o.name] for o in overrides}
+    verdicts: list[Verdict] = []
+    for student in report.students:
+        if students and student.name not in students:
+            continue
+        ordered = [o for o in overrides if o.tier == ALL_TIERS] + [o for o in overrides if o.tier == student.tier]
+        given = {o.name: o for o in ordered}
+        verdicts += _judge(student, {name: (o, absolute[o]) for name, o in given.items()})
+    return GateResult(tuple(verdicts))
+
+
+def _judge(student: schema.Student, given: dict[str, tuple[BudgetOverride, float]]) -> list[Verdict]:
+    """The verdicts of one student: its tier's budgets (overridden where given), then the report's flags."""
+    checks = {c.name: c for c in student.checks}
+    limits: dict[str, float] = student.budget.get("limits", {})
+    precision = student.budget.get("precision", Budget.model_fields["precision"].default)
+
+    def verdict(budget: str, limit: float, value: float | None, ok: bool, source: str) -> Verdict:
+        return Verdict(student.name, student.tier, budget, limit, value, ok, source)
+
+    verdicts = []
+    for name in dict.fromkeys([*limits, *checks, *given]):
+        if name in given:
+            override, limit = given[name]
+            value, source = _figure(student, override, precision)
+            verdicts.append(verdict(name, limit, value, value <= limit, source))
+        elif name in checks:
+            c = checks[name]
+            verdicts.append(verdict(name, c.limit, c.value, _holds(c), c.source))
+        else:
+            verdicts.append(verdict(name, float(limits[name]), None, False, "the report has no check of this budget"))
+    if not student.within_budget and all(_holds(c) for c in student.checks):
+        # The flag has no figure of its own: limit 0 failing checks, no value.
+        verdicts.append(verdict("within_budget", 0.0, None, False, "the report marks the student over budget, yet every check holds"))
+    for a in student.artifacts:
+        if not a.passed:
+            tolerance = a.parity_tolerance if a.parity_tolerance is not None else 0.0
+            verdicts.append(verdict("parity", tolerance, a.parity_max_abs_err, False, f"parity check of {a.path}"))
+    return verdicts
+
+
+def _holds(check: schema.Check) -> bool:
+    """Fail when either the report's flag or the numbers say so (a NaN value loads as None): a CI gate fails closed."""
+    return check.ok and check.value is not None and check.value <= check.limit
+
+
+def _figure(student: schema.Student, override: BudgetOverride, precision: str) -> tuple[float, str]:
+    """The student's value of a budget given on the command line, and where it came from."""
+    if override.name != "bytes":
+        value = {"params": student.params, "macs": student.macs, "peak_memory": student.peak_activation_bytes}[override.name]
+        return float(value), "student in PyTorch"
+    # As the run judges it: the largest file any target deploys at the tier's precision; TensorRT
+    # engines are built on the device, so their size is unknown here.
+    deployed = max(
+        (a for a in student.artifacts if a.precision == precision and a.format != "tensorrt"),
+        key=lambda a: a.bytes,
+        default=None,
+    )
+    if deployed is not None:
+        return float(deployed.bytes), f"largest {precision} file: {deployed.path}"
+    check = next((c for c in student.checks if c.name == "bytes" and c.value is not None), None)
+    if check is not None:
+        return check.value, check.source
+    raise UserError(
+        f"--budget {override.label}: the report has no {precision} file of student {student.name!r} to size "
+        f"(TensorRT engines are not sized here): drop that budget or rerun with a target that deploys {precision}"
+    )
+
+
+def format_number(x: float) -> str:
+    """A figure for people: 33,120 / 966.5 / 0.0001."""
+    if x == 0 or abs(x) >= 1:
+        return f"{x:,.2f}".rstrip("0").rstrip(".")
+    return f"{x:.3g}"
+
+
+def junit_xml(result: GateResult, name: str) -> str:
+    """The verdicts as JUnit XML: one testsuite, one testcase per student and budget, a failure per broken one."""
+    suite = ET.Element(
+        "testsuite", name=name, tests=str(len(result.verdicts)), failures=str(len(result.broken)), errors="0", skipped="0"
+    )
+    for v in result.verdicts:
+        case = ET.SubElement(suite, "testcase", classname=f"edgedistill.{v.student}", name=v.budget)
+        if not v.ok:
+            failure = ET.SubElement(case, "failure", message=v.describe(), type="budget")
+            failure.text = f"student {v.student} (tier {v.tier}) breaks budget {v.budget}: {v.describe()}"
+    ET.indent(suite)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+
+
+def write_junit(result: GateResult, name: str, path: Path) -> None:
+    """Write `junit_xml` to `path` atomically: a CI reader never sees half a file."""
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text(junit_xml(result, name), encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot write --junit {path} ({exc.strerror}): give a file path you can write to") from exc
