@@ -78,6 +78,7 @@ def run(
 ) -> None:
     """Make, distil, export, quantize and measure a student for every budget tier, then report."""
     from edgedistill.config import load_config
+    from edgedistill.distributed import init_world
     from edgedistill.errors import UserError
     from edgedistill.examples.digits import config_path
     from edgedistill.pipeline import run as run_pipeline
@@ -100,10 +101,15 @@ def run(
                 sys.path.insert(0, str(folder))
         cfg = load_config(config)
         out_dir = out or Path("runs") / cfg.name
-        console.print(f"[bold]edgedistill run[/] {cfg.name} → {out_dir}")
-        result = run_pipeline(cfg, out_dir, base, force, RichProgress())
+        world = init_world()
+        if not world.is_main:
+            # Under torchrun the other ranks only train their shards; rank 0 speaks for the run.
+            run_pipeline(cfg, out_dir, base, force, world=world)
+            return
+        console.print(f"[bold]edgedistill run[/] {cfg.name} → {out_dir}" + (f" ({world.size} processes)" if world.distributed else ""))
+        result = run_pipeline(cfg, out_dir, base, force, RichProgress(), world)
         _print_table(result.report)
-        console.print(f"report: {result.report_path} (and report.md beside it)")
+        console.print(f"report: {result.report_path} (report.md and report.html beside it)")
         if result.report.failures:
             for failure in result.report.failures:
                 err_console.print(f"[red]failed:[/] {failure}")

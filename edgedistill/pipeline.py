@@ -16,16 +16,27 @@ from torch import nn
 
 from edgedistill import __version__
 from edgedistill.compress import budget as budgets
-from edgedistill.compress.distill import TeacherOutputs, accuracy, fit, predict, teacher_outputs
+from edgedistill.compress.distill import (
+    DistillConfig,
+    ProgressFn,
+    TeacherOutputs,
+    TrainResult,
+    accuracy,
+    fit,
+    predict,
+    teacher_outputs,
+)
 from edgedistill.compress.quantize import QuantResult, quantize
 from edgedistill.compress.search import search
 from edgedistill.config import RunConfig, TierConfig
 from edgedistill.data import Splits, load_arrays, split
+from edgedistill.distributed import World, init_world, serve
 from edgedistill.errors import UserError
 from edgedistill.export.deploy import DeployArtifact, Deployment, Sources, deploy, wanted
 from edgedistill.export.onnx import OnnxArtifact, OnnxExport, export_onnx
 from edgedistill.ortsession import open_session, run_batched
 from edgedistill.progress import Progress
+from edgedistill.report import html as report_html
 from edgedistill.report import markdown, schema
 from edgedistill.rundir import RunDir, input_key
 from edgedistill.serialize import from_jsonable, to_jsonable
@@ -72,23 +83,46 @@ class _Context:
     data_key: str
     outputs_key: str
     progress: Progress
+    trainer: _Trainer
 
 
-def run(cfg: RunConfig, out: Path, base: Path = Path("."), force: bool = False, progress: Progress = Progress()) -> RunResult:
-    """Run every stage of `cfg` into the run directory `out`; relative paths in `cfg` start at `base`."""
+def run(
+    cfg: RunConfig,
+    out: Path,
+    base: Path = Path("."),
+    force: bool = False,
+    progress: Progress = Progress(),
+    world: World | None = None,
+) -> RunResult | None:
+    """Run every stage of `cfg` into the run directory `out`; relative paths in `cfg` start at `base`.
+
+    Under torchrun, rank 0 runs the stages and returns the result; the other ranks only train their
+    shards when rank 0 trains, and return None.
+    """
+    world = world or init_world()
+    if not world.is_main:
+        splits, _ = _data(cfg, base)
+        serve(world, lambda order: fit(order[0], splits.train, splits.val, *order[1:], world=world))
+        return None
+    try:
+        return _run(cfg, out, base, force, progress, world)
+    finally:
+        if world.distributed:
+            world.send(None)
+
+
+def _run(cfg: RunConfig, out: Path, base: Path, force: bool, progress: Progress, world: World) -> RunResult:
     with RunDir(out, force) as rd:
         rd.write_json("config.json", cfg)
         targets = tuple(load_target(t if not t.endswith(".toml") else str(base / t)) for t in cfg.targets)
         progress.stage(f"data: {cfg.data.source}")
-        source = "digits" if cfg.data.source == "digits" else str(base / cfg.data.source)
-        x, y, classes = load_arrays(source, cfg.data.image_size, cfg.data.channels)
-        splits = split(x, y, classes, cfg.data.source, cfg.data.val_fraction, cfg.data.calib_fraction, cfg.seed)
-        data_key = input_key(cfg.data, cfg.seed, _digest(Path(source)))
+        splits, data_key = _data(cfg, base)
+        trainer = _Trainer(world, splits)
 
-        teacher, teacher_key = _teacher(cfg, rd, splits, base, data_key, progress)
+        teacher, teacher_key = _teacher(cfg, rd, splits, base, data_key, progress, trainer)
         teacher_fp = budgets.measure(teacher, splits.input_shape)
         outputs, outputs_key = _teacher_outputs(cfg, rd, teacher, splits, input_key(teacher_key, data_key), progress)
-        ctx = _Context(cfg, rd, splits, teacher, teacher_fp, outputs, targets, data_key, outputs_key, progress)
+        ctx = _Context(cfg, rd, splits, teacher, teacher_fp, outputs, targets, data_key, outputs_key, progress, trainer)
 
         teacher_entry = _baseline(ctx, teacher_key)
         students = tuple(_student(ctx, tier) for tier in cfg.tiers)
@@ -120,10 +154,36 @@ def run(cfg: RunConfig, out: Path, base: Path = Path("."), force: bool = False, 
         )
         path = rd.write_text("report.json", schema.dumps(report))
         rd.write_text("report.md", markdown.render(report))
+        rd.write_text("report.html", report_html.render(report))
         return RunResult(report, path)
 
 
-def _teacher(cfg: RunConfig, rd: RunDir, splits: Splits, base: Path, data_key: str, progress: Progress) -> tuple[nn.Module, str]:
+def _data(cfg: RunConfig, base: Path) -> tuple[Splits, str]:
+    """The seeded splits of the config's data, and their key for the stages that use them."""
+    source = "digits" if cfg.data.source == "digits" else str(base / cfg.data.source)
+    x, y, classes = load_arrays(source, cfg.data.image_size, cfg.data.channels)
+    splits = split(x, y, classes, cfg.data.source, cfg.data.val_fraction, cfg.data.calib_fraction, cfg.seed)
+    return splits, input_key(cfg.data, cfg.seed, _digest(Path(source)))
+
+
+@dataclass(frozen=True)
+class _Trainer:
+    """`fit` on every rank: in a distributed world, rank 0 first sends the others the same order."""
+
+    world: World
+    splits: Splits
+
+    def fit(
+        self, model: nn.Module, cfg: DistillConfig, seed: int, outputs: TeacherOutputs | None, progress: ProgressFn
+    ) -> TrainResult:
+        if self.world.distributed:
+            self.world.send((model, cfg, seed, outputs))
+        return fit(model, self.splits.train, self.splits.val, cfg, seed, outputs, progress, self.world)
+
+
+def _teacher(
+    cfg: RunConfig, rd: RunDir, splits: Splits, base: Path, data_key: str, progress: Progress, trainer: _Trainer
+) -> tuple[nn.Module, str]:
     """Load the teacher, training it from labels first (once: cached in the run directory) if asked."""
     # Factories initialise weights from the global RNG: seed it so a run is repeatable.
     torch.manual_seed(cfg.seed)
@@ -139,10 +199,7 @@ def _teacher(cfg: RunConfig, rd: RunDir, splits: Splits, base: Path, data_key: s
         return model.eval(), key
     progress.stage(f"teacher: training {cfg.teacher.factory} on labels")
     with progress.task("train teacher", cfg.teacher_training.epochs) as advance:
-        result = fit(
-            model, splits.train, splits.val, cfg.teacher_training, cfg.seed,
-            progress=lambda e, _n, acc: advance(e, f"val acc {acc:.3f}"),
-        )
+        result = trainer.fit(model, cfg.teacher_training, cfg.seed, None, lambda e, _n, acc: advance(e, f"val acc {acc:.3f}"))
     path = rd.save_torch("teacher/teacher.pt", result.model.state_dict())
     rd.finish("teacher", key, {"val_accuracy": result.val_accuracy, "best_epoch": result.best_epoch}, [path])
     return result.model, key
@@ -213,9 +270,8 @@ def _student(ctx: _Context, tier: TierConfig) -> schema.Student:
         )
         ctx.progress.stage(f"{tier.name}: distilling a {cand.footprint.params:,}-parameter student")
         with ctx.progress.task(f"distil {tier.name}", cfg.distill.epochs) as advance:
-            trained = fit(
-                cand.model, ctx.splits.train, ctx.splits.val, cfg.distill, cfg.seed, ctx.outputs,
-                progress=lambda e, _n, acc: advance(e, f"val acc {acc:.3f}"),
+            trained = ctx.trainer.fit(
+                cand.model, cfg.distill, cfg.seed, ctx.outputs, lambda e, _n, acc: advance(e, f"val acc {acc:.3f}")
             )
         path = rd.save_torch(f"{folder}/student.pt", trained.model)
         record = StudentRecord(

@@ -16,9 +16,11 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, TensorDataset
 
 from edgedistill.data import Dataset
+from edgedistill.distributed import World
 from edgedistill.errors import UserError
 
 
@@ -124,10 +126,13 @@ def fit(
     seed: int,
     teacher: TeacherOutputs | None = None,
     progress: ProgressFn | None = None,
+    world: World = World(),
 ) -> TrainResult:
     """Train a copy of `model`: KD + cross-entropy against `teacher`, or cross-entropy alone without one.
 
     Early-stops on validation accuracy (ties go to the lower validation loss) and returns the best epoch.
+    In a distributed `world` every rank calls this with the same arguments and trains its shard;
+    the ranks' weights stay equal, so each one validates and stops alike.
     """
     if teacher is not None and len(teacher.logits) != len(train):
         raise ValueError(f"teacher outputs cover {len(teacher.logits)} samples, the training split {len(train)}")
@@ -135,20 +140,24 @@ def fit(
     student = copy.deepcopy(model).train()
     pairs = cfg.features if teacher is not None else ()
     taps = _FeatureTaps(student, pairs, train.x[:2], teacher)
-    optimizer, loader = _build(student, taps.parameters(), train, cfg, seed)
+    optimizer, loader, sampler, forward = _build(student, taps.parameters(), train, cfg, seed, world)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
     t_logits = torch.from_numpy(teacher.logits) if teacher is not None else None
 
     best_key, best_state, best_epoch, history = None, None, 0, []
     for epoch in range(1, cfg.epochs + 1):
         student.train()
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)
         total, count = 0.0, 0
         for xb, yb, idx in loader:
-            out = student(xb)
+            out = forward(xb)
             loss = _loss(out, yb, t_logits[idx] if t_logits is not None else None, cfg)
             loss = loss + cfg.feature_weight * taps.loss(idx)
             optimizer.zero_grad()
             loss.backward()
+            if world.distributed:
+                world.average_gradients(taps.parameters())
             optimizer.step()
             total += loss.item() * len(xb)
             count += len(xb)
@@ -171,18 +180,25 @@ def fit(
 
 
 def _build(
-    student: nn.Module, extra_params: list[nn.Parameter], train: Dataset, cfg: DistillConfig, seed: int
-) -> tuple[torch.optim.Optimizer, DataLoader]:
-    """Optimizer and loader: the one place that a distributed run swaps the sampler and wraps the model."""
+    student: nn.Module, extra_params: list[nn.Parameter], train: Dataset, cfg: DistillConfig, seed: int, world: World
+) -> tuple[torch.optim.Optimizer, DataLoader, Sampler, nn.Module]:
+    """Optimizer, loader, sampler and the module to call: the one place a distributed run differs.
+
+    Distributed, each rank takes its shard with a per-rank batch of batch_size / ranks, so the
+    effective batch (and so the learning-rate schedule) is that of a single-process run.
+    """
     optimizer = torch.optim.AdamW(
         [*student.parameters(), *extra_params], lr=cfg.lr, weight_decay=cfg.weight_decay
     )
     dataset = TensorDataset(
         torch.from_numpy(train.x), torch.from_numpy(train.y), torch.arange(len(train))
     )
-    sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler)
-    return optimizer, loader
+    if not world.distributed:
+        sampler: Sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+        return optimizer, DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler), sampler, student
+    sampler = DistributedSampler(dataset, num_replicas=world.size, rank=world.rank, shuffle=True, seed=seed)
+    loader = DataLoader(dataset, batch_size=max(1, cfg.batch_size // world.size), sampler=sampler)
+    return optimizer, loader, sampler, DistributedDataParallel(student)
 
 
 def _loss(
