@@ -28,6 +28,21 @@ class ArtifactSpec(BaseModel):
     precision: Precision = Field(description="fp32, fp16 or int8.")
 
 
+class Specs(BaseModel):
+    """What the device can do, each figure with its public source (`sources`, figure -> where)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cores: int = Field(ge=1, description="CPU cores, or GPU streaming multiprocessors.")
+    threads: int = Field(ge=1, description="Threads the runtime uses there (1 for a GPU).")
+    peak_gflops: dict[Precision, float] = Field(
+        description="Peak giga-operations per second at each precision, for those threads (dense, no sparsity)."
+    )
+    bandwidth_gbs: float = Field(gt=0, description="Memory bandwidth, GB/s.")
+    memory_bytes: int = Field(gt=0, description="Memory size, bytes.")
+    sources: dict[str, str] = Field(description="Where each figure comes from.")
+
+
 class Target(BaseModel):
     """One device: what runs there, and which artifacts it wants."""
 
@@ -42,6 +57,9 @@ class Target(BaseModel):
     threads: int = Field(0, ge=0, description="Threads the runtime uses there; 0 = the runtime's default.")
     runner: Literal["local", "ssh", "adb", "none"] = Field(
         "none", description="How a latency is measured there: local (this machine), ssh, adb, or none."
+    )
+    specs: Specs | None = Field(
+        None, description="Compute, bandwidth and memory, with sources; read from the machine for host-cpu."
     )
 
 
@@ -61,7 +79,12 @@ def load_target(name_or_path: str) -> Target:
     if name_or_path not in builtin_names():
         raise UserError(f"unknown target {name_or_path!r}: use one of {', '.join(builtin_names())}, or the path of a .toml profile")
     text = (resources.files("edgedistill.targets") / "profiles" / f"{name_or_path}.toml").read_text()
-    return _parse(text, name_or_path)
+    target = _parse(text, name_or_path)
+    if target.specs is None and target.runner == "local":
+        from edgedistill.targets.host import host_specs
+
+        target = target.model_copy(update={"specs": host_specs()})
+    return target
 
 
 def _parse(text: str, origin: str) -> Target:

@@ -57,3 +57,22 @@ def test_a_bad_user_profile_is_one_line(tmp_path, text, expected):
 def test_an_unknown_target_lists_the_known_ones():
     with pytest.raises(UserError, match="pixel-8"):
         load_target("pixel-9000")
+
+
+@pytest.mark.parametrize("name", builtin_names())
+def test_every_profile_has_specs_with_a_source_for_each_figure(name):
+    specs = load_target(name).specs
+    assert specs is not None
+    assert set(specs.peak_gflops) == {"fp32", "fp16", "int8"}
+    assert all(v > 0 for v in specs.peak_gflops.values())
+    assert {"cores", "peak_gflops", "bandwidth_gbs", "memory_bytes"} <= set(specs.sources)
+    assert all(specs.sources.values())
+
+
+def test_host_cpu_specs_come_from_this_machine():
+    import os
+
+    specs = load_target("host-cpu").specs
+    assert specs.cores == len(os.sched_getaffinity(0))
+    assert "this machine" in specs.sources["cores"] and "assumed" in specs.sources["bandwidth_gbs"]
+    assert specs.peak_gflops["int8"] >= 2 * specs.peak_gflops["fp32"]
