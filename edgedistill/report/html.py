@@ -130,14 +130,21 @@ def _kind(a: Artifact) -> str:
 
 def _source(lat: Latency) -> str:
     """Where a latency came from, in full."""
+    if lat.source == "predicted":
+        band = f"±{100 * lat.error_band:.0f}%" if lat.error_band is not None else "unknown band"
+        return f"predicted ({lat.profile} profile, {lat.calibration or 'uncalibrated'}, {band})"
     return (f"{lat.source} ({lat.runner} on {lat.device}, {lat.runtime}, {lat.provider}, "
             f"threads {lat.threads or 'default'}, {lat.runs} runs)")
 
 
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def _latencies(report: Report) -> str:
     """Every latency figure on every target, with its full source."""
-    rows = [(name, _kind(a), target, f"{lat.p50_ms:.3f}", f"{lat.p90_ms:.3f}", f"{lat.p99_ms:.3f}",
-             f"{lat.throughput_per_s:,.0f}", _source(lat))
+    rows = [(name, _kind(a), target, _ms(lat.p50_ms), _ms(lat.p90_ms), _ms(lat.p99_ms),
+             "-" if lat.throughput_per_s is None else f"{lat.throughput_per_s:,.0f}", _source(lat))
             for name, _, arts in _models(report) for a in arts for target, lat in sorted(a.latency.items())]
     return _table(("model", "artifact", "target", "p50 ms", "p90 ms", "p99 ms", "items/s", "source"), rows)
 

@@ -13,21 +13,27 @@ SCHEMA = "edgedistill.report/1"
 
 @dataclass(frozen=True)
 class Latency:
-    """One latency figure; `source` says whether it was measured or predicted, and how."""
+    """One latency figure at batch 1. `source` is "measured" (runner, runtime, provider, device,
+    threads, runs) or "predicted" (profile, calibration, error band and its low/high range)."""
 
     p50_ms: float
-    p90_ms: float
-    p99_ms: float
     source: str
-    runner: str
-    runtime: str
-    provider: str
-    device: str
-    threads: int
-    batch: int
-    runs: int
-    throughput_batch: int
-    throughput_per_s: float
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    runner: str = ""
+    runtime: str = ""
+    provider: str = ""
+    device: str = ""
+    threads: int = 0
+    batch: int = 1
+    runs: int = 0
+    throughput_batch: int = 0
+    throughput_per_s: float | None = None
+    profile: str = ""
+    calibration: str | None = None
+    error_band: float | None = None
+    low_ms: float | None = None
+    high_ms: float | None = None
 
 
 @dataclass(frozen=True)

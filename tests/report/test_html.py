@@ -16,8 +16,13 @@ EVIL = "<b>tiny</b> & co"
 
 
 def _latency(p50: float, source: str) -> schema.Latency:
+    if source == "predicted":
+        return schema.Latency(
+            p50_ms=p50, source=source, profile="pixel-8", calibration=None, error_band=0.5,
+            low_ms=p50 / 2, high_ms=p50 * 1.5,
+        )
     return schema.Latency(
-        p50_ms=p50, p90_ms=p50 * 1.2, p99_ms=p50 * 1.5, source=source, runner="local" if source == "measured" else "estimate",
+        p50_ms=p50, p90_ms=p50 * 1.2, p99_ms=p50 * 1.5, source=source, runner="local",
         runtime="onnxruntime 1.20", provider="CPUExecutionProvider", device="host-cpu", threads=2,
         batch=1, runs=50, throughput_batch=32, throughput_per_s=12345.0,
     )
@@ -96,7 +101,7 @@ def test_html_has_tables_plots_and_escapes_every_name():
     assert set(re.findall(r"https?://[^\"' ]*", page)) <= {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}
     # the broken budget and the failed parity stand out; the predicted latency is labelled
     assert re.search(r'<tr class="bad"><td>broken</td><td>bytes</td>.*?<td>NO</td>', page)
-    assert "predicted (estimate on host-cpu" in page
+    assert "predicted (pixel-8 profile, uncalibrated, ±50%)" in page
     assert "NonZero" in page and "not built here (tensorrt is not importable)" in page
     assert "int8-static within 1 point of fp32" in page
 
