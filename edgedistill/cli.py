@@ -205,18 +205,112 @@ def gate(
 
 
 @app.command()
-def targets() -> None:
-    """List the built-in device profiles and the artifacts each wants."""
+def targets(
+    json_out: Annotated[bool, typer.Option("--json", help="Print the profiles, their specs and calibrations as JSON.")] = False,
+) -> None:
+    """List the built-in device profiles, the artifacts each wants and its calibration."""
+    import json
+
+    from edgedistill.serialize import to_jsonable
+    from edgedistill.targets.calibration import load as load_calibration
     from edgedistill.targets.profile import builtin_names, load_target
 
+    profiles = [load_target(name) for name in builtin_names()]
+    calibrations = {t.name: load_calibration(t.name) for t in profiles}
+    if json_out:
+        print(json.dumps(
+            [{**t.model_dump(mode="json"), "calibration": to_jsonable(calibrations[t.name])} for t in profiles], indent=2
+        ))
+        return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="device profiles (use a name, or a .toml path, in `targets`)")
-    for col in ("name", "runtime", "artifacts", "runner"):
-        table.add_column(col, no_wrap=True)
-    for name in builtin_names():
-        t = load_target(name)
+    for col in ("name", "runtime", "artifacts", "runner", "calibrated"):
+        # The artifacts column folds on a narrow terminal; names stay whole.
+        table.add_column(col, no_wrap=col != "artifacts")
+    for t in profiles:
         arts = ", ".join(f"{'trt' if a.format == 'tensorrt' else a.format} {a.precision}" for a in t.artifacts)
-        table.add_row(t.name, t.runtime, arts, t.runner)
+        cal = calibrations[t.name]
+        table.add_row(t.name, t.runtime, arts, t.runner, cal.created[:10] if cal else "no")
     console.print(table)
+
+
+@app.command()
+def bench(
+    model: Annotated[Path, typer.Argument(help="The .onnx file to benchmark.", show_default=False)],
+    target: Annotated[list[str], typer.Option("--target", help="A profile name or .toml path; repeatable.")] = ["host-cpu"],
+    mode: Annotated[str, typer.Option(help="auto (measure where a runner reaches the target, predict elsewhere), measure or predict.")] = "auto",
+    address: Annotated[list[str], typer.Option("--address", help="NAME=ADDRESS of a device: user@host:port for ssh, a serial for adb.")] = [],
+    perf_test: Annotated[Optional[Path], typer.Option(help="adb targets: onnxruntime_perf_test built for Android.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON to this file.")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
+) -> None:
+    """Latency of one model on each target: measured where a runner reaches it, predicted elsewhere, each labelled."""
+    import json
+
+    from edgedistill.errors import UserError
+    from edgedistill.fileio import atomic_path
+    from edgedistill.serialize import to_jsonable
+    from edgedistill.targets.bench import bench as run_bench
+    from edgedistill.targets.profile import load_target
+
+    with _errors(debug):
+        if mode not in ("auto", "measure", "predict"):
+            raise UserError(f"--mode {mode!r} is unknown: use auto, measure or predict")
+        pairs = [a.partition("=") for a in address]
+        if any(not name or not sep for name, sep, _ in pairs):
+            raise UserError("--address takes NAME=ADDRESS, e.g. --address raspberry-pi-5=pi@192.168.1.20")
+        rows = run_bench(model, [load_target(t) for t in target], mode, {n: a for n, _, a in pairs}, perf_test=perf_test)
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=f"{model.name}: batch 1")
+        for col in ("target", "source", "p50 ms", "p90 | low", "p99 | high", "items/s", "peak act."):
+            table.add_column(col, no_wrap=True, justify="left" if col in ("target", "source") else "right")
+        for r in rows:
+            spread = (f"{r.p90_ms:.3f}", f"{r.p99_ms:.3f}") if r.p90_ms is not None else (f"≥{r.low_ms:.3f}", f"≤{r.high_ms:.3f}")
+            table.add_row(
+                r.target, r.source, f"{r.p50_ms:.3f}", *spread,
+                "-" if r.throughput_per_s is None else f"{r.throughput_per_s:,.0f}", f"{r.peak_activation_bytes / 1024:,.1f} KiB",
+            )
+        console.print(table)
+        console.print(f"file: {rows[0].file_bytes:,} bytes" if rows else "no targets")
+        for r in rows:
+            console.print(f"{r.target}: {r.detail}", highlight=False)
+        if json_out is not None:
+            with atomic_path(json_out) as tmp:
+                tmp.write_text(json.dumps(to_jsonable(rows), indent=2) + "\n")
+
+
+@app.command()
+def calibrate(
+    target: Annotated[str, typer.Option("--target", help="Profile to calibrate; it must be reachable (host-cpu, or --address).")] = "host-cpu",
+    address: Annotated[Optional[str], typer.Option(help="ssh: user@host:port; adb: the device serial.")] = None,
+    perf_test: Annotated[Optional[Path], typer.Option(help="adb targets: onnxruntime_perf_test built for Android.")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
+) -> None:
+    """Measure a suite of small models on a target and fit its predictor (stored in the per-user cache)."""
+    import tempfile
+
+    from edgedistill.errors import UserError
+    from edgedistill.targets.bench import bench as run_bench
+    from edgedistill.targets.bench import reachable
+    from edgedistill.targets.calibration import calibrate as fit_calibration
+    from edgedistill.targets.calibration import save
+    from edgedistill.targets.profile import load_target
+
+    with _errors(debug):
+        profile = load_target(target)
+        addresses = {profile.name: address} if address else {}
+        if not reachable(profile, addresses):
+            raise UserError(f"{profile.name} is not reachable from here: pass --address for its {profile.runner} runner")
+        with tempfile.TemporaryDirectory(prefix="edgedistill-calibrate-") as folder:
+            console.print(f"calibrating {profile.name}: measuring the suite of small models…")
+            cal = fit_calibration(
+                profile,
+                lambda path: run_bench(path, [profile], "measure", addresses, perf_test=perf_test)[0].p50_ms,
+                Path(folder),
+            )
+        path = save(cal)
+        console.print(
+            f"{profile.name}: median |error| {100 * cal.median_abs_error:.1f}% over {len(cal.models)} models, "
+            f"worst ratio {cal.worst_ratio:.2f}x; saved to {path}"
+        )
 
 
 def _print_lint(results) -> int:

@@ -41,6 +41,9 @@ from edgedistill.report import markdown, schema
 from edgedistill.rundir import RunDir, input_key
 from edgedistill.serialize import from_jsonable, to_jsonable
 from edgedistill.targets.runners.base import Measurement
+from edgedistill.targets.calibration import load as load_calibration
+from edgedistill.targets.cost import as_precision, graph_cost
+from edgedistill.targets.estimate import predict as predict_latency
 from edgedistill.targets.profile import Target, load_target
 from edgedistill.targets.runners.local import LocalRunner
 from edgedistill.teachers import load_teacher
@@ -115,6 +118,7 @@ def _run(cfg: RunConfig, out: Path, base: Path, force: bool, progress: Progress,
     with RunDir(out, force) as rd:
         rd.write_json("config.json", cfg)
         targets = tuple(load_target(t if not t.endswith(".toml") else str(base / t)) for t in cfg.targets)
+        _check_latency_targets(cfg, targets)
         progress.stage(f"data: {cfg.data.source}")
         splits, data_key = _data(cfg, base)
         trainer = _Trainer(world, splits)
@@ -156,6 +160,17 @@ def _run(cfg: RunConfig, out: Path, base: Path, force: bool, progress: Progress,
         rd.write_text("report.md", markdown.render(report))
         rd.write_text("report.html", report_html.render(report))
         return RunResult(report, path)
+
+
+def _check_latency_targets(cfg: RunConfig, targets: tuple[Target, ...]) -> None:
+    names = {t.name for t in targets}
+    for tier in cfg.tiers:
+        unknown = sorted(set(tier.budget.latency_ms or ()) - names)
+        if unknown:
+            raise UserError(
+                f"tier {tier.name} has a latency budget on {', '.join(unknown)}, which is not among the run's "
+                f"targets ({', '.join(sorted(names))}): add it to `targets` or drop the budget"
+            )
 
 
 def _data(cfg: RunConfig, base: Path) -> tuple[Splits, str]:
@@ -237,7 +252,7 @@ def _baseline(ctx: _Context, teacher_key: str) -> schema.Teacher:
     onnx = _export(ctx, ctx.teacher, "teacher/teacher.onnx")
     art = _artifact(
         ctx, "onnx", "fp32", onnx.path, parity=(onnx.parity_max_abs_err, onnx.parity_tolerance),
-        targets=wanted(ctx.targets).get(("onnx", "fp32"), ()),
+        targets=tuple(t.name for t in ctx.targets),
     )
     fp = ctx.teacher_fp
     entry = schema.Teacher(
@@ -267,6 +282,7 @@ def _student(ctx: _Context, tier: TierConfig) -> schema.Student:
         cand = search(
             tier.student, ctx.teacher, ctx.splits.input_shape, resolved,
             file_bytes=_file_size_probe(ctx, resolved.precision),
+            latency=_latency_probe(ctx, tier),
         )
         ctx.progress.stage(f"{tier.name}: distilling a {cand.footprint.params:,}-parameter student")
         with ctx.progress.task(f"distil {tier.name}", cfg.distill.epochs) as advance:
@@ -426,6 +442,29 @@ def _file_size_probe(ctx: _Context, precision: str) -> Callable[[nn.Module], int
     return probe
 
 
+def _latency_probe(ctx: _Context, tier: TierConfig) -> Callable[[nn.Module], dict[str, float]] | None:
+    """Predicted p50 of a candidate on each target the tier has a latency budget for.
+
+    The candidate is exported (fp32) and its graph priced as if at the precision the target gets
+    first: the quantized file does not exist yet. Every target is predicted, this machine too, so
+    the search is quick and consistent; the report then judges measured figures where it has them.
+    """
+    names = tuple(tier.budget.latency_ms or ())
+    if not names:
+        return None
+    targets = [t for t in ctx.targets if t.name in names]
+
+    def probe(model: nn.Module) -> dict[str, float]:
+        with tempfile.TemporaryDirectory(prefix=".latency-probe-", dir=ctx.rd.root) as tmp:
+            cost = graph_cost(_export(ctx, model, Path(tmp) / "model.onnx").path)
+        return {
+            t.name: predict_latency(as_precision(cost, t.artifacts[0].precision), t, load_calibration(t.name)).p50_ms
+            for t in targets
+        }
+
+    return probe
+
+
 def _artifact(
     ctx: _Context,
     fmt: str,
@@ -437,14 +476,17 @@ def _artifact(
     lint: tuple[dict, ...] = (),
     build: dict | None = None,
     evaluated: Path | None = None,
+    graph: Path | None = None,
 ) -> schema.Artifact:
     """One artifact's entry. ONNX and .ort files are evaluated and measured here; a TensorRT engine
-    cannot be, so its accuracy is that of its ONNX source (`evaluated`), and says so."""
+    cannot be, so its accuracy is that of its ONNX source (`evaluated`), and says so. On every
+    target of the artifact that no runner reaches, its latency is predicted from `graph` (the ONNX
+    the artifact is, or is made from)."""
     err, tolerance = parity
     val = ctx.splits.val
     evaluated = evaluated or path
     metrics = {"accuracy": accuracy(run_batched(open_session(evaluated), val.x), val.y)}
-    latency, notes = {}, ()
+    latency, notes = _predictions(ctx, graph or path, targets), ()
     if fmt in ("onnx", "ort"):
         m = ctx.cfg.measure
         runner = LocalRunner(threads=m.threads, warmup=m.warmup, runs=m.runs, throughput_batch=m.throughput_batch)
@@ -476,6 +518,24 @@ def _artifact(
     )
 
 
+def _predictions(ctx: _Context, graph: Path, names: tuple[str, ...]) -> dict[str, schema.Latency]:
+    """Predicted latency of `graph` on each named target that is not this machine."""
+    remote = [t for t in ctx.targets if t.name in names and t.runner != "local" and t.specs is not None]
+    if not remote:
+        return {}
+    cost = graph_cost(graph)
+    out = {}
+    for target in remote:
+        calibration = load_calibration(target.name)
+        p = predict_latency(cost, target, calibration)
+        out[target.name] = schema.Latency(
+            p50_ms=p.p50_ms, source="predicted", profile=target.name,
+            calibration=f"calibrated {calibration.created}" if calibration else None,
+            error_band=p.error_band, low_ms=p.low_ms, high_ms=p.high_ms,
+        )
+    return out
+
+
 def _deployed(ctx: _Context, d: DeployArtifact) -> schema.Artifact:
     """The report entry of an artifact made for targets (fp16 ONNX, .ort, TensorRT)."""
     return _artifact(
@@ -485,6 +545,7 @@ def _deployed(ctx: _Context, d: DeployArtifact) -> schema.Artifact:
         lint=tuple(to_jsonable(r) for r in d.lint),
         build=None if d.build is None else _relative_paths(ctx, to_jsonable(d.build)),
         evaluated=d.source if d.format == "tensorrt" else None,
+        graph=d.source if d.format != "onnx" else d.path,
     )
 
 
@@ -519,6 +580,9 @@ def _final_checks(
     )
     checks = []
     for c in record.checks:
+        if c.name.startswith(budgets.LATENCY_PREFIX):
+            checks.append(_latency_check(c.name.removeprefix(budgets.LATENCY_PREFIX), resolved, artifacts))
+            continue
         source = "student in PyTorch"
         if c.name == "bytes" and deployed is not None:
             c = budgets.check_value(resolved, "bytes", deployed.bytes)
@@ -527,6 +591,20 @@ def _final_checks(
             source = f"estimate at {resolved.precision} (no {resolved.precision} artifact)"
         checks.append(schema.Check(c.name, c.limit, c.value, c.ok, c.margin, source))
     return tuple(checks)
+
+
+def _latency_check(target: str, resolved: budgets.ResolvedBudget, artifacts: tuple[schema.Artifact, ...]) -> schema.Check:
+    """A latency budget judged on the fastest file the target gets: measured where a runner reached
+    the target, predicted otherwise, and the check says which."""
+    figures = [(a.latency[target], a) for a in artifacts if target in a.targets and target in a.latency]
+    name = budgets.latency_name(target)
+    if not figures:
+        limit = resolved.limits[name]
+        return schema.Check(name, limit, float("nan"), False, float("nan"), f"no latency on {target}")
+    # A measurement outranks a prediction; among equals, the fastest file decides.
+    lat, art = min(figures, key=lambda f: (f[0].source != "measured", f[0].p50_ms))
+    c = budgets.check_value(resolved, name, lat.p50_ms)
+    return schema.Check(c.name, c.limit, c.value, c.ok, c.margin, f"{lat.source} p50 of {art.path}")
 
 
 def _check_fit(model: nn.Module, splits: Splits) -> None:

@@ -170,3 +170,41 @@ def test_a_pt2_teacher_cannot_be_pruned(tiny_config, tmp_path, pt2_teacher):
     tiny_config["teacher"] = {"path": str(pt2_teacher)}
     with pytest.raises(UserError, match="scale or custom"):
         pipeline.run(parse_config(tiny_config, "test"), tmp_path / "run")
+
+
+def test_a_latency_budget_changes_which_student_the_search_picks(tmp_path):
+    config = {
+        "name": "latency",
+        "teacher": {"factory": "edgedistill.examples.digits:teacher"},
+        "targets": ["host-cpu", "raspberry-pi-5"],
+        "tiers": [{"name": "free", "budget": {"params": "50%", "latency_ms": {"raspberry-pi-5": 1000.0}}}],
+        "distill": {"epochs": 1},
+        "measure": {"warmup": 1, "runs": 5, "throughput_batch": 4},
+    }
+    free = pipeline.run(parse_config(config, "test"), tmp_path / "free").report.students[0]
+    check = next(c for c in free.checks if c.name == "latency_ms:raspberry-pi-5")
+    assert check.ok and check.source.startswith("predicted p50 of")
+    config["tiers"] = [{"name": "fast", "budget": {"params": "50%", "latency_ms": {"raspberry-pi-5": 0.6 * check.value}}}]
+    fast = pipeline.run(parse_config(config, "test"), tmp_path / "fast").report.students[0]
+    assert fast.knob < free.knob and fast.params < free.params
+    # The same parameter budget alone would have picked the larger student: MACs and params do not decide.
+    assert free.params <= 0.5 * 160074
+
+
+def test_a_latency_budget_on_a_target_outside_the_run_is_a_user_error(tiny_config, tmp_path):
+    tiny_config["tiers"] = [{"name": "t", "budget": {"latency_ms": {"pixel-8": 1.0}}}]
+    with pytest.raises(UserError, match="not among the run's targets"):
+        pipeline.run(parse_config(tiny_config, "test"), tmp_path / "run")
+
+
+def test_every_artifact_gets_a_latency_on_each_of_its_targets(tiny_config, tmp_path):
+    tiny_config["targets"] = ["host-cpu", "pixel-8", "raspberry-pi-5"]
+    tiny_config["tiers"] = tiny_config["tiers"][:1]
+    report = pipeline.run(parse_config(tiny_config, "test"), tmp_path / "run").report
+    for a in report.students[0].artifacts:
+        for target in a.targets:
+            lat = a.latency[target]
+            assert lat.source == ("measured" if target == "host-cpu" else "predicted")
+            if lat.source == "predicted":
+                assert lat.profile == target and lat.low_ms < lat.p50_ms < lat.high_ms
+    assert {"pixel-8", "raspberry-pi-5"} <= set(report.teacher.latency)

@@ -93,6 +93,18 @@ class Budget(BaseModel):
         None, description='Peak activation memory at batch 1, fp32: "64KiB" or "20%" of the teacher.'
     )
     precision: Precision = Field("int8", description="Deployed precision the `bytes` budget is judged at.")
+    latency_ms: dict[str, float] | None = Field(
+        None,
+        description="Largest p50 latency at batch 1 on each named target, ms: {pixel-8 = 4.0}. "
+        "Predicted during the search; judged measured where a runner reaches the target.",
+    )
+
+    @field_validator("latency_ms")
+    @classmethod
+    def _positive(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is not None and any(v <= 0 for v in value.values()):
+            raise ValueError("latency limits must be positive milliseconds")
+        return value
 
     @field_validator("params", "macs", mode="before")
     @classmethod
@@ -115,8 +127,8 @@ class Budget(BaseModel):
 
     @model_validator(mode="after")
     def _some_limit(self) -> "Budget":
-        if all(getattr(self, name) is None for name in _LIMIT_NAMES):
-            raise ValueError("set at least one of params, macs, bytes and peak_memory")
+        if all(getattr(self, name) is None for name in _LIMIT_NAMES) and not self.latency_ms:
+            raise ValueError("set at least one of params, macs, bytes, peak_memory and latency_ms")
         return self
 
 
@@ -255,7 +267,17 @@ def resolve(budget: Budget, teacher: Footprint) -> ResolvedBudget:
         if limit.relative and teacher_values[name] == 0:
             raise UserError(f"budget {name} is relative to the teacher's {name}, which is 0: give an absolute value")
         limits[name] = limit.resolve(teacher_values[name])
+    for target, ms in (budget.latency_ms or {}).items():
+        limits[latency_name(target)] = ms
     return ResolvedBudget(limits=limits, precision=budget.precision)
+
+
+LATENCY_PREFIX = "latency_ms:"
+
+
+def latency_name(target: str) -> str:
+    """The name of a latency limit in a resolved budget and its checks, e.g. "latency_ms:pixel-8"."""
+    return f"{LATENCY_PREFIX}{target}"
 
 
 def check_value(rb: ResolvedBudget, name: str, value: float) -> BudgetCheck:
@@ -265,11 +287,12 @@ def check_value(rb: ResolvedBudget, name: str, value: float) -> BudgetCheck:
 
 
 def check(fp: Footprint, rb: ResolvedBudget) -> tuple[BudgetCheck, ...]:
-    """Judge a footprint against every limit of the budget; `bytes` is judged at `rb.precision`."""
+    """Judge a footprint against every size limit of the budget; `bytes` is judged at `rb.precision`.
+    Latency limits need a latency, not a footprint: `search` judges them with its predictor."""
     values = {
         "params": fp.params,
         "macs": fp.macs,
         "bytes": fp.bytes_at(rb.precision),
         "peak_memory": fp.peak_activation_bytes,
     }
-    return tuple(check_value(rb, name, values[name]) for name in rb.limits)
+    return tuple(check_value(rb, name, values[name]) for name in rb.limits if name in values)

@@ -7,7 +7,16 @@ from dataclasses import dataclass, replace
 
 from torch import nn
 
-from edgedistill.compress.budget import BudgetCheck, Footprint, ResolvedBudget, check, check_value, measure
+from edgedistill.compress.budget import (
+    LATENCY_PREFIX,
+    BudgetCheck,
+    Footprint,
+    ResolvedBudget,
+    check,
+    check_value,
+    latency_name,
+    measure,
+)
 from edgedistill.compress.students import Custom, Prune, Scale, StudentHandler, handler_for
 from edgedistill.errors import UserError
 
@@ -42,6 +51,7 @@ def search(
     max_steps: int = 20,
     file_bytes: Callable[[nn.Module], int] | None = None,
     max_rounds: int = 4,
+    latency: Callable[[nn.Module], dict[str, float]] | None = None,
 ) -> Candidate:
     """The largest student that meets every limit of `budget`.
 
@@ -49,8 +59,11 @@ def search(
     With it, `file_bytes(model)` gives the real size of the deployed file (weights plus format,
     scales and graph); while that breaks the limit, the overhead it shows is taken off the weights'
     share and the knob searched again, up to `max_rounds` times.
+
+    Latency limits are judged with `latency(model)`: target name -> predicted p50 ms. MACs alone
+    never stand in for latency: a student with fewer MACs is not always faster on a device.
     """
-    found = _bisect(spec, teacher, input_shape, budget, tolerance, max_steps)
+    found = _bisect(spec, teacher, input_shape, budget, tolerance, max_steps, latency)
     if file_bytes is None or "bytes" not in budget.limits:
         return found
     limit, evaluations = budget.limits["bytes"], found.evaluations
@@ -66,7 +79,7 @@ def search(
                 f"about {overhead:,.0f} bytes; raise the budget"
             )
         tighter = replace(budget, limits={**budget.limits, "bytes": min(limit - overhead, found.footprint.bytes_at(budget.precision) - 1)})
-        found = _bisect(spec, teacher, input_shape, tighter, tolerance, max_steps)
+        found = _bisect(spec, teacher, input_shape, tighter, tolerance, max_steps, latency)
         evaluations += found.evaluations
     raise UserError(
         f"budget bytes <= {limit:,.0f} was still broken by the real {budget.precision} file after {max_rounds} "
@@ -81,6 +94,7 @@ def _bisect(
     budget: ResolvedBudget,
     tolerance: float,
     max_steps: int,
+    latency: Callable[[nn.Module], dict[str, float]] | None,
 ) -> Candidate:
     """Bisect the generator's knob for the largest student that meets every limit of `budget`.
 
@@ -97,7 +111,10 @@ def _bisect(
         evaluations += 1
         model = handler.make(spec, teacher, knob, input_shape)
         fp = measure(model, input_shape)
-        return Candidate(model=model, knob=knob, footprint=fp, checks=check(fp, budget), evaluations=evaluations)
+        checks = check(fp, budget)
+        if latency is not None and any(name.startswith(LATENCY_PREFIX) for name in budget.limits):
+            checks += tuple(check_value(budget, latency_name(t), ms) for t, ms in latency(model).items())
+        return Candidate(model=model, knob=knob, footprint=fp, checks=checks, evaluations=evaluations)
 
     largest = build(high)
     if largest.within_budget:
@@ -122,6 +139,12 @@ _UNITS = {"params": "params", "macs": "MACs", "peak_memory": "bytes of peak acti
 
 def _unreachable(smallest: Candidate, spec: Prune | Scale | Custom, handler: StudentHandler, budget: ResolvedBudget) -> UserError:
     broken = min((c for c in smallest.checks if not c.ok), key=lambda c: c.margin)
+    if broken.name.startswith(LATENCY_PREFIX):
+        target = broken.name.removeprefix(LATENCY_PREFIX)
+        return UserError(
+            f"budget latency on {target} <= {broken.limit:g} ms cannot be met: the smallest student the {spec.kind} "
+            f"generator makes is predicted at {broken.value:.3g} ms there; raise the budget or {handler.shrink_hint}"
+        )
     unit = _UNITS.get(broken.name, f"bytes at {budget.precision}")
     return UserError(
         f"budget {broken.name} <= {broken.limit:,.0f} cannot be met: the smallest student the {spec.kind} generator "
