@@ -22,22 +22,30 @@ ORT_DTYPES: dict[str, np.dtype] = {
 }
 
 
-def open_session(path: Path, threads: int = 0) -> ort.InferenceSession:
-    """Open `path` on the CPU provider with every graph optimization on.
+def open_session(path: Path, threads: int = 0, provider: str = "CPUExecutionProvider") -> ort.InferenceSession:
+    """Open `path` on `provider` (the CPU by default) with every graph optimization on.
 
-    `threads` 0 keeps onnxruntime's default intra-op thread count.
+    `threads` 0 keeps onnxruntime's default intra-op thread count. A GPU provider (CUDA,
+    TensorRT) must be in this onnxruntime build; the CPU stays as the fallback for ops it lacks.
     """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} does not exist: check the path or export the model first")
     if threads < 0:
         raise UserError(f"threads must be >= 0 (0 = onnxruntime default), got {threads}")
+    available = ort.get_available_providers()
+    if provider not in available:
+        raise UserError(
+            f"execution provider {provider} is not in this onnxruntime ({', '.join(available)}): "
+            "install onnxruntime-gpu on a machine with a GPU, or measure on the CPU"
+        )
+    providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         opts.intra_op_num_threads = threads
     try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path.name} is not a valid ONNX file ({detail}): re-export it") from exc

@@ -19,12 +19,14 @@ from edgedistill.timing import time_calls
 @register_runner("local")
 @dataclass(frozen=True)
 class LocalRunner:
-    """onnxruntime on the CPU here. `threads` 0 keeps onnxruntime's default thread count."""
+    """onnxruntime on this machine: the CPU, or a GPU through the CUDA or TensorRT execution
+    provider where this onnxruntime has it (`provider`). `threads` 0 keeps onnxruntime's default."""
 
     threads: int = 0
     warmup: int = 10
     runs: int = 100
     throughput_batch: int = 32
+    provider: str = "CPUExecutionProvider"
 
     def __post_init__(self) -> None:
         if self.threads < 0 or self.warmup < 0 or self.runs < 1 or self.throughput_batch < 1:
@@ -42,7 +44,7 @@ class LocalRunner:
 
         `progress(done, total)` is called after each timed latency run.
         """
-        session = open_session(Path(model_path), threads=self.threads)
+        session = open_session(Path(model_path), threads=self.threads, provider=self.provider)
         batch, tp_batch = _batches(session, self.throughput_batch)
         latency_feed = _random_feed(session, batch)
         latency = time_calls(

@@ -47,3 +47,15 @@ def test_measure_rejects_symbolic_non_batch_axis(tmp_path):
 def test_runner_rejects_bad_settings():
     with pytest.raises(UserError):
         LocalRunner(runs=0)
+
+
+def test_a_gpu_provider_this_onnxruntime_lacks_is_one_line(tmp_path, cnn):
+    import numpy as np
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA: the refusal cannot be shown here")
+    x = np.zeros((2, 1, 8, 8), np.float32)
+    path = export_onnx(cnn, x, x, tmp_path / "m.onnx").path
+    with pytest.raises(UserError, match="CUDAExecutionProvider is not in this onnxruntime"):
+        LocalRunner(provider="CUDAExecutionProvider").measure(path)
