@@ -108,3 +108,21 @@ def tiny_run_config() -> dict:
 @pytest.fixture
 def tiny_config() -> dict:
     return tiny_run_config()
+
+
+@pytest.fixture(scope="session")
+def mlp_onnx(tmp_path_factory, trained_mlp, digits_xy):
+    """The trained TinyMLP exported to ONNX (fp32)."""
+    from edgedistill.export.onnx import export_onnx
+
+    x, _ = digits_xy
+    return export_onnx(trained_mlp, x[:2], x[:64], tmp_path_factory.mktemp("mlp") / "mlp.onnx").path
+
+
+@pytest.fixture(scope="session")
+def cnn_onnx(tmp_path_factory, digits_xy):
+    """The (untrained, seeded) TinyCNN exported to ONNX (fp32)."""
+    from edgedistill.export.onnx import export_onnx
+
+    x, _ = digits_xy
+    return export_onnx(tiny_cnn(), x[:2], x[:64], tmp_path_factory.mktemp("cnn") / "cnn.onnx").path

@@ -17,13 +17,6 @@ INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "MatMulInteger", "DynamicQuant
 
 
 @pytest.fixture(scope="module")
-def mlp_onnx(tmp_path_factory, trained_mlp, digits_xy):
-    x, _ = digits_xy
-    out = tmp_path_factory.mktemp("fp32") / "mlp.onnx"
-    return export_onnx(trained_mlp, x[:2], x[:64], out).path
-
-
-@pytest.fixture(scope="module")
 def splits(digits_xy):
     """Calibration and validation inputs, and accuracy on the validation labels."""
     x, y = digits_xy

@@ -1,4 +1,3 @@
-import json
 
 import numpy as np
 import pytest
@@ -6,13 +5,6 @@ import torch
 
 from edgedistill.errors import UserError
 from edgedistill.export.convert import ExportRequest, export_model
-from edgedistill.export.onnx import export_onnx
-
-
-@pytest.fixture(scope="module")
-def fp32(tmp_path_factory, trained_mlp, digits_xy):
-    x, _ = digits_xy
-    return export_onnx(trained_mlp, x[:2], x[:64], tmp_path_factory.mktemp("src") / "mlp.onnx").path
 
 
 @pytest.fixture(scope="module")
@@ -23,43 +15,43 @@ def data(tmp_path_factory, digits_xy):
     return path
 
 
-def test_ort_from_an_onnx_checks_parity_and_lints(fp32, tmp_path):
-    out = export_model(ExportRequest(fp32, "ort", "fp32", tmp_path))
+def test_ort_from_an_onnx_checks_parity_and_lints(mlp_onnx, tmp_path):
+    out = export_model(ExportRequest(mlp_onnx, "ort", "fp32", tmp_path))
     assert out.path.suffix == ".ort" and out.path.is_file() and out.passed
     assert "random" in out.inputs
     assert [r.runtime for r in out.lint] == ["ort-mobile"] and out.lint[0].ok
 
 
-def test_fp16_onnx_with_real_inputs(fp32, data, tmp_path):
-    out = export_model(ExportRequest(fp32, "onnx", "fp16", tmp_path, data))
+def test_fp16_onnx_with_real_inputs(mlp_onnx, data, tmp_path):
+    out = export_model(ExportRequest(mlp_onnx, "onnx", "fp16", tmp_path, data))
     assert out.path.name == "model.fp16.onnx" and out.passed
     assert str(data) in out.inputs
 
 
-def test_int8_needs_calibration_data(fp32, tmp_path):
+def test_int8_needs_calibration_data(mlp_onnx, tmp_path):
     with pytest.raises(UserError, match="--data"):
-        export_model(ExportRequest(fp32, "onnx", "int8", tmp_path))
+        export_model(ExportRequest(mlp_onnx, "onnx", "int8", tmp_path))
 
 
-def test_int8_onnx_and_ort_from_data(fp32, data, tmp_path):
-    onnx_out = export_model(ExportRequest(fp32, "onnx", "int8", tmp_path / "a", data))
+def test_int8_onnx_and_ort_from_data(mlp_onnx, data, tmp_path):
+    onnx_out = export_model(ExportRequest(mlp_onnx, "onnx", "int8", tmp_path / "a", data))
     assert onnx_out.path.name == "model.int8.onnx"
-    ort_out = export_model(ExportRequest(fp32, "ort", "int8", tmp_path / "b", data))
+    ort_out = export_model(ExportRequest(mlp_onnx, "ort", "int8", tmp_path / "b", data))
     assert ort_out.path.name == "model.int8.ort" and ort_out.passed
 
 
-def test_tensorrt_int8_writes_a_trtexec_script_from_a_symmetric_model(fp32, data, tmp_path):
-    out = export_model(ExportRequest(fp32, "tensorrt", "int8", tmp_path, data))
+def test_tensorrt_int8_writes_a_trtexec_script_from_a_symmetric_model(mlp_onnx, data, tmp_path):
+    out = export_model(ExportRequest(mlp_onnx, "tensorrt", "int8", tmp_path, data))
     assert out.build is not None and out.lint[0].ok
     if not out.build.built:
         assert out.path.name.endswith(".trtexec.sh") and "trtexec" in out.path.read_text()
     assert "int8-symmetric" in str(out.build.onnx)
 
 
-def test_a_run_student_folder_is_a_model(tmp_path, fp32):
+def test_a_run_student_folder_is_a_model(tmp_path, mlp_onnx):
     folder = tmp_path / "students" / "small"
     folder.mkdir(parents=True)
-    (folder / "model.onnx").write_bytes(fp32.read_bytes())
+    (folder / "model.onnx").write_bytes(mlp_onnx.read_bytes())
     out = export_model(ExportRequest(folder, "onnx", "fp16", tmp_path / "out"))
     assert out.path.is_file()
 

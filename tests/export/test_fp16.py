@@ -1,25 +1,11 @@
 import numpy as np
 import onnx
 import pytest
-from conftest import tiny_cnn
 
 from edgedistill.compress.quantize import Int8Dynamic, quantize
 from edgedistill.errors import UserError
 from edgedistill.export.fp16 import DEFAULT_TOLERANCE, Fp16Artifact, to_fp16
-from edgedistill.export.onnx import export_onnx
 from edgedistill.ortsession import open_session, run_batched
-
-
-@pytest.fixture(scope="module")
-def mlp_onnx(tmp_path_factory, trained_mlp, digits_xy):
-    x, _ = digits_xy
-    return export_onnx(trained_mlp, x[:2], x[:64], tmp_path_factory.mktemp("mlp") / "mlp.onnx").path
-
-
-@pytest.fixture(scope="module")
-def cnn_onnx(tmp_path_factory, digits_xy):
-    x, _ = digits_xy
-    return export_onnx(tiny_cnn(), x[:2], x[:64], tmp_path_factory.mktemp("cnn") / "cnn.onnx").path
 
 
 def _elem_types(values):

@@ -4,9 +4,8 @@ import onnx
 import pytest
 from conftest import tiny_cnn, tiny_mlp
 from onnx import TensorProto, helper
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-from edgedistill.compress.quantize import Int8Static, quantize
+from edgedistill.compress.quantize import Int8Static, Int8StaticSymmetric, quantize
 from edgedistill.errors import UserError
 from edgedistill.export.lint import LINTERS, Finding, LintResult, lint
 from edgedistill.export.onnx import export_onnx
@@ -30,14 +29,6 @@ def _save(path, nodes, inputs, outputs, opset=18, initializers=(), functions=(),
     return path
 
 
-class _Reader(CalibrationDataReader):
-    def __init__(self, x):
-        self._batches = iter([{"input": x[i : i + 32]} for i in range(0, len(x), 32)])
-
-    def get_next(self):
-        return next(self._batches, None)
-
-
 @pytest.fixture(scope="module")
 def students(tmp_path_factory, digits_xy):
     """TinyCNN and TinyMLP exported at opset 18, each as fp32, our int8 QDQ and a TensorRT-style
@@ -52,11 +43,7 @@ def students(tmp_path_factory, digits_xy):
             max_drop=1.0, timing_runs=1,
         ).path
         trt = out / f"{name}.trt-int8.onnx"
-        quantize_static(
-            fp32, trt, _Reader(x[:128]), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
-        )
+        quantize(fp32, trt, [Int8StaticSymmetric()], x[:128], lambda o: 1.0, x[:32], max_drop=1.0, timing_runs=1)
         models[name] = {"fp32": fp32, "int8": ours, "trt-int8": trt}
     return models
 

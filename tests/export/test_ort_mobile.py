@@ -4,7 +4,6 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import tiny_cnn
 
 from edgedistill.compress.quantize import Int8Static, quantize
 from edgedistill.errors import UserError
@@ -12,12 +11,6 @@ from edgedistill.export.fp16 import to_fp16
 from edgedistill.export.onnx import export_onnx
 from edgedistill.export.ort_mobile import DEFAULT_TOLERANCE, OrtArtifact, export_ort
 from edgedistill.ortsession import open_session, run_batched
-
-
-@pytest.fixture(scope="module")
-def cnn_onnx(tmp_path_factory, digits_xy):
-    x, _ = digits_xy
-    return export_onnx(tiny_cnn(), x[:2], x[:64], tmp_path_factory.mktemp("fp32") / "cnn.onnx").path
 
 
 @pytest.fixture(scope="module")

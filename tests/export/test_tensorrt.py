@@ -6,9 +6,8 @@ import subprocess
 import numpy as np
 import pytest
 from conftest import tiny_cnn
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-from edgedistill.compress.quantize import Int8Static, quantize
+from edgedistill.compress.quantize import Int8Static, Int8StaticSymmetric, quantize
 from edgedistill.errors import UserError
 from edgedistill.export import tensorrt as trt_module
 from edgedistill.export.fp16 import to_fp16
@@ -16,14 +15,6 @@ from edgedistill.export.onnx import OnnxExport, export_onnx
 from edgedistill.export.tensorrt import TrtBuild, build_tensorrt, tensorrt_status, trtexec_command
 
 TRT_OK, TRT_REASON = tensorrt_status()
-
-
-class _Reader(CalibrationDataReader):
-    def __init__(self, x):
-        self._batches = iter([{"input": x[i : i + 32]} for i in range(0, len(x), 32)])
-
-    def get_next(self):
-        return next(self._batches, None)
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +26,7 @@ def models(tmp_path_factory, digits_xy):
     fp32 = export_onnx(tiny_cnn(), x[:2], x[:64], folder / "cnn.onnx").path
     fp16 = to_fp16(fp32, folder / "cnn.fp16.onnx", x[:64]).path
     symmetric = folder / "cnn.sym.onnx"
-    quantize_static(
-        fp32, symmetric, _Reader(x[:128]), quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
-    )
+    quantize(fp32, symmetric, [Int8StaticSymmetric()], x[:128], lambda _o: 1.0, x[:32], max_drop=1.0, timing_runs=1)
     accuracy = lambda out: float((out.argmax(1) == y[1000:]).mean())  # noqa: E731
     default = quantize(fp32, folder / "cnn.u8.onnx", [Int8Static()], x[:128], accuracy, x[1000:], timing_runs=2).path
     static = export_onnx(tiny_cnn(), x[:2], x[:8], folder / "static.onnx", OnnxExport(dynamic_batch=False)).path
