@@ -131,7 +131,7 @@ def _kind(a: Artifact) -> str:
 def _source(lat: Latency) -> str:
     """Where a latency came from, in full."""
     if lat.source == "predicted":
-        band = f"±{100 * lat.error_band:.0f}%" if lat.error_band is not None else "unknown band"
+        band = f"within ×{1 + lat.error_band:.2g} either way" if lat.error_band is not None else "unknown band"
         return f"predicted ({lat.profile} profile, {lat.calibration or 'uncalibrated'}, {band})"
     return (f"{lat.source} ({lat.runner} on {lat.device}, {lat.runtime}, {lat.provider}, "
             f"threads {lat.threads or 'default'}, {lat.runs} runs)")

@@ -101,5 +101,5 @@ def _predicted(model: Path, target: Target, cost) -> BenchRow:
     return BenchRow(
         target.name, "predicted", p.p50_ms, None, None, p.low_ms, p.high_ms, None,
         model.stat().st_size, cost.peak_activation_bytes,
-        f"roofline on the {target.name} profile, {how}, band ±{100 * p.error_band:.0f}%",
+        f"roofline on the {target.name} profile, {how}, within ×{1 + p.error_band:.2g} either way",
     )
