@@ -32,24 +32,19 @@ from edgedistill.config import RunConfig, TierConfig
 from edgedistill.data import Splits, load_arrays, split
 from edgedistill.distributed import World, init_world, serve
 from edgedistill.errors import UserError
-from edgedistill.export.deploy import DeployArtifact, Deployment, Sources, deploy, wanted
+from edgedistill.export.deploy import Deployment, Sources, deploy, wanted
 from edgedistill.export.onnx import OnnxArtifact, OnnxExport, export_onnx
-from edgedistill.ortsession import open_session, run_batched
+from edgedistill.measure import Bench, artifact_entry, deployed_entry
 from edgedistill.progress import Progress
 from edgedistill.report import html as report_html
 from edgedistill.report import markdown, schema
 from edgedistill.rundir import RunDir, input_key
-from edgedistill.serialize import from_jsonable, to_jsonable
-from edgedistill.targets.runners.base import Measurement
+from edgedistill.serialize import from_jsonable
 from edgedistill.targets.calibration import load as load_calibration
 from edgedistill.targets.cost import as_precision, graph_cost
 from edgedistill.targets.estimate import predict as predict_latency
 from edgedistill.targets.profile import Target, load_target
-from edgedistill.targets.runners.local import LocalRunner
 from edgedistill.teachers import load_teacher
-
-HOST = "host-cpu"
-
 
 @dataclass(frozen=True)
 class RunResult:
@@ -87,6 +82,10 @@ class _Context:
     outputs_key: str
     progress: Progress
     trainer: _Trainer
+
+    @property
+    def bench(self) -> Bench:
+        return Bench(self.splits.val, self.cfg.measure, self.targets, self.rd.root, self.progress)
 
 
 def run(
@@ -250,8 +249,8 @@ def _baseline(ctx: _Context, teacher_key: str) -> schema.Teacher:
         return from_jsonable(schema.Teacher, done)
     ctx.progress.stage("baseline: exporting and measuring the teacher")
     onnx = _export(ctx, ctx.teacher, "teacher/teacher.onnx")
-    art = _artifact(
-        ctx, "onnx", "fp32", onnx.path, parity=(onnx.parity_max_abs_err, onnx.parity_tolerance),
+    art = artifact_entry(
+        ctx.bench, "onnx", "fp32", onnx.path, parity=(onnx.parity_max_abs_err, onnx.parity_tolerance),
         targets=tuple(t.name for t in ctx.targets),
     )
     fp = ctx.teacher_fp
@@ -319,14 +318,14 @@ def _student(ctx: _Context, tier: TierConfig) -> schema.Student:
     if done is None:
         want = wanted(ctx.targets)
         artifacts = (
-            _artifact(
-                ctx, "onnx", "fp32", fp32.path, parity=(fp32.parity_max_abs_err, fp32.parity_tolerance),
+            artifact_entry(
+                ctx.bench, "onnx", "fp32", fp32.path, parity=(fp32.parity_max_abs_err, fp32.parity_tolerance),
                 targets=want.get(("onnx", "fp32"), ()),
             ),
         )
         if int8 is not None:
-            artifacts += (_artifact(ctx, "onnx", "int8", int8.path, quant=int8, targets=want.get(("onnx", "int8"), ())),)
-        artifacts += tuple(_deployed(ctx, d) for d in deployment.made)
+            artifacts += (artifact_entry(ctx.bench, "onnx", "int8", int8.path, quant=int8, targets=want.get(("onnx", "int8"), ())),)
+        artifacts += tuple(deployed_entry(ctx.bench, d) for d in deployment.made)
         done = rd.finish(f"measure:{tier.name}", measure_key, artifacts)
     else:
         ctx.progress.stage(f"{tier.name}: measured earlier, taken from the run directory")
@@ -463,108 +462,6 @@ def _latency_probe(ctx: _Context, tier: TierConfig) -> Callable[[nn.Module], dic
         }
 
     return probe
-
-
-def _artifact(
-    ctx: _Context,
-    fmt: str,
-    precision: str,
-    path: Path,
-    targets: tuple[str, ...],
-    parity: tuple[float | None, float | None] = (None, None),
-    quant: QuantResult | None = None,
-    lint: tuple[dict, ...] = (),
-    build: dict | None = None,
-    evaluated: Path | None = None,
-    graph: Path | None = None,
-) -> schema.Artifact:
-    """One artifact's entry. ONNX and .ort files are evaluated and measured here; a TensorRT engine
-    cannot be, so its accuracy is that of its ONNX source (`evaluated`), and says so. On every
-    target of the artifact that no runner reaches, its latency is predicted from `graph` (the ONNX
-    the artifact is, or is made from)."""
-    err, tolerance = parity
-    val = ctx.splits.val
-    evaluated = evaluated or path
-    metrics = {"accuracy": accuracy(run_batched(open_session(evaluated), val.x), val.y)}
-    latency, notes = _predictions(ctx, graph or path, targets), ()
-    if fmt in ("onnx", "ort"):
-        m = ctx.cfg.measure
-        runner = LocalRunner(threads=m.threads, warmup=m.warmup, runs=m.runs, throughput_batch=m.throughput_batch)
-        with ctx.progress.task(f"measure {path.parent.name}/{path.name}", m.runs) as advance:
-            latency[HOST] = _latency(runner.measure(path, HOST, progress=lambda done, _total: advance(done, "")))
-    else:
-        notes = (f"accuracy of its source {evaluated.name}, run with onnxruntime on this CPU",)
-    return schema.Artifact(
-        format=fmt,
-        precision=precision,
-        path=str(path.relative_to(ctx.rd.root)),
-        bytes=path.stat().st_size,
-        metrics=metrics,
-        parity_max_abs_err=err,
-        parity_tolerance=tolerance,
-        passed=err is None or err <= tolerance,
-        latency=latency,
-        quantization=None if quant is None else schema.QuantizationInfo(
-            method=quant.method,
-            reason=quant.reason,
-            kept_float=quant.kept_float,
-            fp32_accuracy=quant.fp32_score,
-            trials=tuple({"method": t.method, "accuracy": t.score, "p50_ms": t.p50_ms, "bytes": t.bytes} for t in quant.trials),
-        ),
-        targets=targets,
-        lint=lint,
-        build=build,
-        notes=notes,
-    )
-
-
-def _predictions(ctx: _Context, graph: Path, names: tuple[str, ...]) -> dict[str, schema.Latency]:
-    """Predicted latency of `graph` on each named target that is not this machine."""
-    remote = [t for t in ctx.targets if t.name in names and t.runner != "local" and t.specs is not None]
-    if not remote:
-        return {}
-    cost = graph_cost(graph)
-    out = {}
-    for target in remote:
-        calibration = load_calibration(target.name)
-        p = predict_latency(cost, target, calibration)
-        out[target.name] = schema.Latency(
-            p50_ms=p.p50_ms, source="predicted", profile=target.name,
-            calibration=f"calibrated {calibration.created}" if calibration else None,
-            error_band=p.error_band, low_ms=p.low_ms, high_ms=p.high_ms,
-        )
-    return out
-
-
-def _deployed(ctx: _Context, d: DeployArtifact) -> schema.Artifact:
-    """The report entry of an artifact made for targets (fp16 ONNX, .ort, TensorRT)."""
-    return _artifact(
-        ctx, d.format, d.precision, d.path, d.targets,
-        parity=(d.parity_max_abs_err, d.parity_tolerance),
-        quant=d.quantization,
-        lint=tuple(to_jsonable(r) for r in d.lint),
-        build=None if d.build is None else _relative_paths(ctx, to_jsonable(d.build)),
-        evaluated=d.source if d.format == "tensorrt" else None,
-        graph=d.source if d.format != "onnx" else d.path,
-    )
-
-
-def _relative_paths(ctx: _Context, build: dict) -> dict:
-    """A TensorRT build record with its paths relative to the report, so the run directory can move."""
-    root = ctx.rd.root.resolve()
-    out = dict(build)
-    for key in ("onnx", "command_path", "engine"):
-        if out.get(key) and Path(out[key]).resolve().is_relative_to(root):
-            out[key] = str(Path(out[key]).resolve().relative_to(root))
-    return out
-
-
-def _latency(m: Measurement) -> schema.Latency:
-    return schema.Latency(
-        p50_ms=m.p50_ms, p90_ms=m.p90_ms, p99_ms=m.p99_ms, source=m.source, runner=m.runner,
-        runtime=m.runtime, provider=m.provider, device=m.device, threads=m.threads, batch=m.batch,
-        runs=m.runs, throughput_batch=m.throughput_batch, throughput_per_s=m.throughput_per_s,
-    )
 
 
 def _final_checks(
