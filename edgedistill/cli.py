@@ -211,6 +211,7 @@ def targets(
     """List the built-in device profiles, the artifacts each wants and its calibration."""
     import json
 
+    from edgedistill.report.rows import short_name
     from edgedistill.serialize import to_jsonable
     from edgedistill.targets.calibration import load as load_calibration
     from edgedistill.targets.profile import builtin_names, load_target
@@ -227,7 +228,7 @@ def targets(
         # The artifacts column folds on a narrow terminal; names stay whole.
         table.add_column(col, no_wrap=col != "artifacts")
     for t in profiles:
-        arts = ", ".join(f"{'trt' if a.format == 'tensorrt' else a.format} {a.precision}" for a in t.artifacts)
+        arts = ", ".join(short_name(a.format, a.precision) for a in t.artifacts)
         cal = calibrations[t.name]
         table.add_row(t.name, t.runtime, arts, t.runner, cal.created[:10] if cal else "no")
     console.print(table)

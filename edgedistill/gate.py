@@ -201,13 +201,7 @@ def _figure(student: schema.Student, override: BudgetOverride, precision: str) -
     if override.name != "bytes":
         value = {"params": student.params, "macs": student.macs, "peak_memory": student.peak_activation_bytes}[override.name]
         return float(value), "student in PyTorch"
-    # As the run judges it: the largest file any target deploys at the tier's precision; TensorRT
-    # engines are built on the device, so their size is unknown here.
-    deployed = max(
-        (a for a in student.artifacts if a.precision == precision and a.format != "tensorrt"),
-        key=lambda a: a.bytes,
-        default=None,
-    )
+    deployed = schema.largest_file(student.artifacts, precision)  # as the run judges it
     if deployed is not None:
         return float(deployed.bytes), f"largest {precision} file: {deployed.path}"
     check = next((c for c in student.checks if c.name == "bytes" and c.value is not None), None)

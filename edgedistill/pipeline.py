@@ -468,13 +468,7 @@ def _final_checks(
     record: StudentRecord, resolved: budgets.ResolvedBudget, artifacts: tuple[schema.Artifact, ...]
 ) -> tuple[schema.Check, ...]:
     """The tier's budgets against the student; `bytes` is judged on the real file at the budget's precision."""
-    # Every target deploys its own file: the budget holds only if the largest of them fits.
-    # TensorRT engines are built on the device for its GPU, so their size is not known here.
-    deployed = max(
-        (a for a in artifacts if a.precision == resolved.precision and a.format != "tensorrt"),
-        key=lambda a: a.bytes,
-        default=None,
-    )
+    deployed = schema.largest_file(artifacts, resolved.precision)
     checks = []
     for c in record.checks:
         if c.name.startswith(budgets.LATENCY_PREFIX):

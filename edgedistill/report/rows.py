@@ -46,7 +46,7 @@ def _row(name: str, gen: str, params: int, macs: int, a: Artifact, verdict: str,
         "generator": gen,
         "params": f"{params:,}",
         "MACs": _si(macs),
-        "artifact": f"{_SHORT_FORMAT.get(a.format, a.format)} {a.precision}",
+        "artifact": short_name(a.format, a.precision),
         "file": "script" if a.build is not None and not a.build.get("built") else _kib(a.bytes),
         "accuracy": f"{100 * a.metrics['accuracy']:.2f}%" if "accuracy" in a.metrics else "-",
         "p50 ms": f"{lat.p50_ms:.3f}" if lat else "-",
@@ -56,6 +56,11 @@ def _row(name: str, gen: str, params: int, macs: int, a: Artifact, verdict: str,
         "budget": verdict if a.passed else f"{verdict}, parity FAILED",
     }
     return Row(cells, ok and a.passed)
+
+
+def short_name(fmt: str, precision: str) -> str:
+    """An artifact kind as tables show it: "onnx int8", "trt fp16"."""
+    return f"{_SHORT_FORMAT.get(fmt, fmt)} {precision}"
 
 
 def _kib(n: int) -> str:

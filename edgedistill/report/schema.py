@@ -125,6 +125,17 @@ class Report:
         return not self.failures
 
 
+def largest_file(artifacts: tuple[Artifact, ...], precision: str) -> Artifact | None:
+    """The file a `bytes` budget at `precision` is judged on: every target deploys its own, so the
+    budget holds only if the largest fits. TensorRT engines are built on the device for its GPU,
+    so their size is not known here and they are left out."""
+    return max(
+        (a for a in artifacts if a.precision == precision and a.format != "tensorrt"),
+        key=lambda a: a.bytes,
+        default=None,
+    )
+
+
 def dumps(report: Report) -> str:
     """report.json text."""
     return json.dumps(to_jsonable(report), indent=2) + "\n"
