@@ -41,6 +41,13 @@ class World:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def close(self) -> None:
+        """Leave the process group together: a rank that exits while another still holds its
+        connections makes gloo abort that one (SIGABRT) on the way out."""
+        if self.distributed and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
     def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
         """Average gradients that DistributedDataParallel does not see (feature projections)."""
         for p in params:

@@ -105,12 +105,14 @@ def run(
     if not world.is_main:
         splits, _ = _data(cfg, base)
         serve(world, lambda order: fit(order[0], splits.train, splits.val, *order[1:], world=world))
+        world.close()
         return None
     try:
         return _run(cfg, out, base, force, progress, world)
     finally:
         if world.distributed:
             world.send(None)
+            world.close()
 
 
 def _run(cfg: RunConfig, out: Path, base: Path, force: bool, progress: Progress, world: World) -> RunResult:
