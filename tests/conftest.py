@@ -126,3 +126,63 @@ def cnn_onnx(tmp_path_factory, digits_xy):
 
     x, _ = digits_xy
     return export_onnx(tiny_cnn(), x[:2], x[:64], tmp_path_factory.mktemp("cnn") / "cnn.onnx").path
+
+
+TINY_WORDS = (
+    "the a an of to and in is it for on with as by this that be are from or at which can not "
+    "model student teacher data file value list function return object python module class "
+    "string number time device phone small large fast slow run test code name type error"
+).split()
+
+
+def tiny_bert_folder(folder, task: str = "embedding", layers: int = 4, seed: int = 0):
+    """A randomly initialised tiny BERT saved as a Hugging Face folder with its tokenizer.
+
+    `task` "embedding" writes a sentence-transformers folder (mean pooling, then Normalize);
+    "classification" a BertForSequenceClassification with 3 labels.
+    """
+    import json
+    from pathlib import Path
+
+    from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizerFast
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    letters = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-")
+    vocab = list(dict.fromkeys(specials + TINY_WORDS + letters + [f"##{c}" for c in letters]))
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=64,
+    )
+    if task == "classification":
+        config.num_labels = 3
+        BertForSequenceClassification(config).eval().save_pretrained(folder)
+        return folder
+    BertModel(config, add_pooling_layer=False).eval().save_pretrained(folder)
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": 32, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True,
+        "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False,
+    }))
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ]))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def bert_folder(tmp_path_factory):
+    """A tiny sentence-transformers BERT folder (4 layers, hidden 32), shared read-only."""
+    return tiny_bert_folder(tmp_path_factory.mktemp("bert") / "tiny-bert")
+
+
+@pytest.fixture(scope="session")
+def bert_classifier_folder(tmp_path_factory):
+    """A tiny BertForSequenceClassification folder (3 labels), shared read-only."""
+    return tiny_bert_folder(tmp_path_factory.mktemp("bert-cls") / "tiny-bert-cls", task="classification")
