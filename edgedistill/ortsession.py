@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -59,15 +60,43 @@ def input_dtype(session: ort.InferenceSession) -> np.dtype:
     return ORT_DTYPES[declared]
 
 
-def run_batched(session: ort.InferenceSession, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Run the session's first input on `x` in batches and return its first output, concatenated."""
+Feed = np.ndarray | Mapping[str, np.ndarray]
+"""Model inputs: one array for a single-input graph, or arrays by input name (a tokenizer's
+input_ids and attention_mask); the first axis is the batch in every array."""
+
+
+def feed_len(x: Feed) -> int:
+    """Number of samples in a feed."""
+    return len(next(iter(x.values()))) if isinstance(x, Mapping) else len(x)
+
+
+def feed_slice(x: Feed, start: int, stop: int) -> Feed:
+    """Samples start..stop of a feed, of the same kind."""
+    return {k: v[start:stop] for k, v in x.items()} if isinstance(x, Mapping) else x[start:stop]
+
+
+def session_feed(session: ort.InferenceSession, x: Feed) -> dict[str, np.ndarray]:
+    """The input dict `session.run` takes: a single array goes to the first input, cast to its
+    declared dtype; named arrays go to the inputs of those names."""
+    if not isinstance(x, Mapping):
+        return {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=input_dtype(session))}
+    missing = [i.name for i in session.get_inputs() if i.name not in x]
+    if missing:
+        raise UserError(f"the model needs input(s) {', '.join(missing)}, which the data lacks: give them")
+    return {
+        i.name: np.ascontiguousarray(x[i.name], dtype=ORT_DTYPES.get(i.type, x[i.name].dtype))
+        for i in session.get_inputs()
+    }
+
+
+def run_batched(session: ort.InferenceSession, x: Feed, batch_size: int = 256) -> np.ndarray:
+    """Run the session on `x` in batches and return its first output, concatenated."""
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
-    if len(x) == 0:
+    n = feed_len(x)
+    if n == 0:
         raise UserError("no inputs to run: the data split is empty")
-    name = session.get_inputs()[0].name
-    x = np.ascontiguousarray(x, dtype=input_dtype(session))
     outputs = [
-        session.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)
+        session.run(None, session_feed(session, feed_slice(x, i, i + batch_size)))[0] for i in range(0, n, batch_size)
     ]
     return np.concatenate(outputs, axis=0)

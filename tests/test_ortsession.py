@@ -34,3 +34,17 @@ def test_open_session_rejects_text_file(tmp_path):
 def test_open_session_rejects_missing_file(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         open_session(tmp_path / "missing.onnx")
+
+
+def test_run_batched_takes_named_inputs(tmp_path):
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, ["n", 2])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, ["n", 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2])
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "g", [a, b], [y])
+    path = tmp_path / "add.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    a_x, b_x = np.arange(10.0).reshape(5, 2), np.ones((5, 2))
+    out = run_batched(open_session(path), {"a": a_x, "b": b_x}, batch_size=2)
+    np.testing.assert_allclose(out, a_x + 1)
+    with pytest.raises(UserError, match="needs input"):
+        run_batched(open_session(path), {"a": a_x})

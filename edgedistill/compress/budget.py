@@ -164,8 +164,9 @@ class Footprint:
         return self.bytes_fp32 * _BYTES_PER_PARAM[precision] // _BYTES_PER_PARAM["fp32"]
 
 
-def measure(model: nn.Module, input_shape: tuple[int, ...]) -> Footprint:
-    """Measure a model on one float input of `input_shape` (no batch axis; batch 1 is used).
+def measure(model: nn.Module, input_shape: tuple[int, ...], input_dtype: torch.dtype = torch.float32) -> Footprint:
+    """Measure a model on one input of `input_shape` (no batch axis; batch 1 is used): zeros for a
+    float input, ones (a valid token id, not padding) for an integer one such as token ids.
 
     params: parameter elements; bytes_fp32: 4 bytes each (buffers such as batch-norm running
     statistics are left out: export folds them into the convolutions). MACs: FLOPs / 2 from torch's FlopCounterMode
@@ -176,7 +177,7 @@ def measure(model: nn.Module, input_shape: tuple[int, ...]) -> Footprint:
     The model is left as it was: evaluated in eval mode without grad, training flags restored.
     """
     params = sum(p.numel() for p in model.parameters())
-    x = torch.zeros((1, *input_shape))
+    x = torch.zeros((1, *input_shape)) if input_dtype.is_floating_point else torch.ones((1, *input_shape), dtype=input_dtype)
     flags = [(m, m.training) for m in model.modules()]
     peak = 0
 

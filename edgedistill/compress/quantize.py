@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgedistill.errors import UserError
 from edgedistill.fileio import quiet
-from edgedistill.ortsession import open_session, run_batched
+from edgedistill.ortsession import Feed, feed_len, feed_slice, open_session, run_batched, session_feed
 from edgedistill.timing import time_calls
 
 PRECISION = "int8"
@@ -90,7 +90,7 @@ class QuantJob:
 
     src: Path
     dst: Path
-    calib_x: np.ndarray
+    calib_x: Feed
     workdir: Path
     exclude: tuple[str, ...] = ()
     only: tuple[str, ...] | None = None
@@ -137,9 +137,10 @@ def register(config_type: type) -> Callable[[Callable], Callable]:
 class _CalibrationReader(CalibrationDataReader):
     """Feeds the calibration inputs to onnxruntime's calibrator in batches."""
 
-    def __init__(self, input_name: str, x: np.ndarray) -> None:
+    def __init__(self, model: Path, x: Feed) -> None:
+        session = open_session(model)
         self._batches = iter(
-            [{input_name: x[i : i + _CALIB_BATCH]} for i in range(0, len(x), _CALIB_BATCH)]
+            [session_feed(session, feed_slice(x, i, i + _CALIB_BATCH)) for i in range(0, feed_len(x), _CALIB_BATCH)]
         )
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -158,11 +159,10 @@ def _quantize_static_symmetric(cfg: Int8StaticSymmetric, job: QuantJob) -> None:
 
 
 def _static(cfg: Int8Static, job: QuantJob, activations: QuantType, extra_options: dict[str, bool]) -> None:
-    input_name = _input_name(job.src)
     quantize_static(
         job.src,
         job.dst,
-        _CalibrationReader(input_name, np.ascontiguousarray(job.calib_x, dtype=np.float32)),
+        _CalibrationReader(job.src, job.calib_x),
         quant_format=QuantFormat.QDQ,
         per_channel=cfg.per_channel,
         activation_type=activations,
@@ -204,9 +204,9 @@ def quantize(
     fp32_path: Path,
     out: Path,
     methods: Sequence[QuantMethod],
-    calib_x: np.ndarray,
+    calib_x: Feed,
     score: Callable[[np.ndarray], float],
-    val_x: np.ndarray,
+    val_x: Feed,
     max_drop: float = 0.01,
     timing_runs: int = 50,
 ) -> QuantResult:
@@ -257,14 +257,14 @@ def quantize(
 
 
 def _check_inputs(
-    methods: Sequence[QuantMethod], calib_x: np.ndarray, val_x: np.ndarray, timing_runs: int
+    methods: Sequence[QuantMethod], calib_x: Feed, val_x: Feed, timing_runs: int
 ) -> None:
     if not methods:
         raise UserError("no quantization method given: pass Int8Static() and/or Int8Dynamic()")
     unknown = [type(m).__name__ for m in methods if type(m) not in QUANTIZERS]
     if unknown:
         raise UserError(f"no quantizer registered for {', '.join(unknown)}: use Int8Static or Int8Dynamic")
-    if len(calib_x) == 0 or len(val_x) == 0:
+    if feed_len(calib_x) == 0 or feed_len(val_x) == 0:
         raise UserError("quantization needs calibration and validation inputs: the split is empty")
     if timing_runs < 1:
         raise UserError(f"timing_runs must be >= 1, got {timing_runs}")
@@ -289,11 +289,11 @@ def _run(method: QuantMethod, job: QuantJob) -> Path:
 
 
 def _trial(
-    name: str, path: Path, score: Callable[[np.ndarray], float], val_x: np.ndarray, runs: int
+    name: str, path: Path, score: Callable[[np.ndarray], float], val_x: Feed, runs: int
 ) -> MethodTrial:
     session = open_session(path)
     value = float(score(run_batched(session, val_x)))
-    feed = {session.get_inputs()[0].name: val_x[:1].astype(np.float32)}
+    feed = session_feed(session, feed_slice(val_x, 0, 1))
     stats = time_calls(lambda: session.run(None, feed), warmup=max(1, runs // 10), runs=runs)
     return MethodTrial(method=name, score=value, p50_ms=stats.p50_ms, bytes=path.stat().st_size)
 
@@ -303,9 +303,9 @@ def _fallback(
     trial: MethodTrial,
     trial_path: Path,
     src: Path,
-    calib_x: np.ndarray,
+    calib_x: Feed,
     score: Callable[[np.ndarray], float],
-    val_x: np.ndarray,
+    val_x: Feed,
     fp32_out: np.ndarray,
     fp32_score: float,
     max_drop: float,
@@ -342,8 +342,8 @@ def _fallback(
 def _rank_by_sensitivity(
     method: QuantMethod,
     src: Path,
-    calib_x: np.ndarray,
-    val_x: np.ndarray,
+    calib_x: Feed,
+    val_x: Feed,
     fp32_out: np.ndarray,
     workdir: Path,
 ) -> list[str]:
@@ -367,12 +367,6 @@ def _reason_held(best: MethodTrial, others: list[MethodTrial], max_drop: float) 
         f"{best.method} kept the score within {max_drop:g} of fp32 and was fastest "
         f"({best.p50_ms:.3f} ms vs {rivals})"
     )
-
-
-def _input_name(path: Path) -> str:
-    graph = onnx.load(str(path), load_external_data=False).graph
-    initializers = {init.name for init in graph.initializer}
-    return next(i.name for i in graph.input if i.name not in initializers)
 
 
 class QuantizeConfig(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+import torch
 from torch import nn
 
 from edgedistill.compress.budget import (
@@ -52,8 +53,10 @@ def search(
     file_bytes: Callable[[nn.Module], int] | None = None,
     max_rounds: int = 4,
     latency: Callable[[nn.Module], dict[str, float]] | None = None,
+    input_dtype: torch.dtype = torch.float32,
 ) -> Candidate:
-    """The largest student that meets every limit of `budget`.
+    """The largest student that meets every limit of `budget`; `input_dtype` is the input's type
+    (torch.int64 for token ids).
 
     Without `file_bytes`, the `bytes` limit is judged on the weights alone (`Footprint.bytes_at`).
     With it, `file_bytes(model)` gives the real size of the deployed file (weights plus format,
@@ -63,7 +66,7 @@ def search(
     Latency limits are judged with `latency(model)`: target name -> predicted p50 ms. MACs alone
     never stand in for latency: a student with fewer MACs is not always faster on a device.
     """
-    found = _bisect(spec, teacher, input_shape, budget, tolerance, max_steps, latency)
+    found = _bisect(spec, teacher, input_shape, budget, tolerance, max_steps, latency, input_dtype)
     if file_bytes is None or "bytes" not in budget.limits:
         return found
     limit, evaluations = budget.limits["bytes"], found.evaluations
@@ -79,7 +82,7 @@ def search(
                 f"about {overhead:,.0f} bytes; raise the budget"
             )
         tighter = replace(budget, limits={**budget.limits, "bytes": min(limit - overhead, found.footprint.bytes_at(budget.precision) - 1)})
-        found = _bisect(spec, teacher, input_shape, tighter, tolerance, max_steps, latency)
+        found = _bisect(spec, teacher, input_shape, tighter, tolerance, max_steps, latency, input_dtype)
         evaluations += found.evaluations
     raise UserError(
         f"budget bytes <= {limit:,.0f} was still broken by the real {budget.precision} file after {max_rounds} "
@@ -95,6 +98,7 @@ def _bisect(
     tolerance: float,
     max_steps: int,
     latency: Callable[[nn.Module], dict[str, float]] | None,
+    input_dtype: torch.dtype,
 ) -> Candidate:
     """Bisect the generator's knob for the largest student that meets every limit of `budget`.
 
@@ -110,7 +114,7 @@ def _bisect(
         nonlocal evaluations
         evaluations += 1
         model = handler.make(spec, teacher, knob, input_shape)
-        fp = measure(model, input_shape)
+        fp = measure(model, input_shape, input_dtype)
         checks = check(fp, budget)
         if latency is not None and any(name.startswith(LATENCY_PREFIX) for name in budget.limits):
             checks += tuple(check_value(budget, latency_name(t), ms) for t, ms in latency(model).items())

@@ -34,6 +34,7 @@ class Latency:
     error_band: float | None = None
     low_ms: float | None = None
     high_ms: float | None = None
+    seq_len: int | None = None
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 import numpy as np
 import onnx
 import pytest
+import torch
 
 from edgedistill.compress.quantize import (
     QUANTIZERS,
@@ -117,3 +118,34 @@ def test_symmetric_static_int8_has_zero_points_of_zero_and_int8_activations(mlp_
     zero_points = [inits[n.input[2]] for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
     assert zero_points and all(zp.dtype == np.int8 and not zp.any() for zp in zero_points)
     assert result.fp32_score - result.score <= 0.01
+
+
+class _TwoInputs(torch.nn.Module):
+    """Token ids and a mask in, like a transformer: an embedding, masked, then a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = torch.nn.Embedding(20, 16)
+        self.head = torch.nn.Linear(16, 4)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.embed(ids) * mask.unsqueeze(-1).float()
+        return self.head(h.sum(1))
+
+
+def test_quantize_takes_named_inputs(tmp_path):
+    model = _TwoInputs().eval()
+    ids = torch.randint(0, 20, (2, 6))
+    path = tmp_path / "two.onnx"
+    torch.onnx.export(
+        model, (ids, torch.ones_like(ids)), str(path), input_names=["ids", "mask"], output_names=["y"],
+        dynamic_axes={"ids": {0: "b", 1: "t"}, "mask": {0: "b", 1: "t"}}, dynamo=False,
+    )
+    rng = np.random.default_rng(0)
+    feed = {"ids": rng.integers(0, 20, (40, 6)), "mask": np.ones((40, 6), np.int64)}
+    fp32 = run_batched(open_session(path), feed)
+    score = lambda out: -float(np.abs(out - fp32).mean())  # noqa: E731
+    result = quantize(path, tmp_path / "two.int8.onnx", (Int8Static(), Int8Dynamic()), feed, score, feed, max_drop=1.0)
+    assert {t.method for t in result.trials} == {"int8-static", "int8-dynamic"}
+    assert run_batched(open_session(result.path), feed).shape == (40, 4)

@@ -31,6 +31,7 @@ class Measurement:
     p99_ms: float
     throughput_batch: int
     throughput_per_s: float
+    seq_len: int | None = None  # the length given to dynamic sequence axes (transformers), else None
 
     def to_dict(self) -> dict[str, object]:
         """The measurement as plain JSON-ready values."""

@@ -27,12 +27,16 @@ class LocalRunner:
     runs: int = 100
     throughput_batch: int = 32
     provider: str = "CPUExecutionProvider"
+    # The size of every dynamic axis after the batch (a transformer's sequence length).
+    seq_len: int | None = None
 
     def __post_init__(self) -> None:
         if self.threads < 0 or self.warmup < 0 or self.runs < 1 or self.throughput_batch < 1:
             raise UserError(
                 "local runner needs threads >= 0, warmup >= 0, runs >= 1 and throughput_batch >= 1"
             )
+        if self.seq_len is not None and self.seq_len < 1:
+            raise UserError(f"local runner needs seq_len >= 1, got {self.seq_len}")
 
     def measure(
         self,
@@ -46,11 +50,11 @@ class LocalRunner:
         """
         session = open_session(Path(model_path), threads=self.threads, provider=self.provider)
         batch, tp_batch = _batches(session, self.throughput_batch)
-        latency_feed = _random_feed(session, batch)
+        latency_feed = _random_feed(session, batch, self.seq_len)
         latency = time_calls(
             lambda: session.run(None, latency_feed), warmup=self.warmup, runs=self.runs, progress=progress
         )
-        tp_feed = _random_feed(session, tp_batch)
+        tp_feed = _random_feed(session, tp_batch, self.seq_len)
         # Batched runs are long and steady, so fewer of them give a stable median.
         batched = time_calls(
             lambda: session.run(None, tp_feed), warmup=max(1, self.warmup // 5), runs=max(5, self.runs // 5)
@@ -70,6 +74,7 @@ class LocalRunner:
             p99_ms=latency.p99_ms,
             throughput_batch=tp_batch,
             throughput_per_s=tp_batch * 1000.0 / batched.p50_ms,
+            seq_len=self.seq_len,
         )
 
 
@@ -94,24 +99,28 @@ def _batches(session: ort.InferenceSession, throughput_batch: int) -> tuple[int,
     return 1, throughput_batch
 
 
-def _random_feed(session: ort.InferenceSession, batch: int) -> dict[str, np.ndarray]:
-    """Random inputs of each input's declared shape and dtype, with the batch axis set to `batch`."""
+def _random_feed(session: ort.InferenceSession, batch: int, seq_len: int | None) -> dict[str, np.ndarray]:
+    """Random inputs of each input's declared shape and dtype, with the batch axis set to `batch`
+    and any other dynamic axis to `seq_len`."""
     rng = np.random.default_rng(0)
     feed = {}
     for inp in session.get_inputs():
-        dims = inp.shape[1:]
-        if not all(isinstance(d, int) and d > 0 for d in dims):
+        dims = [d if isinstance(d, int) and d > 0 else seq_len for d in inp.shape[1:]]
+        if None in dims:
             raise UserError(
-                f"input {inp.name!r} has shape {inp.shape}: only the batch axis may be dynamic; "
-                "export with fixed sizes for the other axes"
+                f"input {inp.name!r} has shape {inp.shape}: give a sequence length for its dynamic axes "
+                "(--seq-len) or export with fixed sizes after the batch axis"
             )
         if inp.type not in ORT_DTYPES:
             raise UserError(f"input {inp.name!r} has type {inp.type}, which the local runner cannot feed")
         dtype = ORT_DTYPES[inp.type]
         shape = (batch, *dims)
-        # Small non-negative integers are valid token ids and masks; floats are uniform noise.
+        # Floats are uniform noise. Integer inputs are token ids, masks and token types: ones are a
+        # valid id in any vocabulary and a full attention mask, so every position is attended.
         if np.issubdtype(dtype, np.floating):
             feed[inp.name] = rng.random(shape).astype(dtype)
+        elif "type" in inp.name:
+            feed[inp.name] = np.zeros(shape, dtype=dtype)
         else:
-            feed[inp.name] = rng.integers(0, 2, size=shape).astype(dtype)
+            feed[inp.name] = np.ones(shape, dtype=dtype)
     return feed

@@ -34,14 +34,23 @@ def test_measure_reports_a_measured_latency(cnn_onnx):
     assert m.to_dict()["p50_ms"] == m.p50_ms
 
 
-def test_measure_rejects_symbolic_non_batch_axis(tmp_path):
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq"])
+def _sequence_model(tmp_path):
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq"])
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    graph = helper.make_graph([helper.make_node("Cast", ["input_ids"], ["y"], to=TensorProto.FLOAT)], "g", [ids], [y])
     path = tmp_path / "seq.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
-    with pytest.raises(UserError, match="only the batch axis may be dynamic"):
-        LocalRunner(runs=2).measure(path)
+    return path
+
+
+def test_measure_needs_a_sequence_length_for_a_dynamic_sequence_axis(tmp_path):
+    with pytest.raises(UserError, match="give a sequence length"):
+        LocalRunner(runs=2).measure(_sequence_model(tmp_path))
+
+
+def test_measure_at_a_sequence_length(tmp_path):
+    m = LocalRunner(runs=2, warmup=0, seq_len=16).measure(_sequence_model(tmp_path))
+    assert m.seq_len == 16 and m.p50_ms > 0
 
 
 def test_runner_rejects_bad_settings():
