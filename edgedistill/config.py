@@ -36,12 +36,34 @@ class DataConfig(_Section):
         return v
 
 
+TIER_PREFIX = "tier:"
+
+
 class TierConfig(_Section):
     """One budget tier: the budgets a student must meet and the generator that makes it."""
 
     name: str = Field(description="Tier name, used for the student's folder and in the report.")
     budget: Budget = Field(description="Limits the student must meet (params, macs, bytes, peak_memory).")
-    student: StudentSpec = Field(default_factory=Prune, description="Generator: prune (default), scale or custom.")
+    student: StudentSpec = Field(
+        default_factory=Prune,
+        description="Generator: prune (default for a PyTorch teacher), scale, family (default for an ONNX, recorded "
+        "or query-only teacher), hf (Hugging Face teachers) or custom.",
+    )
+    teacher: str | None = Field(
+        None, description='"tier:NAME": learn from tier NAME\'s student instead of the teacher (a teacher chain).'
+    )
+
+    @field_validator("teacher")
+    @classmethod
+    def _tier_teacher(cls, v: str | None) -> str | None:
+        if v is not None and (not v.startswith(TIER_PREFIX) or not v.removeprefix(TIER_PREFIX)):
+            raise ValueError(f'must be "{TIER_PREFIX}NAME", naming another tier')
+        return v
+
+    @property
+    def parent(self) -> str | None:
+        """The tier whose student teaches this one, or None when the run's teacher does."""
+        return self.teacher.removeprefix(TIER_PREFIX) if self.teacher else None
 
 
 class ExportConfig(_Section):
@@ -90,7 +112,38 @@ class RunConfig(_Section):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"tier names must be unique; repeated: {', '.join(dupes)}")
+        ordered_tiers(tiers)
         return tiers
+
+    def ordered(self) -> tuple[TierConfig, ...]:
+        """The tiers in the order they are made: each after the tier whose student teaches it."""
+        return ordered_tiers(self.tiers)
+
+
+def ordered_tiers(tiers: tuple[TierConfig, ...]) -> tuple[TierConfig, ...]:
+    """Tiers ordered so that a tier comes after the tier it learns from (stable otherwise).
+    Raises ValueError for a cycle or an unknown tier."""
+    by_name = {t.name: t for t in tiers}
+    ordered: list[TierConfig] = []
+    state: dict[str, str] = {}
+
+    def visit(tier: TierConfig, path: list[str]) -> None:
+        if state.get(tier.name) == "done":
+            return
+        if state.get(tier.name) == "visiting":
+            cycle = " -> ".join([*path[path.index(tier.name):], tier.name])
+            raise ValueError(f"tier teachers form a cycle ({cycle}): let one of them learn from the teacher")
+        state[tier.name] = "visiting"
+        if tier.parent is not None:
+            if tier.parent not in by_name:
+                raise ValueError(f"tier {tier.name} learns from {tier.teacher}, but no tier is named {tier.parent!r}")
+            visit(by_name[tier.parent], [*path, tier.name])
+        state[tier.name] = "done"
+        ordered.append(tier)
+
+    for tier in tiers:
+        visit(tier, [])
+    return tuple(ordered)
 
 
 def load_config(path: Path) -> RunConfig:
@@ -125,6 +178,6 @@ def describe(exc: ValidationError) -> str:
     if err["type"] == "missing":
         return f"missing key {where!r}: add it"
     got = err.get("input")
-    shown = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
+    shown = f" (got {got!r})" if got is not None and not isinstance(got, (dict, list, tuple)) else ""
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{where}: {err['msg']}{shown}{more}"

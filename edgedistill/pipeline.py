@@ -6,28 +6,21 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
+import onnx
 import torch
+from pydantic import BaseModel
 from torch import nn
 
 from edgedistill import __version__
 from edgedistill.compress import budget as budgets
-from edgedistill.compress.distill import (
-    DistillConfig,
-    ProgressFn,
-    TeacherOutputs,
-    TrainResult,
-    accuracy,
-    fit,
-    predict,
-    teacher_outputs,
-)
+from edgedistill.compress.distill import DistillConfig, ProgressFn, TeacherOutputs, TrainResult, accuracy, fit, predict
 from edgedistill.compress.quantize import QuantResult, quantize
 from edgedistill.compress.search import search
+from edgedistill.compress.students import Family, Prune
 from edgedistill.config import RunConfig, TierConfig
 from edgedistill.data import Splits, load_arrays, split
 from edgedistill.distributed import World, init_world, serve
@@ -39,12 +32,14 @@ from edgedistill.progress import Progress
 from edgedistill.report import html as report_html
 from edgedistill.report import markdown, schema
 from edgedistill.rundir import RunDir, input_key
-from edgedistill.serialize import from_jsonable
+from edgedistill.serialize import from_jsonable, to_jsonable
 from edgedistill.targets.calibration import load as load_calibration
 from edgedistill.targets.cost import as_precision, graph_cost
 from edgedistill.targets.estimate import predict as predict_latency
 from edgedistill.targets.profile import Target, load_target
-from edgedistill.teachers import load_teacher
+from edgedistill import teaching
+from edgedistill.teachers import OnnxTeacher
+from edgedistill.teaching import LoadedTeacher, OutputsInfo
 
 @dataclass(frozen=True)
 class RunResult:
@@ -74,8 +69,7 @@ class _Context:
     cfg: RunConfig
     rd: RunDir
     splits: Splits
-    teacher: nn.Module
-    teacher_fp: budgets.Footprint
+    teacher: LoadedTeacher
     outputs: TeacherOutputs
     targets: tuple[Target, ...]
     data_key: str
@@ -124,13 +118,15 @@ def _run(cfg: RunConfig, out: Path, base: Path, force: bool, progress: Progress,
         splits, data_key = _data(cfg, base)
         trainer = _Trainer(world, splits)
 
-        teacher, teacher_key = _teacher(cfg, rd, splits, base, data_key, progress, trainer)
-        teacher_fp = budgets.measure(teacher, splits.input_shape)
-        outputs, outputs_key = _teacher_outputs(cfg, rd, teacher, splits, input_key(teacher_key, data_key), progress)
-        ctx = _Context(cfg, rd, splits, teacher, teacher_fp, outputs, targets, data_key, outputs_key, progress, trainer)
+        teacher = teaching.load(cfg, rd, splits, base, data_key, progress, trainer.fit)
+        outputs, info, outputs_key = teaching.outputs(cfg, rd, teacher, splits, base, data_key, progress)
+        ctx = _Context(cfg, rd, splits, teacher, outputs, targets, data_key, outputs_key, progress, trainer)
 
-        teacher_entry = _baseline(ctx, teacher_key)
-        students = tuple(_student(ctx, tier) for tier in cfg.tiers)
+        teacher_entry = _baseline(ctx, info)
+        made: dict[str, _Made] = {}
+        for tier in cfg.ordered():
+            made[tier.name] = _student(ctx, tier, made)
+        students = tuple(made[t.name].entry for t in cfg.tiers)
         failures = tuple(
             f"{name}: {a.format} {a.precision} parity error {a.parity_max_abs_err:.2e} exceeds {a.parity_tolerance:.0e} ({a.path})"
             for name, artifacts in [("teacher", teacher_entry.artifacts), *((s.name, s.artifacts) for s in students)]
@@ -179,7 +175,7 @@ def _data(cfg: RunConfig, base: Path) -> tuple[Splits, str]:
     source = "digits" if cfg.data.source == "digits" else str(base / cfg.data.source)
     x, y, classes = load_arrays(source, cfg.data.image_size, cfg.data.channels)
     splits = split(x, y, classes, cfg.data.source, cfg.data.val_fraction, cfg.data.calib_fraction, cfg.seed)
-    return splits, input_key(cfg.data, cfg.seed, _digest(Path(source)))
+    return splits, input_key(cfg.data, cfg.seed, teaching.digest(Path(source)))
 
 
 @dataclass(frozen=True)
@@ -197,98 +193,115 @@ class _Trainer:
         return fit(model, self.splits.train, self.splits.val, cfg, seed, outputs, progress, self.world)
 
 
-def _teacher(
-    cfg: RunConfig, rd: RunDir, splits: Splits, base: Path, data_key: str, progress: Progress, trainer: _Trainer
-) -> tuple[nn.Module, str]:
-    """Load the teacher, training it from labels first (once: cached in the run directory) if asked."""
-    # Factories initialise weights from the global RNG: seed it so a run is repeatable.
-    torch.manual_seed(cfg.seed)
-    model = load_teacher(cfg.teacher, base)
-    _check_fit(model, splits)
-    if not cfg.teacher.train:
-        source = cfg.teacher.path or cfg.teacher.weights
-        return model, input_key(cfg.teacher, _digest(base / source) if source else "")
-    key = input_key(cfg.teacher, cfg.teacher_training, data_key)
-    if rd.finished("teacher", key) is not None:
-        progress.stage("teacher: trained earlier, loaded from the run directory")
-        model.load_state_dict(torch.load(rd.path("teacher/teacher.pt"), weights_only=True))
-        return model.eval(), key
-    progress.stage(f"teacher: training {cfg.teacher.factory} on labels")
-    with progress.task("train teacher", cfg.teacher_training.epochs) as advance:
-        result = trainer.fit(model, cfg.teacher_training, cfg.seed, None, lambda e, _n, acc: advance(e, f"val acc {acc:.3f}"))
-    path = rd.save_torch("teacher/teacher.pt", result.model.state_dict())
-    rd.finish("teacher", key, {"val_accuracy": result.val_accuracy, "best_epoch": result.best_epoch}, [path])
-    return result.model, key
-
-
-def _teacher_outputs(
-    cfg: RunConfig, rd: RunDir, teacher: nn.Module, splits: Splits, inputs_key: str, progress: Progress
-) -> tuple[TeacherOutputs, str]:
-    """The teacher's outputs on the training split: computed once, stored, reused by every student."""
-    layers = tuple(sorted({p.teacher for p in cfg.distill.features}))
-    key = input_key(inputs_key, layers)
-    rel = "teacher/outputs.npz"
-    if rd.finished("teacher-outputs", key) is None:
-        progress.stage("teacher outputs: running the teacher once over the training split")
-        out = teacher_outputs(teacher, splits.train.x, layers)
-        with rd.atomic(rel) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, logits=out.logits, **{f"feature:{k}": v for k, v in out.features.items()})
-        rd.finish("teacher-outputs", key, {"samples": len(out.logits), "layers": list(layers)}, [rd.path(rel)])
-        return out, key
-    with np.load(rd.path(rel)) as saved:
-        features = {k.removeprefix("feature:"): saved[k] for k in saved.files if k.startswith("feature:")}
-        return TeacherOutputs(saved["logits"], features), key
-
-
-def _baseline(ctx: _Context, teacher_key: str) -> schema.Teacher:
-    """The teacher's own accuracy, export and latency: the first row of every table."""
-    cfg = ctx.cfg
-    key = input_key(teacher_key, ctx.data_key, cfg.export, cfg.measure)
+def _baseline(ctx: _Context, info: OutputsInfo) -> schema.Teacher:
+    """The teacher's own accuracy, ONNX file and latency: the first row of every table. A teacher
+    that cannot be run on new inputs (recorded, query-only) has only how its outputs were had."""
+    cfg, teacher = ctx.cfg, ctx.teacher
+    key = input_key(teacher.key, ctx.data_key, cfg.export, cfg.measure, info)
     done = ctx.rd.finished("baseline", key)
     if done is not None:
         ctx.progress.stage("baseline: measured earlier, taken from the run directory")
         return from_jsonable(schema.Teacher, done)
-    ctx.progress.stage("baseline: exporting and measuring the teacher")
-    onnx = _export(ctx, ctx.teacher, "teacher/teacher.onnx")
-    art = artifact_entry(
-        ctx.bench, "onnx", "fp32", onnx.path, parity=(onnx.parity_max_abs_err, onnx.parity_tolerance),
-        targets=tuple(t.name for t in ctx.targets),
-    )
-    fp = ctx.teacher_fp
+    fp = teacher.footprint or budgets.Footprint(0, 0, 0, 0)
     entry = schema.Teacher(
-        source=cfg.teacher.factory or cfg.teacher.path,
-        params=fp.params,
-        macs=fp.macs,
-        bytes_fp32=fp.bytes_fp32,
-        peak_activation_bytes=fp.peak_activation_bytes,
-        metrics={"accuracy": accuracy(predict(ctx.teacher, ctx.splits.val.x), ctx.splits.val.y)},
-        latency=art.latency,
-        artifacts=(art,),
+        source=cfg.teacher.source, params=fp.params, macs=fp.macs, bytes_fp32=fp.bytes_fp32,
+        peak_activation_bytes=fp.peak_activation_bytes, metrics={}, latency={}, artifacts=(),
+        kind=cfg.teacher.kind, outputs=to_jsonable(info),
     )
-    ctx.rd.finish("baseline", key, entry, [onnx.path])
+    outputs: list[Path] = []
+    if teacher.model is not None:
+        ctx.progress.stage("baseline: exporting and measuring the teacher")
+        onnx = _teacher_onnx(ctx, teacher.model)
+        art = artifact_entry(
+            ctx.bench, "onnx", "fp32", onnx.path, parity=(onnx.parity_max_abs_err, onnx.parity_tolerance),
+            targets=tuple(t.name for t in ctx.targets),
+        )
+        metrics = {"accuracy": accuracy(predict(teacher.model, ctx.splits.val.x), ctx.splits.val.y)}
+        entry = replace(entry, metrics=metrics, latency=art.latency, artifacts=(art,))
+        outputs.append(onnx.path)
+    ctx.rd.finish("baseline", key, entry, outputs)
     return entry
 
 
-def _student(ctx: _Context, tier: TierConfig) -> schema.Student:
-    """Search, distil, export, quantize and measure one tier's student (each step resumable)."""
+def _teacher_onnx(ctx: _Context, model: nn.Module) -> OnnxArtifact:
+    """The teacher as ONNX: exported from PyTorch, or an ONNX teacher's own file, copied as it is."""
+    if not isinstance(model, OnnxTeacher):
+        return _export(ctx, model, "teacher/teacher.onnx")
+    path = ctx.rd.write_bytes("teacher/teacher.onnx", model.path.read_bytes())
+    return OnnxArtifact(
+        path=path, bytes=path.stat().st_size, opset=_opset(path), simplified=False,
+        parity_max_abs_err=0.0, parity_tolerance=ctx.cfg.export.parity_tolerance,
+    )
+
+
+@dataclass(frozen=True)
+class _Made:
+    """A tier's finished student: its report entry, the trained model and its stage key (the
+    tiers that learn from it need both)."""
+
+    entry: schema.Student
+    model: nn.Module
+    key: str
+
+
+def _generator(ctx: _Context, tier: TierConfig, outputs: int) -> BaseModel:
+    """The tier's generator: a built-in family by default when the teacher has no weights to
+    start from; prune refused, in one line, for such a teacher."""
+    spec = tier.student
+    weights = tier.parent is not None or ctx.cfg.teacher.has_weights
+    if "student" not in tier.model_fields_set and not weights:
+        spec = Family()
+    if isinstance(spec, Prune) and not weights:
+        raise UserError(
+            f"tier {tier.name}: the prune generator starts from the teacher's weights, which a {ctx.cfg.teacher.kind} "
+            'teacher does not give: use student = {kind = "family"} (built-in cnn/mlp), scale or custom'
+        )
+    if isinstance(spec, Family) and spec.outputs is None:
+        spec = spec.model_copy(update={"outputs": outputs})
+    return spec
+
+
+def _resolve(ctx: _Context, tier: TierConfig) -> budgets.ResolvedBudget:
+    """The tier's budget in absolute terms: shares are of the run's teacher, also in a chain."""
+    if ctx.teacher.footprint is None:
+        relative = [n for n in ("params", "macs", "bytes", "peak_memory") if getattr(tier.budget, n) is not None and getattr(tier.budget, n).relative]
+        if relative:
+            raise UserError(
+                f"tier {tier.name}: budget {relative[0]} is a share of the teacher's, which a {ctx.cfg.teacher.kind} "
+                "teacher does not reveal: give an absolute value (e.g. params = 20000)"
+            )
+        return budgets.resolve(tier.budget, budgets.Footprint(0, 0, 0, 0))
+    return budgets.resolve(tier.budget, ctx.teacher.footprint)
+
+
+def _student(ctx: _Context, tier: TierConfig, made: dict[str, _Made]) -> _Made:
+    """Search, distil, export, quantize and measure one tier's student (each step resumable).
+    A chained tier learns from, and is generated from, the student of the tier it names."""
     cfg, rd = ctx.cfg, ctx.rd
     folder = f"students/{tier.name}"
-    resolved = budgets.resolve(tier.budget, ctx.teacher_fp)
-    student_key = input_key(ctx.outputs_key, tier, cfg.distill, cfg.seed)
+    resolved = _resolve(ctx, tier)
+    if tier.parent is None:
+        teacher, outputs, outputs_key = ctx.teacher.model, ctx.outputs, ctx.outputs_key
+    else:
+        parent = made[tier.parent]
+        teacher, outputs_key = parent.model, input_key(parent.key, "outputs")
+        outputs = teaching.student_outputs(rd, tier.parent, parent.model, ctx.splits.train.x, outputs_key, ctx.progress)
+    spec = _generator(ctx, tier, outputs.logits.shape[1])
+    student_key = input_key(outputs_key, tier, spec, cfg.distill, cfg.seed)
     done = rd.finished(f"student:{tier.name}", student_key)
     if done is None:
-        ctx.progress.stage(f"{tier.name}: searching {tier.student.kind} for {_budget_text(tier)}")
+        learns = f" from tier {tier.parent}" if tier.parent else ""
+        ctx.progress.stage(f"{tier.name}: searching {spec.kind} for {_budget_text(tier)}{learns}")
         torch.manual_seed(cfg.seed)  # scale and custom students start from fresh, seeded weights
         cand = search(
-            tier.student, ctx.teacher, ctx.splits.input_shape, resolved,
+            spec, teacher, ctx.splits.input_shape, resolved,
             file_bytes=_file_size_probe(ctx, resolved.precision),
             latency=_latency_probe(ctx, tier),
         )
         ctx.progress.stage(f"{tier.name}: distilling a {cand.footprint.params:,}-parameter student")
         with ctx.progress.task(f"distil {tier.name}", cfg.distill.epochs) as advance:
             trained = ctx.trainer.fit(
-                cand.model, cfg.distill, cfg.seed, ctx.outputs, lambda e, _n, acc: advance(e, f"val acc {acc:.3f}")
+                cand.model, cfg.distill, cfg.seed, outputs, lambda e, _n, acc: advance(e, f"val acc {acc:.3f}")
             )
         path = rd.save_torch(f"{folder}/student.pt", trained.model)
         record = StudentRecord(
@@ -334,10 +347,10 @@ def _student(ctx: _Context, tier: TierConfig) -> schema.Student:
     artifacts = from_jsonable(tuple[schema.Artifact, ...], done)
 
     checks = _final_checks(record, resolved, artifacts)
-    return schema.Student(
+    entry = schema.Student(
         name=tier.name,
         tier=tier.name,
-        generator=tier.student.model_dump(mode="json"),
+        generator=spec.model_dump(mode="json"),
         knob=record.knob,
         budget={
             "spec": tier.budget.model_dump(mode="json", exclude_none=True),
@@ -355,10 +368,14 @@ def _student(ctx: _Context, tier: TierConfig) -> schema.Student:
             "epochs_run": record.epochs_run,
             "search_evaluations": record.search_evaluations,
             "teacher_outputs": "cached",
+            "teacher": tier.teacher or "teacher",
+            "trained_with_teacher": outputs.covered,
+            "trained_on_labels_only": len(outputs.logits) - outputs.covered,
         },
         artifacts=artifacts,
         skipped=tuple({"format": s.format, "precision": s.precision, "targets": list(s.targets), "reason": s.reason} for s in deployment.skipped),
     )
+    return _Made(entry, model, student_key)
 
 
 def _stage_deploy(ctx: _Context, src: Sources, stage: str, key: str) -> Deployment:
@@ -500,29 +517,10 @@ def _latency_check(target: str, resolved: budgets.ResolvedBudget, artifacts: tup
     return schema.Check(c.name, c.limit, c.value, c.ok, c.margin, f"{lat.source} p50 of {art.path}")
 
 
-def _check_fit(model: nn.Module, splits: Splits) -> None:
-    """Fail early, in one line, when the data does not fit the teacher."""
-    try:
-        out = predict(model, splits.val.x[:2])
-    except Exception as exc:
-        raise UserError(
-            f"data of shape {splits.input_shape} does not fit the teacher ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0]}): give data shaped as the teacher expects"
-        ) from exc
-    if out.ndim != 2:
-        raise UserError(f"the teacher outputs shape {out.shape[1:]} per sample, not class logits: give a classifier")
-    if splits.num_classes > out.shape[1]:
-        raise UserError(
-            f"labels go up to {splits.num_classes - 1} but the teacher has {out.shape[1]} outputs: "
-            f"labels must lie in 0..{out.shape[1] - 1}"
-        )
-
-
 def _budget_text(tier: TierConfig) -> str:
     spec = tier.budget.model_dump(mode="json", exclude_none=True)
     return ", ".join(f"{k} <= {v}" for k, v in spec.items() if k != "precision")
 
 
-def _digest(path: Path) -> str:
-    """Size and mtime of an input file: a cheap stand-in for its content in stage keys."""
-    return f"{path.stat().st_size}:{path.stat().st_mtime_ns}" if path.is_file() else ""
+def _opset(path: Path) -> int:
+    return next((o.version for o in onnx.load(str(path), load_external_data=False).opset_import if o.domain in ("", "ai.onnx")), 0)

@@ -51,10 +51,20 @@ class DistillConfig(BaseModel):
 
 @dataclass(frozen=True)
 class TeacherOutputs:
-    """The teacher's logits (and requested layer outputs) for every sample of one split, in order."""
+    """The teacher's logits (and requested layer outputs) for every sample of one split, in order.
+
+    `known` marks the samples the teacher answered (a record or a query budget may cover only
+    some); the others are trained on their labels alone. None means every sample.
+    """
 
     logits: np.ndarray
     features: dict[str, np.ndarray] = field(default_factory=dict)
+    known: np.ndarray | None = None
+
+    @property
+    def covered(self) -> int:
+        """How many samples have the teacher's outputs."""
+        return len(self.logits) if self.known is None else int(self.known.sum())
 
 
 @dataclass(frozen=True)
@@ -134,6 +144,8 @@ def fit(
     In a distributed `world` every rank calls this with the same arguments and trains its shard;
     the ranks' weights stay equal, so each one validates and stops alike.
     """
+    if teacher is not None and teacher.features and teacher.known is not None:
+        raise UserError("feature matching needs the teacher's layer outputs for every sample: drop distill.features")
     if teacher is not None and len(teacher.logits) != len(train):
         raise ValueError(f"teacher outputs cover {len(teacher.logits)} samples, the training split {len(train)}")
     torch.manual_seed(seed)
@@ -142,7 +154,8 @@ def fit(
     taps = _FeatureTaps(student, pairs, train.x[:2], teacher)
     optimizer, loader, sampler, forward = _build(student, taps.parameters(), train, cfg, seed, world)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    t_logits = torch.from_numpy(teacher.logits) if teacher is not None else None
+    t_logits = torch.from_numpy(np.nan_to_num(teacher.logits)) if teacher is not None else None
+    t_known = torch.from_numpy(teacher.known) if teacher is not None and teacher.known is not None else None
 
     best_key, best_state, best_epoch, history = None, None, 0, []
     for epoch in range(1, cfg.epochs + 1):
@@ -152,7 +165,10 @@ def fit(
         total, count = 0.0, 0
         for xb, yb, idx in loader:
             out = forward(xb)
-            loss = _loss(out, yb, t_logits[idx] if t_logits is not None else None, cfg)
+            loss = _loss(
+                out, yb, t_logits[idx] if t_logits is not None else None, cfg,
+                t_known[idx] if t_known is not None else None,
+            )
             loss = loss + cfg.feature_weight * taps.loss(idx)
             optimizer.zero_grad()
             loss.backward()
@@ -202,17 +218,26 @@ def _build(
 
 
 def _loss(
-    logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None, cfg: DistillConfig
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
+    cfg: DistillConfig,
+    known: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    ce = F.cross_entropy(logits, labels)
+    """alpha * KD + (1 - alpha) * CE per sample; a sample without teacher outputs (`known` False)
+    gets cross-entropy alone, at full weight."""
+    ce = F.cross_entropy(logits, labels, reduction="none")
     if teacher_logits is None:
-        return ce
+        return ce.mean()
     t = cfg.temperature
     # Hinton et al.: the T^2 factor keeps the soft-target gradients on the scale of the hard ones.
     kd = F.kl_div(
-        F.log_softmax(logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1), reduction="batchmean", log_target=True
-    ) * (t * t)
-    return cfg.alpha * kd + (1 - cfg.alpha) * ce
+        F.log_softmax(logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1), reduction="none", log_target=True
+    ).sum(dim=1) * (t * t)
+    mixed = cfg.alpha * kd + (1 - cfg.alpha) * ce
+    if known is not None:
+        mixed = torch.where(known, mixed, ce)
+    return mixed.mean()
 
 
 def _module(model: nn.Module, name: str, role: str) -> nn.Module:

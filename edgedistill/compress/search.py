@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
+from pydantic import BaseModel
 from torch import nn
 
 from edgedistill.compress.budget import (
@@ -18,7 +19,7 @@ from edgedistill.compress.budget import (
     latency_name,
     measure,
 )
-from edgedistill.compress.students import Custom, Prune, Scale, StudentHandler, handler_for
+from edgedistill.compress.students import StudentHandler, handler_for
 from edgedistill.errors import UserError
 
 
@@ -44,7 +45,7 @@ class Candidate:
 
 
 def search(
-    spec: Prune | Scale | Custom,
+    spec: BaseModel,
     teacher: nn.Module,
     input_shape: tuple[int, ...],
     budget: ResolvedBudget,
@@ -91,7 +92,7 @@ def search(
 
 
 def _bisect(
-    spec: Prune | Scale | Custom,
+    spec: BaseModel,
     teacher: nn.Module,
     input_shape: tuple[int, ...],
     budget: ResolvedBudget,
@@ -141,7 +142,7 @@ def _bisect(
 _UNITS = {"params": "params", "macs": "MACs", "peak_memory": "bytes of peak activation memory"}
 
 
-def _unreachable(smallest: Candidate, spec: Prune | Scale | Custom, handler: StudentHandler, budget: ResolvedBudget) -> UserError:
+def _unreachable(smallest: Candidate, spec: BaseModel, handler: StudentHandler, budget: ResolvedBudget) -> UserError:
     broken = min((c for c in smallest.checks if not c.ok), key=lambda c: c.margin)
     if broken.name.startswith(LATENCY_PREFIX):
         target = broken.name.removeprefix(LATENCY_PREFIX)

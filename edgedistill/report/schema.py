@@ -88,6 +88,9 @@ class Teacher:
     metrics: dict[str, float]
     latency: dict[str, Latency]
     artifacts: tuple[Artifact, ...]
+    # factory, pt2, onnx, recorded or query; params and MACs are 0 where the teacher does not reveal them
+    kind: str = "factory"
+    outputs: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,191 @@
+"""The run's teacher stages for every kind of teacher: loading it (training it from labels first
+if asked) and its outputs on the training split, computed, read from a record or queried once and
+cached in the run directory; and the outputs of a tier's student when another tier learns from
+it (a teacher chain)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgedistill.compress import budget as budgets
+from edgedistill.compress.distill import DistillConfig, ProgressFn, TeacherOutputs, TrainResult, predict, teacher_outputs
+from edgedistill.config import RunConfig
+from edgedistill.data import Splits
+from edgedistill.errors import UserError
+from edgedistill.progress import Progress
+from edgedistill.recorded import load_recorded, log_probabilities
+from edgedistill.rundir import RunDir, input_key
+from edgedistill.teachers import OnnxTeacher, TeacherConfig, load_teacher, onnx_footprint
+
+Fit = Callable[[nn.Module, DistillConfig, int, TeacherOutputs | None, ProgressFn], TrainResult]
+
+
+@dataclass(frozen=True)
+class LoadedTeacher:
+    """The teacher as the run uses it. `model` is None for a teacher that cannot be run on new
+    inputs (recorded, query-only); `footprint` is None where its size is unknown."""
+
+    model: nn.Module | None
+    key: str
+    footprint: budgets.Footprint | None
+
+
+@dataclass(frozen=True)
+class OutputsInfo:
+    """How the teacher's outputs were had and used, for the report."""
+
+    form: str
+    use: str
+    covered: int
+    missing: int
+    queries: dict | None = None
+
+
+def load(cfg: RunConfig, rd: RunDir, splits: Splits, base: Path, data_key: str, progress: Progress, fit: Fit) -> LoadedTeacher:
+    """Load the teacher, training it from labels first (once: cached in the run directory) if asked."""
+    t = cfg.teacher
+    source = base / t.path if t.path else None
+    if not t.runnable:
+        return LoadedTeacher(None, input_key(t, digest(source) if source else ""), None)
+    # Factories initialise weights from the global RNG: seed it so a run is repeatable.
+    torch.manual_seed(cfg.seed)
+    model = load_teacher(t, base)
+    check_fit(model, splits)
+    if not t.train:
+        weights = source or (base / t.weights if t.weights else None)
+        key = input_key(t, digest(weights) if weights else "")
+        return LoadedTeacher(model, key, footprint(model, splits.input_shape))
+    key = input_key(t, cfg.teacher_training, data_key)
+    if rd.finished("teacher", key) is not None:
+        progress.stage("teacher: trained earlier, loaded from the run directory")
+        model.load_state_dict(torch.load(rd.path("teacher/teacher.pt"), weights_only=True))
+        return LoadedTeacher(model.eval(), key, footprint(model, splits.input_shape))
+    progress.stage(f"teacher: training {t.factory} on labels")
+    with progress.task("train teacher", cfg.teacher_training.epochs) as advance:
+        result = fit(model, cfg.teacher_training, cfg.seed, None, lambda e, _n, acc: advance(e, f"val acc {acc:.3f}"))
+    path = rd.save_torch("teacher/teacher.pt", result.model.state_dict())
+    rd.finish("teacher", key, {"val_accuracy": result.val_accuracy, "best_epoch": result.best_epoch}, [path])
+    return LoadedTeacher(result.model, key, footprint(result.model, splits.input_shape))
+
+
+def footprint(model: nn.Module, input_shape: tuple[int, ...]) -> budgets.Footprint:
+    """Parameters, MACs and memory of a runnable teacher; an ONNX teacher's from its graph."""
+    if isinstance(model, OnnxTeacher):
+        return onnx_footprint(model.path, input_shape)
+    return budgets.measure(model, input_shape)
+
+
+def outputs(
+    cfg: RunConfig, rd: RunDir, teacher: LoadedTeacher, splits: Splits, base: Path, data_key: str, progress: Progress
+) -> tuple[TeacherOutputs, OutputsInfo, str]:
+    """The teacher's outputs on the training split: computed, read or queried once, stored, and
+    reused by every student. Returns them, how they were had, and their key."""
+    layers = tuple(sorted({p.teacher for p in cfg.distill.features}))
+    if layers and (teacher.model is None or isinstance(teacher.model, OnnxTeacher)):
+        raise UserError(f"distill.features needs a PyTorch teacher's layers; a {cfg.teacher.kind} teacher has none: drop distill.features")
+    key = input_key(teacher.key, data_key, layers)
+    rel = "teacher/outputs.npz"
+    done = rd.finished("teacher-outputs", key)
+    if done is not None:
+        with np.load(rd.path(rel)) as saved:
+            features = {k.removeprefix("feature:"): saved[k] for k in saved.files if k.startswith("feature:")}
+            known = saved["known"] if "known" in saved.files else None
+            return TeacherOutputs(saved["logits"], features, known), OutputsInfo(**done), key
+    out, info = _compute(cfg, rd, teacher, splits, base, layers, progress)
+    if out.logits.shape[1] < splits.num_classes:
+        raise UserError(
+            f"the teacher gives {out.logits.shape[1]} outputs per input but the labels go up to {splits.num_classes - 1}: "
+            f"labels must lie in 0..{out.logits.shape[1] - 1}"
+        )
+    extra = {"known": out.known} if out.known is not None else {}
+    with rd.atomic(rel) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, logits=out.logits, **extra, **{f"feature:{k}": v for k, v in out.features.items()})
+    rd.finish("teacher-outputs", key, info, [rd.path(rel)])
+    return out, info, key
+
+
+def _compute(
+    cfg: RunConfig, rd: RunDir, teacher: LoadedTeacher, splits: Splits, base: Path, layers: tuple[str, ...], progress: Progress
+) -> tuple[TeacherOutputs, OutputsInfo]:
+    t, x, n = cfg.teacher, splits.train.x, len(splits.train)
+    if teacher.model is not None:
+        progress.stage("teacher outputs: running the teacher once over the training split")
+        out = teacher_outputs(teacher.model, x, layers)
+        return out, OutputsInfo("logits", "KD at temperature on the teacher's logits, computed once", n, 0)
+    if t.kind == "recorded":
+        progress.stage(f"teacher outputs: reading the record {t.path}")
+        rec = load_recorded(base / t.path, x, splits.num_classes)
+        use = rec.use + (f"; {rec.missing} training inputs the record lacks are trained on labels alone" if rec.missing else "")
+        return rec.outputs, OutputsInfo(rec.form, use, rec.matched, rec.missing)
+    return _query(t, rd, x, base, progress)
+
+
+def _query(t: TeacherConfig, rd: RunDir, x: np.ndarray, base: Path, progress: Progress) -> tuple[TeacherOutputs, OutputsInfo]:
+    from edgedistill.query import QueryTeacherConfig, query_teacher
+
+    qcfg = QueryTeacherConfig(command=t.command, max_queries=t.max_queries, batch_size=t.query_batch, timeout_s=t.timeout_s)
+    progress.stage(f"teacher outputs: querying {t.source} (at most {t.max_queries:,} queries, answers kept as they arrive)")
+    with progress.task("query teacher", len(x)) as advance:
+        result = query_teacher(qcfg, x, rd.path("teacher/queries"), base, progress=lambda done, _total: advance(done, ""))
+    if not result.answered.any():
+        raise UserError(f"the query teacher answered none of the {len(x)} training inputs ({result.message}): raise teacher.max_queries")
+    logits = result.outputs.astype(np.float32)
+    if t.answers == "probabilities":
+        logits[result.answered] = log_probabilities(logits[result.answered])
+    progress.stage(f"teacher outputs: {result.message}")
+    missing = int((~result.answered).sum())
+    use = f"KD at temperature on the answered {t.answers}" + (f"; {missing} inputs left unanswered are trained on labels alone" if missing else "")
+    queries = {
+        "sent_this_run": result.sent_now, "used_total": result.used_total, "max_queries": t.max_queries,
+        "stopped_by_budget": result.stopped_by_budget, "message": result.message,
+    }
+    known = result.answered if missing else None
+    return TeacherOutputs(logits, known=known), OutputsInfo(f"queried {t.answers}", use, int(result.answered.sum()), missing, queries)
+
+
+def student_outputs(rd: RunDir, tier: str, model: nn.Module, x: np.ndarray, key: str, progress: Progress) -> TeacherOutputs:
+    """A tier's student's logits on the training split, for the tiers that learn from it; computed
+    once and stored beside the student."""
+    rel = f"students/{tier}/outputs.npz"
+    if rd.finished(f"outputs:{tier}", key) is not None:
+        with np.load(rd.path(rel)) as saved:
+            return TeacherOutputs(saved["logits"])
+    progress.stage(f"{tier}: running the student over the training split for the tiers it teaches")
+    logits = predict(model, x)
+    with rd.atomic(rel) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, logits=logits)
+    rd.finish(f"outputs:{tier}", key, {"samples": len(logits)}, [rd.path(rel)])
+    return TeacherOutputs(logits)
+
+
+def check_fit(model: nn.Module, splits: Splits) -> None:
+    """Fail early, in one line, when the data does not fit the teacher."""
+    try:
+        out = predict(model, splits.val.x[:2])
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(
+            f"data of shape {splits.input_shape} does not fit the teacher ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0]}): give data shaped as the teacher expects"
+        ) from exc
+    if out.ndim != 2:
+        raise UserError(f"the teacher outputs shape {out.shape[1:]} per sample, not class logits: give a classifier")
+    if splits.num_classes > out.shape[1]:
+        raise UserError(
+            f"labels go up to {splits.num_classes - 1} but the teacher has {out.shape[1]} outputs: "
+            f"labels must lie in 0..{out.shape[1] - 1}"
+        )
+
+
+def digest(path: Path) -> str:
+    """Size and mtime of an input file: a cheap stand-in for its content in stage keys."""
+    return f"{path.stat().st_size}:{path.stat().st_mtime_ns}" if path.is_file() else ""
