@@ -58,7 +58,47 @@ class Custom(BaseModel):
     factory: str = Field(description='"package.module:function" taking no arguments and returning an nn.Module.')
 
 
-StudentSpec = Annotated[Prune | Scale | Custom, Field(discriminator="kind")]
+class HFShrink(BaseModel):
+    """A smaller config of the teacher's transformer architecture, initialised from the teacher's weights.
+
+    Its handler lives in edgedistill.hf.students (imported with transformers, only for HF teachers).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["hf"] = Field("hf", description="Generator: fewer layers or narrower layers of a Hugging Face teacher.")
+    shrink: Literal["depth", "width"] = Field(
+        "depth", description='What the knob turns: "depth" keeps a share of the layers, "width" of the heads and MLP.'
+    )
+    layers: int | None = Field(
+        None, gt=0, description='With shrink = "width": the student\'s layer count (default: the teacher\'s).'
+    )
+    min_knob: float = Field(0.05, gt=0.0, le=1.0, description="Smallest share of layers or width the search may try.")
+    vocab: Literal["keep", "corpus"] = Field(
+        "keep", description='"corpus": keep only the embedding rows of tokens seen in the training text.'
+    )
+
+    @model_validator(mode="after")
+    def _layers_with_width(self) -> "HFShrink":
+        if self.shrink == "depth" and self.layers is not None:
+            raise ValueError('layers is set by the knob when shrink = "depth": remove layers or use shrink = "width"')
+        return self
+
+
+class Family(BaseModel):
+    """A fresh member of a built-in family (`cnn` or `mlp`), sized by a width knob: the generator
+    for teachers without weights to start from (ONNX, recorded, query-only)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["family"] = Field("family", description="Generator: a built-in student family, width-searched.")
+    name: Literal["cnn", "mlp"] | None = Field(None, description="cnn (image inputs) or mlp; default: cnn for (C, H, W) inputs.")
+    outputs: int | None = Field(None, ge=1, description="Number of outputs; default: the teacher's.")
+    min_width: float = Field(0.03, gt=0.0, description="Smallest width the search may try.")
+    max_width: float = Field(1.0, gt=0.0, description="Largest width the search may try.")
+
+
+StudentSpec = Annotated[Prune | Scale | Custom | Family | HFShrink, Field(discriminator="kind")]
 
 
 class StudentHandler(Protocol):
@@ -95,7 +135,7 @@ def handler_for(cfg: BaseModel) -> StudentHandler:
     try:
         return _HANDLERS[type(cfg)]
     except KeyError:
-        raise UserError(f"no student generator is registered for {type(cfg).__name__}: use prune, scale or custom") from None
+        raise UserError(f"no student generator is registered for {type(cfg).__name__}: use prune, scale, hf or custom") from None
 
 
 def generators() -> tuple[type[BaseModel], ...]:
@@ -189,6 +229,21 @@ class _ScaleHandler:
         except (TypeError, ValueError):
             raise UserError(f"scale.family {cfg.family!r} does not take a width= argument: give it one") from None
         return _module(family(width=knob), cfg.family, "scale.family")
+
+
+@register(Family)
+class _FamilyHandler:
+    shrink_hint = "lower min_width"
+
+    def knob_range(self, cfg: Family) -> tuple[float, float]:
+        return (cfg.min_width, cfg.max_width)
+
+    def make(self, cfg: Family, teacher: nn.Module | None, knob: float, input_shape: tuple[int, ...]) -> nn.Module:
+        from edgedistill.compress import families
+
+        if cfg.outputs is None:
+            raise UserError("the family generator needs its number of outputs: set student.outputs")
+        return families.build(cfg.name or families.default_family(input_shape), input_shape, cfg.outputs, knob)
 
 
 @register(Custom)
