@@ -72,12 +72,13 @@ def _main(
 def run(
     config: Annotated[Optional[Path], typer.Argument(metavar="CONFIG", help="Run config (TOML). Without it, the built-in example runs.", show_default=False)] = None,
     example: Annotated[Optional[str], typer.Option(help=f"Built-in example to run: {', '.join(EXAMPLES)} (default digits when no CONFIG).")] = None,
+    teacher: Annotated[Optional[Path], typer.Option(help="Teacher file overriding the config's (.onnx, .pt2 or recorded .npz); the data and tiers stay. The run is named <name>-<file stem>.", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/<name>). A rerun there resumes finished stages.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo every stage instead of resuming; files are overwritten.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
 ) -> None:
     """Make, distil, export, quantize and measure a student for every budget tier, then report."""
-    from edgedistill.config import load_config
+    from edgedistill.config import load_config, with_teacher
     from edgedistill.distributed import init_world
     from edgedistill.errors import UserError
     from edgedistill.examples.digits import config_path
@@ -100,6 +101,8 @@ def run(
             if str(folder) not in sys.path:
                 sys.path.insert(0, str(folder))
         cfg = load_config(config)
+        if teacher is not None:
+            cfg = with_teacher(cfg, teacher)
         out_dir = out or Path("runs") / cfg.name
         world = init_world()
         if not world.is_main:

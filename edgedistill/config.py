@@ -146,6 +146,17 @@ def ordered_tiers(tiers: tuple[TierConfig, ...]) -> tuple[TierConfig, ...]:
     return tuple(ordered)
 
 
+def with_teacher(cfg: RunConfig, path: Path) -> RunConfig:
+    """`cfg` with its teacher replaced by the file at `path` (absolute, so it does not depend on the
+    config's folder), renamed <name>-<stem> so its run directory is not the original run's."""
+    if path.suffix not in (".onnx", ".pt2", ".npz"):
+        raise UserError(f"--teacher {path} is not an .onnx, .pt2 or recorded .npz file: give one of those")
+    if not path.is_file():
+        raise UserError(f"--teacher {path} does not exist: give the path of the teacher file")
+    teacher = TeacherConfig(path=str(path.resolve()))
+    return cfg.model_copy(update={"teacher": teacher, "name": f"{cfg.name}-{path.stem}"})
+
+
 def load_config(path: Path) -> RunConfig:
     """Read and validate a TOML run config; any problem is a UserError of one line."""
     try:
