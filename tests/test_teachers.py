@@ -135,6 +135,10 @@ def test_missing_pt2_raises_user_error(tmp_path):
         {"path": "t.pt2", "weights": "w.pt"},
         {"path": "t.pt2", "train": True},
         {"factory": "conftest:tiny_cnn", "unknown": 1},
+        {"path": "t.h5"},
+        {"command": ["client"]},
+        {"max_queries": 10, "factory": "conftest:tiny_cnn"},
+        {"command": ["client"], "max_queries": 10, "path": "t.onnx"},
     ],
 )
 def test_teacher_config_rejects_bad_combinations(kwargs):
@@ -145,3 +149,43 @@ def test_teacher_config_rejects_bad_combinations(kwargs):
 def test_teacher_config_accepts_one_source():
     assert TeacherConfig(factory="conftest:tiny_cnn").path is None
     assert TeacherConfig(path="t.pt2").factory is None
+
+
+@pytest.mark.parametrize(
+    "given, kind",
+    [
+        ("teacher.onnx", "onnx"),
+        ("outputs.npz", "recorded"),
+        ("model.pt2", "pt2"),
+        ("pkg.models:build", "factory"),
+        ({"command": ["python", "client.py"], "max_queries": 100}, "query"),
+    ],
+)
+def test_a_teacher_is_given_as_a_string_or_a_table(given, kind):
+    cfg = TeacherConfig.model_validate(given)
+    assert cfg.kind == kind
+    assert cfg.has_weights == (kind in ("factory", "pt2"))
+    assert cfg.runnable == (kind in ("factory", "pt2", "onnx"))
+
+
+def test_an_onnx_teacher_runs_with_its_size_from_the_graph(tmp_path, digits_xy):
+    from edgedistill.export.onnx import export_onnx
+    from edgedistill.teachers import onnx_footprint
+
+    x, _ = digits_xy
+    model = tiny_cnn()
+    path = export_onnx(model, x[:2], x[:8], tmp_path / "t.onnx").path
+    teacher = load_teacher(TeacherConfig.model_validate(str(path)))
+    with torch.no_grad():
+        torch.testing.assert_close(teacher(torch.from_numpy(x[:5])), model(torch.from_numpy(x[:5])), atol=1e-4, rtol=1e-4)
+    fp = onnx_footprint(path, (1, 8, 8))
+    # Batch norm is folded into the convolutions on export: the graph has the torch model's
+    # parameters less the norms' own.
+    bn = sum(p.numel() for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters())
+    assert fp.params == sum(p.numel() for p in model.parameters()) - bn
+    assert fp.macs > 0
+
+
+def test_recorded_and_query_teachers_cannot_be_run_on_new_inputs():
+    with pytest.raises(UserError, match="cannot be run on new inputs"):
+        load_teacher(TeacherConfig.model_validate("outputs.npz"))
