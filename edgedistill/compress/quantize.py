@@ -273,7 +273,12 @@ def _check_inputs(
 def _preprocess(fp32_path: Path, dst: Path) -> Path:
     """onnxruntime's recommended pre-processing; every node named, so nodes can be excluded."""
     with quiet():
-        quant_pre_process(fp32_path, dst)
+        try:
+            quant_pre_process(fp32_path, dst)
+        except Exception:  # noqa: BLE001 - onnxruntime raises a bare Exception when symbolic inference gives up
+            # Symbolic shape inference cannot follow every graph (a transformer's dynamic sequence
+            # axis through appended pooling); ONNX's own shape inference is enough to quantize.
+            quant_pre_process(fp32_path, dst, skip_symbolic_shape=True)
     model = onnx.load(str(dst))
     for i, node in enumerate(model.graph.node):
         if not node.name:

@@ -7,6 +7,7 @@ larger the student. `search` turns it until the student fits a budget.
 from __future__ import annotations
 
 import copy
+import importlib
 import inspect
 from typing import Annotated, Callable, Literal, Protocol, TypeVar
 
@@ -132,10 +133,18 @@ def register(config_type: type[BaseModel]) -> Callable[[type[_H]], type[_H]]:
 
 def handler_for(cfg: BaseModel) -> StudentHandler:
     """The handler registered for the type of `cfg`."""
+    if type(cfg) not in _HANDLERS and type(cfg).__name__ in _LAZY:
+        importlib.import_module(_LAZY[type(cfg).__name__])
     try:
         return _HANDLERS[type(cfg)]
     except KeyError:
-        raise UserError(f"no student generator is registered for {type(cfg).__name__}: use prune, scale, hf or custom") from None
+        raise UserError(
+            f"no student generator is registered for {type(cfg).__name__}: use prune, scale, family, hf or custom"
+        ) from None
+
+
+# Handlers whose modules import transformers: registered on first use, so loading edgedistill stays quick.
+_LAZY = {"HFShrink": "edgedistill.hf.students"}
 
 
 def generators() -> tuple[type[BaseModel], ...]:

@@ -10,7 +10,7 @@ import html
 import io
 from collections.abc import Sequence
 
-from edgedistill.report.rows import COLUMNS, summary_rows
+from edgedistill.report.rows import COLUMNS, score_change, summary_rows
 from edgedistill.report.schema import Artifact, Latency, Report, Student
 
 # Students' colours; red is kept for budgets and failures, black for the teacher.
@@ -151,10 +151,10 @@ def _latencies(report: Report) -> str:
 
 def _quantization(report: Report) -> str:
     """How each quantized artifact was made and what it cost in accuracy."""
-    rows = [(s.name, _kind(a), q.method, f"{100 * q.fp32_accuracy:.2f}% → {100 * a.metrics.get('accuracy', float('nan')):.2f}%",
+    rows = [(s.name, _kind(a), q.method, score_change(q.fp32_accuracy, a.metrics),
              ", ".join(q.kept_float) or "none", q.reason)
             for s in report.students for a in s.artifacts if (q := a.quantization) is not None]
-    return _table(("student", "artifact", "method", "accuracy (fp32 → quantized)", "kept in float", "why"), rows)
+    return _table(("student", "artifact", "method", "score (fp32 → quantized)", "kept in float", "why"), rows)
 
 
 def _lint(a: Artifact) -> str:

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from edgedistill.report.rows import COLUMNS, summary_rows
+from edgedistill.report.rows import COLUMNS, score_change, summary_rows
 from edgedistill.report.schema import Report
 
 
 def render(report: Report) -> str:
     """The whole report as Markdown."""
-    d = report.data
     lines = [
         f"# edgedistill report: {report.name}",
         "",
-        f"Task: {report.task}. Data: `{d['source']}`, input {tuple(d['input_shape'])}, {d['classes']} classes, "
-        f"{d['train']} train / {d['val']} validation / {d['calib']} calibration samples (seed {d['seed']}). "
-        "Accuracy is on the validation split. Latencies are measured with onnxruntime on this machine "
-        "at batch 1 (p50/p99); items/s at the throughput batch.",
+        _about(report),
+        *_teacher_outputs(report),
         "",
         *_table(COLUMNS, [r.pick(COLUMNS) for r in summary_rows(report)]),
         "",
@@ -33,10 +30,10 @@ def render(report: Report) -> str:
         "## Quantization",
         "",
         *_table(
-            ("student", "method", "accuracy (fp32 → int8)", "kept in float", "why"),
+            ("student", "method", "score (fp32 → int8)", "kept in float", "why"),
             [
                 (
-                    s.name, q.method, f"{100 * q.fp32_accuracy:.2f}% → {100 * a.metrics['accuracy']:.2f}%",
+                    s.name, q.method, score_change(q.fp32_accuracy, a.metrics),
                     ", ".join(q.kept_float) or "none", q.reason,
                 )
                 for s in report.students
@@ -45,10 +42,73 @@ def render(report: Report) -> str:
             ],
         ),
     ]
+    if report.data.get("texts"):
+        lines += ["", "## Transformers", "", *_transformers(report)]
     lines += ["", "## Target artifacts", "", *_targets(report)]
     if report.failures:
         lines += ["", "## Failures", "", *(f"- {f}" for f in report.failures)]
     return "\n".join(lines) + "\n"
+
+
+def _about(report: Report) -> str:
+    d = report.data
+    if d.get("texts"):
+        quality = (
+            "Cosine is the mean cosine similarity to the teacher's embedding of each validation text; nbr is the "
+            "share of each text's 10 nearest neighbours (by the teacher) that the model also ranks in its 10"
+            if report.task == "embedding" else "Accuracy is on the validation split"
+        )
+        return (
+            f"Task: {report.task}. Data: `{d['source']}`, texts of at most {d['input_shape'][0]} tokens, "
+            f"{d['train']} train / {d['val']} validation / {d['calib']} calibration texts (seed {d['seed']}). "
+            f"{quality}. Latencies are measured with onnxruntime on this machine at batch 1 and "
+            f"{max(d['seq_lens'])} tokens (p50/p99); items/s at the throughput batch."
+        )
+    return (
+        f"Task: {report.task}. Data: `{d['source']}`, input {tuple(d['input_shape'])}, {d['classes']} classes, "
+        f"{d['train']} train / {d['val']} validation / {d['calib']} calibration samples (seed {d['seed']}). "
+        "Accuracy is on the validation split. Latencies are measured with onnxruntime on this machine "
+        "at batch 1 (p50/p99); items/s at the throughput batch."
+    )
+
+
+def _teacher_outputs(report: Report) -> list[str]:
+    """How the teacher's outputs were had, for teachers that are not run here (records, queries)."""
+    t, out = report.teacher, report.teacher.outputs
+    if t.kind not in ("recorded", "query") or not out:
+        return []
+    lines = ["", f"Teacher ({t.kind}, `{t.source}`): {out['form']}; {out['use']}. {out['covered']:,} training inputs have its outputs."]
+    if out.get("queries"):
+        lines[-1] += f" Queries: {out['queries']['message']}."
+    return lines
+
+
+def _transformers(report: Report) -> list[str]:
+    """Latency at each sequence length, layers and width, and the share of the word embeddings."""
+    lengths = report.data["seq_lens"]
+    rows = [
+        ("teacher", "-", "-", f"{a.format} {a.precision}", *(_p50(a, n) for n in lengths), "-")
+        for a in report.teacher.artifacts
+    ]
+    for s in report.students:
+        vocab = s.distill.get("vocabulary", {})
+        share = vocab.get("kept_embedding_params", vocab.get("embedding_params", 0)) / max(1, s.params)
+        embed = f"{100 * share:.0f}% of params"
+        if vocab.get("pruned"):
+            embed += (f"; {vocab['kept_rows']:,} of {vocab['rows']:,} rows kept, "
+                      f"{100 * vocab['held_out_tokens_lost_to_unk']:.1f}% of validation tokens read as [UNK]")
+        rows += [
+            (s.name, str(s.distill.get("layers", "-")), str(s.distill.get("hidden", "-")), f"{a.format} {a.precision}",
+             *(_p50(a, n) for n in lengths), embed)
+            for a in s.artifacts
+        ]
+    header = ("model", "layers", "hidden", "artifact", *(f"p50 ms @ {n} tokens" for n in lengths), "word embeddings")
+    return _table(header, rows)
+
+
+def _p50(a, tokens: int) -> str:
+    lat = a.seq_latency.get(str(tokens))
+    return f"{lat.p50_ms:.2f}" if lat else "-"
 
 
 def _targets(report: Report) -> list[str]:

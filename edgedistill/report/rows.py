@@ -48,7 +48,7 @@ def _row(name: str, gen: str, params: int, macs: int, a: Artifact, verdict: str,
         "MACs": _si(macs),
         "artifact": short_name(a.format, a.precision),
         "file": "script" if a.build is not None and not a.build.get("built") else _kib(a.bytes),
-        "accuracy": f"{100 * a.metrics['accuracy']:.2f}%" if "accuracy" in a.metrics else "-",
+        "accuracy": quality(a.metrics),
         "p50 ms": f"{lat.p50_ms:.3f}" if lat else "-",
         "p99 ms": f"{lat.p99_ms:.3f}" if lat and lat.p99_ms is not None else "-",
         "items/s": f"{lat.throughput_per_s:,.0f}" if lat and lat.throughput_per_s is not None else "-",
@@ -56,6 +56,28 @@ def _row(name: str, gen: str, params: int, macs: int, a: Artifact, verdict: str,
         "budget": verdict if a.passed else f"{verdict}, parity FAILED",
     }
     return Row(cells, ok and a.passed)
+
+
+def quality(metrics: dict[str, float]) -> str:
+    """An artifact's quality as tables show it: accuracy in %, or a sentence encoder's cosine to
+    the teacher and neighbour agreement."""
+    if "accuracy" in metrics:
+        return f"{100 * metrics['accuracy']:.2f}%"
+    if "cosine" in metrics:
+        nbr = next((f" · nbr {v:.3f}" for k, v in metrics.items() if k.startswith("neighbours@")), "")
+        return f"cos {metrics['cosine']:.4f}{nbr}"
+    if "agreement" in metrics:
+        return f"{100 * metrics['agreement']:.2f}% agree"
+    return "-"
+
+
+def score_change(fp32_score: float, metrics: dict[str, float]) -> str:
+    """fp32 → quantized, in the quantizer's own score: accuracy (%) or cosine to the teacher."""
+    if "accuracy" in metrics:
+        return f"{100 * fp32_score:.2f}% → {100 * metrics['accuracy']:.2f}%"
+    if "cosine" in metrics:
+        return f"cos {fp32_score:.4f} → {metrics['cosine']:.4f}"
+    return f"{100 * fp32_score:.2f}% → {100 * metrics.get('agreement', float('nan')):.2f}% agreement"
 
 
 def short_name(fmt: str, precision: str) -> str:

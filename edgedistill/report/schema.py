@@ -64,6 +64,8 @@ class Artifact:
     lint: tuple[dict, ...] = ()
     build: dict | None = None
     notes: tuple[str, ...] = ()
+    # transformers: this machine's latency at each measured sequence length (str(tokens) -> figure)
+    seq_latency: dict[str, Latency] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,16 @@ class Report:
     @property
     def passed(self) -> bool:
         return not self.failures
+
+
+def parity_failures(teacher: Teacher, students: tuple[Student, ...]) -> tuple[str, ...]:
+    """One line per artifact whose parity check failed: the run's failures."""
+    return tuple(
+        f"{name}: {a.format} {a.precision} parity error {a.parity_max_abs_err:.2e} exceeds {a.parity_tolerance:.0e} ({a.path})"
+        for name, artifacts in [("teacher", teacher.artifacts), *((s.name, s.artifacts) for s in students)]
+        for a in artifacts
+        if not a.passed
+    )
 
 
 def largest_file(artifacts: tuple[Artifact, ...], precision: str) -> Artifact | None:

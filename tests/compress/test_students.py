@@ -2,12 +2,19 @@ import pytest
 import torch
 from torch import nn
 
+import edgedistill.hf.students  # noqa: F401  registers the hf generator, so the sweep below sees every generator
 from conftest import INPUT_SHAPE, tiny_cnn
-from edgedistill.compress.students import Custom, Prune, Scale, generators, handler_for
+from edgedistill.compress.students import Custom, Family, HFShrink, Prune, Scale, generators, handler_for
 from edgedistill.errors import UserError
 from edgedistill.importing import import_object
 
-EXAMPLES = {Prune: Prune(), Scale: Scale(family="conftest:tiny_cnn"), Custom: Custom(factory="conftest:tiny_mlp")}
+EXAMPLES = {
+    Prune: Prune(),
+    Scale: Scale(family="conftest:tiny_cnn"),
+    Custom: Custom(factory="conftest:tiny_mlp"),
+    Family: Family(outputs=10),
+    HFShrink: HFShrink(),
+}
 
 
 def _params(model: nn.Module) -> int:
@@ -15,15 +22,21 @@ def _params(model: nn.Module) -> int:
 
 
 @pytest.mark.parametrize("config_type", generators(), ids=lambda t: t.__name__)
-def test_every_generator_makes_a_student_with_the_teachers_output_shape(config_type, cnn):
+def test_every_generator_makes_a_student_with_the_teachers_output_shape(config_type, cnn, request):
     cfg = EXAMPLES[config_type]
     handler = handler_for(cfg)
     low, high = handler.knob_range(cfg)
     assert 0 < low <= high
-    x = torch.randn(2, *INPUT_SHAPE)
+    teacher, x, shape = cnn, torch.randn(2, *INPUT_SHAPE), INPUT_SHAPE
+    if config_type is HFShrink:
+        from edgedistill.hf.model import load_hf
+
+        teacher, _ = load_hf(request.getfixturevalue("bert_folder"))
+        x, shape = torch.randint(5, 40, (2, 12)), (12,)
     for knob in (low, high):
-        student = handler.make(cfg, cnn, knob, INPUT_SHAPE)
-        assert student(x).shape == cnn(x).shape
+        student = handler.make(cfg, teacher, knob, shape)
+        with torch.no_grad():
+            assert student(x).shape == teacher(x).shape
 
 
 def test_prune_leaves_the_teacher_alone_and_shrinks_params_about_as_keep_squared(cnn):

@@ -1,0 +1,1 @@
+"""Hugging Face transformer teachers: loading, students shrunk from their config, text data, export."""

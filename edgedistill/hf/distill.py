@@ -1,0 +1,110 @@
+"""Distillation of transformer students on token ids: MSE and cosine on the pooled embedding for
+sentence encoders, KD on logits for classifiers. The teacher's outputs are computed once
+(`outputs`) and reused by every student and epoch, as in `compress.distill`.
+
+Batches are cut to their longest sentence before the forward pass: padding costs time, not
+accuracy, and most sentences are far shorter than the tokenizer's maximum length.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from edgedistill.compress.distill import DistillConfig, ProgressFn, kd_loss
+from edgedistill.hf.metrics import mean_cosine
+from edgedistill.hf.model import HFModel
+
+_EVAL_BATCH = 64
+
+
+@dataclass(frozen=True)
+class HFTrainResult:
+    """A trained copy of the student with its best validation weights, and how it got there."""
+
+    model: HFModel
+    best_epoch: int
+    epochs_run: int
+    val_score: float
+    metric: str
+
+
+def outputs(model: HFModel, ids: np.ndarray, batch_size: int = _EVAL_BATCH) -> np.ndarray:
+    """The model's embeddings or logits for token ids (N, T), batched, in eval mode, as float32."""
+    was_training = model.training
+    model.eval()
+    parts = []
+    with torch.no_grad():
+        for start in range(0, len(ids), batch_size):
+            parts.append(model(_trim(torch.from_numpy(ids[start : start + batch_size]), model.pad_token_id)).float().numpy())
+    model.train(was_training)
+    return np.concatenate(parts)
+
+
+def fit(
+    model: HFModel,
+    train_ids: np.ndarray,
+    teacher_train: np.ndarray,
+    val_ids: np.ndarray,
+    teacher_val: np.ndarray,
+    cfg: DistillConfig,
+    seed: int,
+    progress: ProgressFn | None = None,
+    train_labels: np.ndarray | None = None,
+    val_labels: np.ndarray | None = None,
+) -> HFTrainResult:
+    """Train a copy of `model` against the teacher's cached outputs; early-stop on the validation
+    score: mean cosine to the teacher's embeddings, or accuracy on labels (agreement with the
+    teacher's classes where the text has no labels)."""
+    torch.manual_seed(seed)
+    student = copy.deepcopy(model).train()
+    embedding = student.task.kind == "embedding"
+    optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    generator = torch.Generator().manual_seed(seed)
+    ids_t, target_t = torch.from_numpy(train_ids), torch.from_numpy(teacher_train)
+    labels_t = torch.from_numpy(train_labels) if train_labels is not None else None
+    val_target = val_labels if val_labels is not None else (None if embedding else teacher_val.argmax(axis=1))
+
+    best, best_state, best_epoch, epochs_run = -np.inf, None, 0, 0
+    for epoch in range(1, cfg.epochs + 1):
+        student.train()
+        for idx in torch.randperm(len(ids_t), generator=generator).split(cfg.batch_size):
+            out = student(_trim(ids_t[idx], student.pad_token_id))
+            if embedding:
+                loss = embedding_loss(out, target_t[idx])
+            else:
+                loss = kd_loss(out, labels_t[idx] if labels_t is not None else None, target_t[idx], cfg)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        epochs_run = epoch
+        val_out = outputs(student, val_ids)
+        score = mean_cosine(val_out, teacher_val) if embedding else float((val_out.argmax(axis=1) == val_target).mean())
+        if progress is not None:
+            progress(epoch, cfg.epochs, score)
+        if score > best:
+            best, best_epoch, best_state = score, epoch, copy.deepcopy(student.state_dict())
+        elif epoch - best_epoch >= cfg.patience:
+            break
+    student.load_state_dict(best_state)
+    metric = "cosine" if embedding else ("accuracy" if val_labels is not None else "agreement")
+    return HFTrainResult(student.eval(), best_epoch, epochs_run, float(best), metric)
+
+
+def embedding_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Squared distance (summed over the embedding) plus 1 - cosine, both averaged over the batch:
+    the first matches scale and direction, the second direction alone, which is what retrieval uses."""
+    mse = F.mse_loss(student, teacher, reduction="none").sum(dim=1).mean()
+    return mse + (1 - F.cosine_similarity(student, teacher, dim=1)).mean()
+
+
+def _trim(ids: torch.Tensor, pad: int) -> torch.Tensor:
+    """The batch cut after its last non-pad column."""
+    used = (ids != pad).any(dim=0).nonzero()
+    return ids[:, : int(used.max()) + 1] if len(used) else ids[:, :1]
