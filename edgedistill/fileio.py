@@ -46,3 +46,14 @@ def quiet(logger: str = "") -> Iterator[None]:
             yield
     finally:
         log.setLevel(level)
+
+
+@contextlib.contextmanager
+def working_directory(path: Path) -> Iterator[None]:
+    """Run the block with `path` as the working directory (for libraries that write beside it)."""
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)

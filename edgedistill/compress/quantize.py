@@ -28,7 +28,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgedistill.errors import UserError
-from edgedistill.fileio import quiet
+from edgedistill.fileio import quiet, working_directory
 from edgedistill.ortsession import Feed, feed_len, feed_slice, open_session, run_batched, session_feed
 from edgedistill.timing import time_calls
 
@@ -272,13 +272,15 @@ def _check_inputs(
 
 def _preprocess(fp32_path: Path, dst: Path) -> Path:
     """onnxruntime's recommended pre-processing; every node named, so nodes can be excluded."""
-    with quiet():
+    # When symbolic shape inference gives up it dumps its model into the working directory:
+    # run it from the work folder, which is removed with everything in it.
+    with quiet(), working_directory(dst.parent):
         try:
-            quant_pre_process(fp32_path, dst)
+            quant_pre_process(Path(fp32_path).resolve(), dst.resolve())
         except Exception:  # noqa: BLE001 - onnxruntime raises a bare Exception when symbolic inference gives up
             # Symbolic shape inference cannot follow every graph (a transformer's dynamic sequence
             # axis through appended pooling); ONNX's own shape inference is enough to quantize.
-            quant_pre_process(fp32_path, dst, skip_symbolic_shape=True)
+            quant_pre_process(Path(fp32_path).resolve(), dst.resolve(), skip_symbolic_shape=True)
     model = onnx.load(str(dst))
     for i, node in enumerate(model.graph.node):
         if not node.name:

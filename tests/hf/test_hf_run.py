@@ -1,6 +1,7 @@
 """`edgedistill run` with a Hugging Face teacher, on the tiny BERT (fast) and the real MiniLM example (slow)."""
 
 import json
+import os
 
 import pytest
 
@@ -30,8 +31,17 @@ def _config(folder, **extra) -> dict:
 
 @pytest.fixture(scope="module")
 def embedding_run(bert_folder, tmp_path_factory):
+    """One run, from an empty working directory: the run must write nothing outside its own."""
     out = tmp_path_factory.mktemp("hf-run") / "run"
-    return pipeline.run(parse_config(_config(bert_folder), "test"), out).report, out
+    cwd = tmp_path_factory.mktemp("cwd")
+    previous = os.getcwd()
+    os.chdir(cwd)
+    try:
+        report = pipeline.run(parse_config(_config(bert_folder), "test"), out).report
+    finally:
+        os.chdir(previous)
+    assert list(cwd.iterdir()) == []
+    return report, out
 
 
 def test_embedding_students_fit_their_budgets_and_are_compared_with_the_teacher(embedding_run):
