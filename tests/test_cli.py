@@ -27,7 +27,7 @@ def _one_line_error(result, code=2):
 def test_help_explains_every_flag():
     result = runner.invoke(app, ["run", "--help"])
     assert result.exit_code == 0
-    for flag in ("--example", "--out", "--force", "--debug", "CONFIG"):
+    for flag in ("--example", "--teacher", "--out", "--force", "--debug", "CONFIG"):
         assert flag in result.output
 
 
@@ -37,6 +37,24 @@ def test_run_prints_the_table_and_writes_the_report(tmp_path, tiny_config):
     assert result.exit_code == 0, result.output
     assert "teacher" in result.output and "quarter" in result.output
     assert json.loads((out / "report.json").read_text())["name"] == "tiny"
+
+
+@pytest.mark.parametrize("name, message", [("gone.onnx", "does not exist"), ("notes.txt", "is not an .onnx")])
+def test_a_bad_teacher_file_is_one_line(tmp_path, tiny_config, name, message):
+    if name.endswith(".txt"):
+        (tmp_path / name).write_text("x")
+    result = runner.invoke(app, ["run", str(_write(tmp_path, tiny_config)), "--teacher", str(tmp_path / name)])
+    assert message in _one_line_error(result)
+
+
+def test_teacher_override_keeps_data_and_tiers_and_renames_the_run(tmp_path, tiny_config):
+    from edgedistill.config import parse_config, with_teacher
+
+    onnx = tmp_path / "vendor.onnx"
+    onnx.write_bytes(b"")
+    cfg = with_teacher(parse_config(tiny_config, "t"), onnx)
+    assert cfg.name == "tiny-vendor" and cfg.teacher.kind == "onnx" and cfg.teacher.path == str(onnx.resolve())
+    assert cfg.tiers == parse_config(tiny_config, "t").tiers and cfg.data == parse_config(tiny_config, "t").data
 
 
 def test_unknown_example():
