@@ -60,6 +60,11 @@ class TierConfig(_Section):
     teacher: str | None = Field(
         None, description='"tier:NAME": learn from tier NAME\'s student instead of the teacher (a teacher chain).'
     )
+    generations: int = Field(
+        1, ge=1, le=10,
+        description="Self-distillation: each generation after the first is the same architecture, re-initialised "
+        "and distilled from the one before; the best by validation accuracy is kept.",
+    )
 
     @field_validator("teacher")
     @classmethod

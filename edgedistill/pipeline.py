@@ -4,6 +4,7 @@ them, keys each on its inputs and records it in the run directory so that a reru
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -60,6 +61,8 @@ class StudentRecord:
     val_accuracy: float
     best_epoch: int
     epochs_run: int
+    # validation accuracy of each generation of self-distillation; empty with one generation
+    generations: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -250,6 +253,28 @@ class _Made:
     key: str
 
 
+def _born_again(ctx: _Context, tier: TierConfig, architecture: nn.Module, first: TrainResult) -> tuple[TrainResult, tuple[float, ...]]:
+    """Self-distillation ("born-again" networks, Furlanello et al. 2018): each further generation is
+    the same architecture, freshly initialised, distilled from the generation before. Returns the
+    generation with the best validation accuracy (the earliest on a tie) and every generation's."""
+    if tier.generations == 1:
+        return first, ()
+    cfg, results = ctx.cfg, [first]
+    for generation in range(2, tier.generations + 1):
+        seed = cfg.seed + generation - 1
+        fresh = copy.deepcopy(architecture)
+        torch.manual_seed(seed)
+        for module in fresh.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        teacher = TeacherOutputs(predict(results[-1].model, ctx.splits.train.x))
+        ctx.progress.stage(f"{tier.name}: generation {generation} of {tier.generations}, distilled from generation {generation - 1}")
+        with ctx.progress.task(f"distil {tier.name} gen {generation}", cfg.distill.epochs) as advance:
+            results.append(ctx.trainer.fit(fresh, cfg.distill, seed, teacher, lambda e, _n, acc: advance(e, f"val acc {acc:.3f}")))
+    best = max(results, key=lambda r: r.val_accuracy)
+    return best, tuple(r.val_accuracy for r in results)
+
+
 def _generator(ctx: _Context, tier: TierConfig, outputs: int) -> BaseModel:
     """The tier's generator: a built-in family by default when the teacher has no weights to
     start from; prune refused, in one line, for such a teacher."""
@@ -309,10 +334,11 @@ def _student(ctx: _Context, tier: TierConfig, made: dict[str, _Made]) -> _Made:
             trained = ctx.trainer.fit(
                 cand.model, cfg.distill, cfg.seed, outputs, lambda e, _n, acc: advance(e, f"val acc {acc:.3f}")
             )
+        trained, generations = _born_again(ctx, tier, cand.model, trained)
         path = rd.save_torch(f"{folder}/student.pt", trained.model)
         record = StudentRecord(
             cand.knob, cand.footprint, cand.checks, cand.evaluations,
-            trained.val_accuracy, trained.best_epoch, trained.epochs_run,
+            trained.val_accuracy, trained.best_epoch, trained.epochs_run, generations,
         )
         done = rd.finish(f"student:{tier.name}", student_key, record, [path])
     else:
@@ -377,6 +403,7 @@ def _student(ctx: _Context, tier: TierConfig, made: dict[str, _Made]) -> _Made:
             "teacher": tier.teacher or "teacher",
             "trained_with_teacher": outputs.covered,
             "trained_on_labels_only": len(outputs.logits) - outputs.covered,
+            "generations": list(record.generations),
         },
         artifacts=artifacts,
         skipped=tuple({"format": s.format, "precision": s.precision, "targets": list(s.targets), "reason": s.reason} for s in deployment.skipped),

@@ -158,3 +158,13 @@ def test_a_cycle_of_tier_teachers_is_one_line():
     ]
     with pytest.raises(UserError, match=r"cycle \(a -> b -> a\)"):
         parse_config(config, "test")
+
+
+def test_born_again_generations_are_each_reported_and_the_best_kept(tmp_path):
+    config = tiny_run_config()
+    config["tiers"] = [{"name": "half", "budget": {"params": "50%"}, "generations": 3}]
+    report = pipeline.run(parse_config(config, "test"), tmp_path / "run").report
+    (student,) = report.students
+    generations = student.distill["generations"]
+    assert len(generations) == 3
+    assert student.metrics["accuracy"] == max(generations)

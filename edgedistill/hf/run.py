@@ -306,6 +306,8 @@ def _student(ctx: _Ctx, tier: TierConfig, made: dict[str, _Made]) -> _Made:
 
 def _generator(tier: TierConfig) -> BaseModel:
     """The hf generator (depth shrink) unless the tier names another that can serve a transformer."""
+    if tier.generations > 1:
+        raise UserError(f"tier {tier.name}: generations (self-distillation) is for classifier teachers; drop it for a transformer")
     if "student" not in tier.model_fields_set:
         return HFShrink()
     if isinstance(tier.student, Prune):
