@@ -73,6 +73,11 @@ class TierConfig(_Section):
             raise ValueError(f'must be "{TIER_PREFIX}NAME", naming another tier')
         return v
 
+    def budget_text(self) -> str:
+        """The tier's limits as progress shows them: "params <= 20%, bytes <= 32KB"."""
+        spec = self.budget.model_dump(mode="json", exclude_none=True)
+        return ", ".join(f"{k} <= {v}" for k, v in spec.items() if k != "precision")
+
     @property
     def parent(self) -> str | None:
         """The tier whose student teaches this one, or None when the run's teacher does."""

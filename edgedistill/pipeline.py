@@ -322,7 +322,7 @@ def _student(ctx: _Context, tier: TierConfig, made: dict[str, _Made]) -> _Made:
     done = rd.finished(f"student:{tier.name}", student_key)
     if done is None:
         learns = f" from tier {tier.parent}" if tier.parent else ""
-        ctx.progress.stage(f"{tier.name}: searching {spec.kind} for {_budget_text(tier)}{learns}")
+        ctx.progress.stage(f"{tier.name}: searching {spec.kind} for {tier.budget_text()}{learns}")
         torch.manual_seed(cfg.seed)  # scale and custom students start from fresh, seeded weights
         cand = search(
             spec, teacher, ctx.splits.input_shape, resolved,
@@ -514,11 +514,6 @@ def _latency_probe(ctx: _Context, tier: TierConfig) -> Callable[[nn.Module], dic
         }
 
     return probe
-
-
-def _budget_text(tier: TierConfig) -> str:
-    spec = tier.budget.model_dump(mode="json", exclude_none=True)
-    return ", ".join(f"{k} <= {v}" for k, v in spec.items() if k != "precision")
 
 
 def _opset(path: Path) -> int:

@@ -241,7 +241,7 @@ def _student(ctx: _Ctx, tier: TierConfig, made: dict[str, _Made]) -> _Made:
     done = rd.finished(f"student:{tier.name}", key)
     if done is None:
         start, vocabulary = _vocabulary(ctx, teacher, spec)
-        ctx.progress.stage(f"{tier.name}: searching hf ({spec.shrink}) for {_budget_text(tier)}")
+        ctx.progress.stage(f"{tier.name}: searching hf ({spec.shrink}) for {tier.budget_text()}")
         cand = search(spec, start, (cfg.data.max_length,), resolved, input_dtype=torch.int64)
         ctx.progress.stage(f"{tier.name}: distilling a {cand.footprint.params:,}-parameter student")
         with ctx.progress.task(f"distil {tier.name}", cfg.distill.epochs) as advance:
@@ -438,8 +438,3 @@ def _metrics(ctx: _Ctx, out: np.ndarray, reference: np.ndarray) -> dict[str, flo
     labels = ctx.text.splits.val_labels
     agreement = float((out.argmax(axis=1) == reference.argmax(axis=1)).mean())
     return {"accuracy": float((out.argmax(axis=1) == labels).mean()), "agreement": agreement} if labels is not None else {"agreement": agreement}
-
-
-def _budget_text(tier: TierConfig) -> str:
-    spec = tier.budget.model_dump(mode="json", exclude_none=True)
-    return ", ".join(f"{k} <= {v}" for k, v in spec.items() if k != "precision")
