@@ -273,14 +273,16 @@ def _check_inputs(
 def _preprocess(fp32_path: Path, dst: Path) -> Path:
     """onnxruntime's recommended pre-processing; every node named, so nodes can be excluded."""
     # When symbolic shape inference gives up it dumps its model into the working directory:
-    # run it from the work folder, which is removed with everything in it.
+    # run it from the work folder, which is removed with everything in it. Paths are made
+    # absolute first, as relative ones would then point elsewhere.
+    src, dst = Path(fp32_path).resolve(), dst.resolve()
     with quiet(), working_directory(dst.parent):
         try:
-            quant_pre_process(Path(fp32_path).resolve(), dst.resolve())
+            quant_pre_process(src, dst)
         except Exception:  # noqa: BLE001 - onnxruntime raises a bare Exception when symbolic inference gives up
             # Symbolic shape inference cannot follow every graph (a transformer's dynamic sequence
             # axis through appended pooling); ONNX's own shape inference is enough to quantize.
-            quant_pre_process(Path(fp32_path).resolve(), dst.resolve(), skip_symbolic_shape=True)
+            quant_pre_process(src, dst, skip_symbolic_shape=True)
     model = onnx.load(str(dst))
     for i, node in enumerate(model.graph.node):
         if not node.name:

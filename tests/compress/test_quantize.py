@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -149,3 +151,14 @@ def test_quantize_takes_named_inputs(tmp_path):
     result = quantize(path, tmp_path / "two.int8.onnx", (Int8Static(), Int8Dynamic()), feed, score, feed, max_drop=1.0)
     assert {t.method for t in result.trials} == {"int8-static", "int8-dynamic"}
     assert run_batched(open_session(result.path), feed).shape == (40, 4)
+
+
+def test_relative_paths_work_and_nothing_is_left_in_the_working_directory(mlp_onnx, splits, tmp_path, monkeypatch):
+    import shutil
+
+    calib_x, val_x, accuracy = splits
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(mlp_onnx, "mlp.onnx")
+    result = quantize(Path("mlp.onnx"), Path("out/mlp.int8.onnx"), [Int8Dynamic()], calib_x, accuracy, val_x, timing_runs=2)
+    assert (tmp_path / "out" / "mlp.int8.onnx").is_file() and result.path == Path("out/mlp.int8.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlp.onnx", "out"]
