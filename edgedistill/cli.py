@@ -330,16 +330,17 @@ def _print_lint(results) -> int:
 
 
 def _print_table(report) -> None:
-    from edgedistill.report.rows import SHORT_COLUMNS, summary_rows
+    from edgedistill.report.rows import SHORT_COLUMNS, headers, summary_rows
 
+    quality = "cosine to the teacher and neighbour agreement" if report.task == "embedding" else "accuracy"
     table = Table(
-        title=f"{report.name}: validation accuracy; p50 latency measured on this CPU, batch 1",
+        title=f"{report.name}: validation {quality}; p50 latency measured on this CPU, batch 1",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         collapse_padding=True,
     )
-    for col in SHORT_COLUMNS:
-        table.add_column(col, no_wrap=True, justify="left" if col in ("model", "generator", "precision", "budget") else "right")
+    for col, title in zip(SHORT_COLUMNS, headers(SHORT_COLUMNS, report.task)):
+        table.add_column(title, no_wrap=True, justify="left" if col in ("model", "generator", "precision", "budget") else "right")
     for row in summary_rows(report):
         table.add_row(*row.pick(SHORT_COLUMNS), style=None if row.ok else "red")
     console.print(table)

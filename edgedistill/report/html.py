@@ -10,7 +10,7 @@ import html
 import io
 from collections.abc import Sequence
 
-from edgedistill.report.rows import COLUMNS, score_change, summary_rows
+from edgedistill.report.rows import COLUMNS, headers, score_change, summary_rows
 from edgedistill.report.schema import Artifact, Latency, Report, Student
 
 # Students' colours; red is kept for budgets and failures, black for the teacher.
@@ -67,7 +67,7 @@ def _section(ident: str, title: str, content: str) -> str:
 
 def _header(report: Report) -> str:
     """Run name, verdict, task, data, date and version."""
-    d = {k.replace("_shape", ""): "×".join(map(str, v)) if isinstance(v, list) else v for k, v in report.data.items()}
+    d = {k.replace("_shape", ""): "×".join(map(str, v)) if isinstance(v, list) else v for k, v in report.data.items() if k != "texts"}
     data = ", ".join([str(d.pop("source", "?")), *(f"{k} {v}" for k, v in d.items())])
     verdict = ('<span class="verdict pass">passed</span>' if report.passed
                else f'<span class="verdict fail">FAILED: {len(report.failures)} failure(s)</span>')
@@ -76,7 +76,7 @@ def _header(report: Report) -> str:
         f"<header><h1>edgedistill report: {_e(report.name)} {verdict}</h1>"
         f'<p class="meta">Task: {_e(report.task)}. Data: {_e(data)}. Targets: {_e(targets)}.</p>'
         f'<p class="meta">Created {_e(report.created)} by edgedistill {_e(report.edgedistill_version)} '
-        f"(report schema {_e(report.schema)}). Accuracy is on the validation split; every latency "
+        f"(report schema {_e(report.schema)}). {'Cosine and neighbour agreement (nbr@10) are against the teacher' if report.task == 'embedding' else 'Accuracy is'} on the validation split; every latency "
         "says whether it was measured or predicted.</p></header>"
     )
 
@@ -104,7 +104,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]], classes: Seq
 def _summary(report: Report) -> str:
     """The summary table: the same rows and cells as report.md and the CLI."""
     rows = summary_rows(report)
-    return _table(COLUMNS, [r.pick(COLUMNS) for r in rows], ["" if r.ok else "bad" for r in rows])
+    return _table(headers(COLUMNS, report.task), [r.pick(COLUMNS) for r in rows], ["" if r.ok else "bad" for r in rows])
 
 
 def _budgets(report: Report) -> str:
@@ -194,9 +194,10 @@ def _plots(report: Report) -> str:
     matplotlib.use("Agg")
     style = {"svg.hashsalt": "edgedistill", "svg.fonttype": "path", "font.size": 9, "axes.titlesize": 10}
     with matplotlib.rc_context(style):
-        targets = sorted({t for _, _, arts in _models(report) for a in arts if "accuracy" in a.metrics for t in a.latency})
-        figures = [(_accuracy_latency(report, t), f"Accuracy against p50 latency on {t} (batch 1). Filled markers are "
-                    "measured, hollow ones predicted; the line is the Pareto front.") for t in targets]
+        key, label, _ = _quality(report)
+        targets = sorted({t for _, _, arts in _models(report) for a in arts if key in a.metrics for t in a.latency})
+        figures = [(_accuracy_latency(report, t), f"{label.capitalize()} against p50 latency on {t} (batch 1). Filled "
+                    "markers are measured, hollow ones predicted; the line is the Pareto front.") for t in targets]
         figures += [(_sizes(report), "File size of every artifact (TensorRT scripts left out); dashed: the tier's file budget.")]
         figures += [(_footprint(report, *panel), f"{panel[1]} per model; dashed: the tier's budget; "
                      "hatched: a student that breaks a budget.") for panel in _PANELS]
@@ -233,24 +234,33 @@ def _log_if_wide(ax, axis: str, values: list[float]) -> None:
         (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
 
 
+def _quality(report: Report) -> tuple[str, str, float]:
+    """The metric plot 1 shows: (key in metrics, axis label, scale): accuracy in %, or a sentence
+    encoder's cosine to the teacher."""
+    if report.task == "embedding":
+        return "cosine", "cosine to the teacher", 1.0
+    return "accuracy", "accuracy (%)", 100.0
+
+
 def _accuracy_latency(report: Report, target: str) -> str:
     """Plot 1 for one target: one point per artifact, teacher as a star, Pareto front as a staircase."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
+    key, label, scale = _quality(report)
     fig, ax = _axes(4.6)
     kinds = sorted({_kind(a) for _, s, arts in _models(report) if s for a in arts})
     shown_kinds = {_kind(a) for _, s, arts in _models(report) if s for a in arts if target in a.latency}
     points, handles = [], []
     for i, (name, s, arts) in enumerate(_models(report)):
         colour = _colour(i, s)
-        shown = [(a, a.latency[target]) for a in arts if target in a.latency and "accuracy" in a.metrics]
+        shown = [(a, a.latency[target]) for a in arts if target in a.latency and key in a.metrics]
         for a, lat in shown:
             marker, size = ("*", 220) if s is None else (_MARKERS[kinds.index(_kind(a)) % len(_MARKERS)], 60)
             face = colour if lat.source == "measured" else "none"
-            ax.scatter([lat.p50_ms], [100 * a.metrics["accuracy"]], marker=marker, s=size, facecolors=face,
+            ax.scatter([lat.p50_ms], [scale * a.metrics[key]], marker=marker, s=size, facecolors=face,
                        edgecolors=colour, linewidths=1.5, zorder=3)
-            points.append((lat.p50_ms, 100 * a.metrics["accuracy"]))
+            points.append((lat.p50_ms, scale * a.metrics[key]))
         if shown:
             handles.append(Line2D([], [], color=colour, marker="*", ls="", markersize=11, label=name) if s is None
                            else Patch(color=colour, label=name))
@@ -269,7 +279,7 @@ def _accuracy_latency(report: Report, target: str) -> str:
     if ax.get_xscale() == "linear":
         ax.locator_params(axis="x", nbins=5)
     ax.margins(x=0.06, y=0.1)
-    ax.set(xlabel="p50 latency (ms, batch 1)", ylabel="accuracy (%)", title=f"Accuracy against latency: {target}")
+    ax.set(xlabel="p50 latency (ms, batch 1)", ylabel=label, title=f"{label.split(' (')[0].capitalize()} against latency: {target}")
     return _finish(ax, fig, "both", handles=handles)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgedistill.report.rows import COLUMNS, score_change, summary_rows
+from edgedistill.report.rows import COLUMNS, headers, score_change, summary_rows
 from edgedistill.report.schema import Report
 
 
@@ -14,7 +14,7 @@ def render(report: Report) -> str:
         _about(report),
         *_teacher_outputs(report),
         "",
-        *_table(COLUMNS, [r.pick(COLUMNS) for r in summary_rows(report)]),
+        *_table(headers(COLUMNS, report.task), [r.pick(COLUMNS) for r in summary_rows(report)]),
         "",
         "## Budgets",
         "",

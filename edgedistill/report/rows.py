@@ -58,6 +58,12 @@ def _row(name: str, gen: str, params: int, macs: int, a: Artifact, verdict: str,
     return Row(cells, ok and a.passed)
 
 
+def headers(columns: tuple[str, ...], task: str) -> tuple[str, ...]:
+    """Column titles for a report's task: a sentence encoder's quality column is cosine and
+    neighbour agreement, not accuracy."""
+    return tuple("cos · nbr@10" if c == "accuracy" and task == "embedding" else c for c in columns)
+
+
 def quality(metrics: dict[str, float]) -> str:
     """An artifact's quality as tables show it: accuracy in %, or a sentence encoder's cosine to
     the teacher and neighbour agreement."""
