@@ -30,18 +30,16 @@ sending and answering can never let a rerun exceed the budget: such queries coun
 though their answers never arrived.
 """
 
+
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import select
 import shlex
 import signal
-import struct
 import subprocess
-import sys
 import time
 import zipfile
 from collections.abc import Callable
@@ -54,10 +52,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgedistill.errors import UserError
 from edgedistill.fileio import atomic_path
+from edgedistill.query.protocol import LENGTH, PROTOCOL, decode_payload, encode_frame
 
-PROTOCOL = "edgedistill.query/1"
-
-_LENGTH = struct.Struct("<Q")  # the frame length prefix
 _CHUNK = 1 << 20  # bytes per pipe read or write
 _STDERR_TAIL = 8192  # bytes of the command's stderr kept for error messages
 _MAX_LINE = 1 << 16  # a handshake answer longer than this is not one
@@ -91,77 +87,6 @@ class QueryResult:
     used_total: int  # queries used by this cache over all calls and runs (<= max_queries)
     stopped_by_budget: bool  # some inputs were left unanswered because the budget ran out
     message: str  # one line for the report or the progress display
-
-
-# --- frames, shared by both halves --------------------------------------------------------------
-
-
-def encode_frame(array: np.ndarray) -> bytes:
-    """One protocol frame: the 8-byte little-endian length, then `array` as a .npy file."""
-    buf = io.BytesIO()
-    np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
-    payload = buf.getvalue()
-    return _LENGTH.pack(len(payload)) + payload
-
-
-def decode_payload(payload: bytes) -> np.ndarray:
-    """The array in a frame's payload (raises ValueError when it is not a pickle-free .npy)."""
-    try:
-        return np.lib.format.read_array(io.BytesIO(payload), allow_pickle=False)
-    except EOFError as exc:
-        raise ValueError(str(exc)) from exc
-
-
-# --- the client's half --------------------------------------------------------------------------
-
-
-def serve(
-    answer: Callable[[np.ndarray], np.ndarray],
-    outputs: int,
-    stdin: BinaryIO | None = None,
-    stdout: BinaryIO | None = None,
-) -> None:
-    """Serve `answer` to edgedistill over the protocol until it closes stdin, then return.
-
-    `answer` takes a (B, *input_shape) array and returns B rows of `outputs` floats. With the
-    default `stdout`, the process's real stdout carries frames only and anything else written to
-    it (a stray print(), a library banner) goes to stderr instead, where it cannot break a frame.
-    """
-    stdin = stdin if stdin is not None else sys.stdin.buffer
-    stdout = stdout if stdout is not None else _protocol_stdout()
-    line = stdin.readline()
-    if not line:
-        return
-    asked = json.loads(line).get("protocol")
-    if asked != PROTOCOL:
-        _write_line(stdout, {"error": f"this client speaks {PROTOCOL}, not {asked}"})
-        return
-    _write_line(stdout, {"protocol": PROTOCOL, "outputs": outputs})
-    while (x := _read_frame(stdin)) is not None:
-        stdout.write(encode_frame(np.asarray(answer(x), dtype=np.float32)))
-        stdout.flush()
-
-
-def _protocol_stdout() -> BinaryIO:
-    """A private handle on fd 1 for frames; fd 1 itself (and so sys.stdout) then points at stderr."""
-    sys.stdout.flush()
-    frames = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    return frames
-
-
-def _write_line(stream: BinaryIO, obj: dict) -> None:
-    stream.write(json.dumps(obj).encode() + b"\n")
-    stream.flush()
-
-
-def _read_frame(stream: BinaryIO) -> np.ndarray | None:
-    """The next frame's array, or None when the stream ends between frames (the protocol's end).
-    A stream cut inside a frame (edgedistill itself gone) raises struct.error or ValueError."""
-    head = stream.read(_LENGTH.size)
-    if not head:
-        return None
-    return decode_payload(stream.read(_LENGTH.unpack(head)[0]))
 
 
 # --- the store of answers -----------------------------------------------------------------------
@@ -321,7 +246,7 @@ class _Command:
         """Send one request and return its validated (B, C) float32 answer."""
         deadline = _Deadline.after(self.cfg.timeout_s, f"request {number} ({len(x)} inputs)", "teacher.timeout_s")
         self._send(encode_frame(x), deadline)
-        (length,) = _LENGTH.unpack(self._read(_LENGTH.size, deadline))
+        (length,) = LENGTH.unpack(self._read(LENGTH.size, deadline))
         # A (B, C) float array is at most 8 bytes a value plus a small header; more means the
         # client wrote something other than frames to stdout.
         if length > len(x) * self.outputs * 8 + 4096:
