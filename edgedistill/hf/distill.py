@@ -2,8 +2,9 @@
 sentence encoders, KD on logits for classifiers. The teacher's outputs are computed once
 (`outputs`) and reused by every student and epoch, as in `compress.distill`.
 
-Batches are cut to their longest sentence before the forward pass: padding costs time, not
-accuracy, and most sentences are far shorter than the tokenizer's maximum length.
+Batches hold sentences of similar length and are cut to their longest sentence before the forward
+pass: padding costs time, not accuracy, and most sentences are far shorter than the tokenizer's
+maximum length.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from edgedistill.hf.metrics import mean_cosine
 from edgedistill.hf.model import HFModel
 
 _EVAL_BATCH = 64
+# Training batches are drawn from pools of this many batches, sorted by length within a pool: a
+# batch's sentences are of similar length, yet the pools are shuffled, so order stays random.
+_POOL_BATCHES = 16
 
 
 @dataclass(frozen=True)
@@ -37,12 +41,17 @@ def outputs(model: HFModel, ids: np.ndarray, batch_size: int = _EVAL_BATCH) -> n
     """The model's embeddings or logits for token ids (N, T), batched, in eval mode, as float32."""
     was_training = model.training
     model.eval()
+    # Shortest first, so each batch is cut short; the rows are put back in order at the end.
+    order = np.argsort((ids != model.pad_token_id).sum(axis=1), kind="stable")
     parts = []
     with torch.no_grad():
         for start in range(0, len(ids), batch_size):
-            parts.append(model(_trim(torch.from_numpy(ids[start : start + batch_size]), model.pad_token_id)).float().numpy())
+            batch = torch.from_numpy(ids[order[start : start + batch_size]])
+            parts.append(model(_trim(batch, model.pad_token_id)).float().numpy())
     model.train(was_training)
-    return np.concatenate(parts)
+    out = np.empty_like(np.concatenate(parts))
+    out[order] = np.concatenate(parts)
+    return out
 
 
 def fit(
@@ -73,7 +82,7 @@ def fit(
     best, best_state, best_epoch, epochs_run = -np.inf, None, 0, 0
     for epoch in range(1, cfg.epochs + 1):
         student.train()
-        for idx in torch.randperm(len(ids_t), generator=generator).split(cfg.batch_size):
+        for idx in _batches(ids_t, student.pad_token_id, cfg.batch_size, generator):
             out = student(_trim(ids_t[idx], student.pad_token_id))
             if embedding:
                 loss = embedding_loss(out, target_t[idx])
@@ -102,6 +111,15 @@ def embedding_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor
     the first matches scale and direction, the second direction alone, which is what retrieval uses."""
     mse = F.mse_loss(student, teacher, reduction="none").sum(dim=1).mean()
     return mse + (1 - F.cosine_similarity(student, teacher, dim=1)).mean()
+
+
+def _batches(ids: torch.Tensor, pad: int, size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """One epoch's batches of row indices: shuffled, then sorted by length within pools of
+    _POOL_BATCHES batches, and the batches shuffled again."""
+    lengths = (ids != pad).sum(dim=1)
+    pools = torch.randperm(len(ids), generator=generator).split(size * _POOL_BATCHES)
+    batches = [b for pool in pools for b in pool[lengths[pool].argsort(stable=True)].split(size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator)]
 
 
 def _trim(ids: torch.Tensor, pad: int) -> torch.Tensor:
