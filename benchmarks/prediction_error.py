@@ -2,17 +2,16 @@
 suite, then measure and predict held-out models (other families, widths, depths, batch sizes and
 int8 versions; none used to calibrate) and write the errors to benchmarks/RESULTS.md.
 
-Run: python -m benchmarks.prediction_error
+Run: python -m benchmarks.prediction_error [--quick]
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
-import re
 import statistics
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,6 +22,8 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from benchmarks.fixtures import torch_threads
+from benchmarks.results import Figure, main
 from edgedistill.examples.digits import cnn
 from edgedistill.ortsession import open_session
 from edgedistill.targets.calibration import MLP, AttentionBlock, ConvNet, SuiteModel, calibrate, export_model
@@ -32,9 +33,9 @@ from edgedistill.targets.profile import load_target
 from edgedistill.targets.runners.local import cpu_name
 from edgedistill.timing import time_calls
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
-HEADING = "## Prediction error (host-cpu)"
+HEADING = "## 4. Prediction error (host-cpu)"
 WARMUP, RUNS = 50, 500
+QUICK_WARMUP, QUICK_RUNS = 5, 50
 
 
 @dataclass(frozen=True)
@@ -77,14 +78,14 @@ class Row:
         return self.predicted_ms / self.measured_ms
 
 
-def measure_p50(path: Path, batch: int = 1) -> float:
+def measure_p50(path: Path, batch: int = 1, warmup: int = WARMUP, runs: int = RUNS) -> float:
     """p50 ms of `path` at `batch` with onnxruntime's defaults, the way the local runner times it."""
     session = open_session(path)
     feed = {}
     for inp in session.get_inputs():
         shape = (batch, *inp.shape[1:])
         feed[inp.name] = np.random.default_rng(0).random(shape).astype(np.float32)
-    return time_calls(lambda: session.run(None, feed), warmup=WARMUP, runs=RUNS).p50_ms
+    return time_calls(lambda: session.run(None, feed), warmup=warmup, runs=runs).p50_ms
 
 
 def host_target() -> Any:
@@ -101,14 +102,15 @@ def host_target() -> Any:
     )
 
 
-def main() -> None:
-    """Calibrate, predict the held-out set, print and record the figures."""
-    torch.set_num_threads(1)
-    started = time.perf_counter()
+def run(quick: bool = False) -> str:
+    """Calibrate, predict the held-out set and return the section."""
+    warmup, runs = (QUICK_WARMUP, QUICK_RUNS) if quick else (WARMUP, RUNS)
+    measure = functools.partial(measure_p50, warmup=warmup, runs=runs)
     target = host_target()
-    with tempfile.TemporaryDirectory(prefix="edgedistill-prediction-") as tmp:
+    # One torch thread while exporting the suite: the exports do not depend on it (onnxruntime times).
+    with torch_threads(1), tempfile.TemporaryDirectory(prefix="edgedistill-prediction-") as tmp:
         folder = Path(tmp)
-        cal = calibrate(target, measure_p50, folder / "suite")
+        cal = calibrate(target, measure, folder / "suite")
         rows = []
         for held in HELD_OUT:
             path = export_model(held.spec, folder / "held-out")
@@ -117,15 +119,12 @@ def main() -> None:
                 Row(
                     name=held.spec.name,
                     batch=held.batch,
-                    measured_ms=measure_p50(path, held.batch),
+                    measured_ms=measure(path, held.batch),
                     predicted_ms=predict(cost, target, cal).p50_ms,
                     uncalibrated_ms=predict(cost, target).p50_ms,
                 )
             )
-    elapsed = time.perf_counter() - started
-    section = _section(rows, cal, target, elapsed)
-    print(section)
-    _write(section)
+    return _section(rows, cal, target, warmup, runs)
 
 
 def _abs_errors(rows: list[Row], attr: str) -> list[float]:
@@ -136,20 +135,18 @@ def _worst(rows: list[Row], attr: str) -> float:
     return max(max(getattr(r, attr) / r.measured_ms, r.measured_ms / getattr(r, attr)) for r in rows)
 
 
-def _section(rows: list[Row], cal: Any, target: Any, elapsed: float) -> str:
+def _section(rows: list[Row], cal: Any, target: Any, warmup: int, runs: int) -> str:
     median = statistics.median(_abs_errors(rows, "predicted_ms"))
     worst = _worst(rows, "predicted_ms")
     met = median <= 0.20 and worst <= 2.0
     specs = target.specs
     lines = [
-        HEADING,
-        "",
         f"Machine: {cpu_name()}, {len(os.sched_getaffinity(0))} cores ({platform.machine()}), "
         f"onnxruntime {ort.__version__} (default threads), onnx {onnx.__version__}, torch {torch.__version__}, "
         f"Python {platform.python_version()}. Profile: peak {specs.peak_gflops} GFLOP/s, {specs.bandwidth_gbs} GB/s.",
         "",
         "Method: `calibration.calibrate` exports the calibration suite "
-        f"({', '.join(cal.models)}), times each (p50 of {RUNS} runs after {WARMUP} warm-up) and fits "
+        f"({', '.join(cal.models)}), times each (p50 of {runs} runs after {warmup} warm-up) and fits "
         "the roofline's efficiency per op class, per-kernel overhead and effective bandwidth. The held-out "
         "models below (other families, widths, depths and batch sizes, int8 versions) were never used to "
         "calibrate; each is measured the same way and predicted from `graph_cost` + the calibration.",
@@ -171,19 +168,11 @@ def _section(rows: list[Row], cal: Any, target: Any, elapsed: float) -> str:
         f"Held-out, calibrated: median |error| **{median:.1%}**, worst ratio **{worst:.2f}x** "
         f"(goal: <= 20 % and <= 2x: {'met' if met else 'NOT met'}). Uncalibrated defaults: median "
         f"{statistics.median(_abs_errors(rows, 'uncalibrated_ms')):.1%}, worst {_worst(rows, 'uncalibrated_ms'):.2f}x.",
-        f"Whole benchmark: {elapsed:.0f} s.",
-        "",
     ]
     return "\n".join(lines)
 
 
-def _write(section: str) -> None:
-    """Replace this benchmark's section of RESULTS.md (or add it), keeping every other section."""
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n\n"
-    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section + "\n"
-    RESULTS.write_text(text, encoding="utf-8")
-
+FIGURE = Figure("prediction", HEADING, run)
 
 if __name__ == "__main__":
-    main()
+    main(FIGURE)
