@@ -90,8 +90,8 @@ def test_fallback_keeps_most_sensitive_layers_in_float(mlp_onnx, splits, tmp_pat
 
 
 def test_default_methods_add_dynamic_for_linear_graphs(mlp_onnx, tmp_path, cnn):
-    assert QuantizeConfig().methods_for(mlp_onnx) == (Int8Static(), Int8Dynamic())
-    assert QuantizeConfig(methods=("int8-dynamic",)).methods_for(mlp_onnx) == (Int8Dynamic(),)
+    assert QuantizeConfig().methods_for(mlp_onnx) == (Int8Static(), Int8Dynamic(per_channel=True))
+    assert QuantizeConfig(methods=("int8-dynamic",)).methods_for(mlp_onnx) == (Int8Dynamic(per_channel=True),)
     conv_only = tmp_path / "conv.onnx"
     export_onnx(cnn.features, np.zeros((2, 1, 8, 8), np.float32), np.zeros((2, 1, 8, 8), np.float32), conv_only)
     assert QuantizeConfig(per_channel=False).methods_for(conv_only) == (Int8Static(per_channel=False),)
