@@ -121,30 +121,16 @@ def exported(role: str) -> Exported:
         model, data.val.x[:2], data.val.x, folder / "model.onnx",
         OnnxExport(opset=e.opset, simplify=e.simplify, parity_tolerance=e.parity_tolerance),
     )
-    with in_workdir():
-        int8 = quantize(
-            fp32.path, folder / "model.int8.onnx", cfg.quantize.methods_for(fp32.path), data.test.x,
-            lambda out: accuracy(out, data.val.y), data.val.x, cfg.quantize.max_accuracy_drop,
-        )
+    int8 = quantize(
+        fp32.path, folder / "model.int8.onnx", cfg.quantize.methods_for(fp32.path), data.test.x,
+        lambda out: accuracy(out, data.val.y), data.val.x, cfg.quantize.max_accuracy_drop,
+    )
     return Exported(model, fp32, int8)
 
 
 def epochs(cfg: DistillConfig, n: int) -> DistillConfig:
     """`cfg` limited to `n` epochs (quick mode), early stopping unchanged."""
     return cfg.model_copy(update={"epochs": min(cfg.epochs, n)})
-
-
-@contextlib.contextmanager
-def in_workdir() -> Iterator[None]:
-    """Run the block with the work folder as the current one. When onnxruntime's symbolic shape
-    inference gives up (quantize() then retries without it), it saves sym_shape_infer_temp.onnx and
-    a copy of the weights into the current folder; here they land in the work folder, not the repo."""
-    before = Path.cwd()
-    os.chdir(workdir())
-    try:
-        yield
-    finally:
-        os.chdir(before)
 
 
 @contextlib.contextmanager

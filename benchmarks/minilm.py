@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.fixtures import example, in_workdir, workdir
+from benchmarks.fixtures import example, workdir
 from edgedistill.compress.quantize import QuantizeConfig, QuantResult, quantize
 from edgedistill.fileio import quiet
 from edgedistill.hf.metrics import mean_cosine
@@ -130,11 +130,10 @@ def edgedistill_int8(quick: bool) -> Int8Outcome:
 
     cfg = QuantizeConfig()  # a run's defaults: the methods and tolerance a user gets without settings
     try:
-        with in_workdir():
-            result = quantize(
-                fp32, workdir() / "minilm-edgedistill" / "model.int8.onnx", cfg.methods_for(fp32),
-                feed(fp32, s.calib), score, feed(fp32, s.val), cfg.max_accuracy_drop,
-            )
+        result = quantize(
+            fp32, workdir() / "minilm-edgedistill" / "model.int8.onnx", cfg.methods_for(fp32),
+            feed(fp32, s.calib), score, feed(fp32, s.val), cfg.max_accuracy_drop,
+        )
     except Exception as exc:  # the figure reports any failure of the library as a lost row
         return Int8Outcome(None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
     return Int8Outcome(result, None)
