@@ -57,7 +57,9 @@ def test_to_jsonable_gives_plain_json():
     assert data["by_name"]["a"]["file"] == "out/a.onnx"
     assert data["note"] is None
     assert data["budget"]["params"] == "20%"
-    assert data["teacher"] == {"factory": "conftest:tiny_cnn", "train": False}
+    assert data["teacher"] == {
+        "factory": "conftest:tiny_cnn", "train": False, "query_batch": 256, "timeout_s": 120.0, "answers": "logits",
+    }
 
 
 def test_round_trip_through_json_is_equal():
