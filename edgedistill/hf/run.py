@@ -395,8 +395,8 @@ def _artifact(
     """One ONNX file's entry: its quality on the validation texts (against the teacher's outputs,
     or the teacher's own ONNX against the teacher in torch) and its latency here at each sequence length."""
     text = ctx.text
-    names = tuple(i.name for i in open_session(path).get_inputs())
-    out = run_batched(open_session(path), text.val.feed(names))
+    session = open_session(path)
+    out = run_batched(session, text.val.feed(tuple(i.name for i in session.get_inputs())))
     reference = ctx.val_out if reference is None else reference
     m = ctx.cfg.measure
     seq_latency = {}
