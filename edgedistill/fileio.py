@@ -57,3 +57,9 @@ def working_directory(path: Path) -> Iterator[None]:
         yield
     finally:
         os.chdir(previous)
+
+
+def file_digest(path: Path) -> str:
+    """Size and mtime of an input file: a cheap stand-in for its content in stage keys ("" when
+    it is not a file)."""
+    return f"{path.stat().st_size}:{path.stat().st_mtime_ns}" if path.is_file() else ""

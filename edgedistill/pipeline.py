@@ -16,7 +16,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from edgedistill import __version__
+from edgedistill import __version__, teaching
 from edgedistill.compress import budget as budgets
 from edgedistill.compress.distill import DistillConfig, ProgressFn, TeacherOutputs, TrainResult, accuracy, fit, predict
 from edgedistill.compress.quantize import QuantResult, quantize
@@ -28,6 +28,7 @@ from edgedistill.distributed import World, init_world, serve
 from edgedistill.errors import UserError
 from edgedistill.export.deploy import Deployment, Sources, deploy, wanted
 from edgedistill.export.onnx import OnnxArtifact, OnnxExport, export_onnx
+from edgedistill.fileio import file_digest
 from edgedistill.measure import Bench, artifact_entry, deployed_entry, final_checks
 from edgedistill.progress import Progress
 from edgedistill.report import html as report_html
@@ -38,9 +39,9 @@ from edgedistill.targets.calibration import load as load_calibration
 from edgedistill.targets.cost import as_precision, graph_cost
 from edgedistill.targets.estimate import predict as predict_latency
 from edgedistill.targets.profile import Target, load_target
-from edgedistill import teaching
 from edgedistill.teachers import OnnxTeacher
 from edgedistill.teaching import LoadedTeacher, OutputsInfo
+
 
 @dataclass(frozen=True)
 class RunResult:
@@ -184,7 +185,7 @@ def _data(cfg: RunConfig, base: Path) -> tuple[Splits, str]:
     source = "digits" if cfg.data.source == "digits" else str(base / cfg.data.source)
     x, y, classes = load_arrays(source, cfg.data.image_size, cfg.data.channels)
     splits = split(x, y, classes, cfg.data.source, cfg.data.val_fraction, cfg.data.calib_fraction, cfg.seed)
-    return splits, input_key(cfg.data, cfg.seed, teaching.digest(Path(source)))
+    return splits, input_key(cfg.data, cfg.seed, file_digest(Path(source)))
 
 
 @dataclass(frozen=True)
@@ -295,7 +296,7 @@ def _generator(ctx: _Context, tier: TierConfig, outputs: int) -> BaseModel:
 def _resolve(ctx: _Context, tier: TierConfig) -> budgets.ResolvedBudget:
     """The tier's budget in absolute terms: shares are of the run's teacher, also in a chain."""
     if ctx.teacher.footprint is None:
-        relative = [n for n in ("params", "macs", "bytes", "peak_memory") if getattr(tier.budget, n) is not None and getattr(tier.budget, n).relative]
+        relative = tier.budget.relative_limits()
         if relative:
             raise UserError(
                 f"tier {tier.name}: budget {relative[0]} is a share of the teacher's, which a {ctx.cfg.teacher.kind} "

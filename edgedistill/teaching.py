@@ -18,6 +18,7 @@ from edgedistill.compress.distill import DistillConfig, ProgressFn, TeacherOutpu
 from edgedistill.config import RunConfig
 from edgedistill.data import Splits
 from edgedistill.errors import UserError
+from edgedistill.fileio import file_digest
 from edgedistill.progress import Progress
 from edgedistill.recorded import load_recorded, log_probabilities
 from edgedistill.rundir import RunDir, input_key
@@ -52,14 +53,14 @@ def load(cfg: RunConfig, rd: RunDir, splits: Splits, base: Path, data_key: str, 
     t = cfg.teacher
     source = base / t.path if t.path else None
     if not t.runnable:
-        return LoadedTeacher(None, input_key(t, digest(source) if source else ""), None)
+        return LoadedTeacher(None, input_key(t, file_digest(source) if source else ""), None)
     # Factories initialise weights from the global RNG: seed it so a run is repeatable.
     torch.manual_seed(cfg.seed)
     model = load_teacher(t, base)
     check_fit(model, splits)
     if not t.train:
         weights = source or (base / t.weights if t.weights else None)
-        key = input_key(t, digest(weights) if weights else "")
+        key = input_key(t, file_digest(weights) if weights else "")
         return LoadedTeacher(model, key, footprint(model, splits.input_shape))
     key = input_key(t, cfg.teacher_training, data_key)
     if rd.finished("teacher", key) is not None:
@@ -185,7 +186,3 @@ def check_fit(model: nn.Module, splits: Splits) -> None:
             f"labels must lie in 0..{out.shape[1] - 1}"
         )
 
-
-def digest(path: Path) -> str:
-    """Size and mtime of an input file: a cheap stand-in for its content in stage keys."""
-    return f"{path.stat().st_size}:{path.stat().st_mtime_ns}" if path.is_file() else ""

@@ -125,6 +125,10 @@ class Budget(BaseModel):
             return f"{limit.value * 100:g}%"
         return int(limit.value) if limit.value.is_integer() else limit.value
 
+    def relative_limits(self) -> tuple[str, ...]:
+        """The names of the limits given as a share of the teacher's value."""
+        return tuple(n for n in _LIMIT_NAMES if (limit := getattr(self, n)) is not None and limit.relative)
+
     @model_validator(mode="after")
     def _some_limit(self) -> "Budget":
         if all(getattr(self, name) is None for name in _LIMIT_NAMES) and not self.latency_ms:

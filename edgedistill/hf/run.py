@@ -26,6 +26,7 @@ from edgedistill.compress.search import search
 from edgedistill.compress.students import HFShrink, Prune
 from edgedistill.config import RunConfig, TierConfig
 from edgedistill.errors import UserError
+from edgedistill.fileio import file_digest
 from edgedistill.hf import distill
 from edgedistill.hf.export import HFOnnxArtifact, export_hf
 from edgedistill.hf.metrics import mean_cosine, neighbour_agreement
@@ -171,12 +172,8 @@ def _data(cfg: RunConfig, base: Path, tokenizer: object, teacher: HFModel) -> tu
     texts, labels = load_texts(source, d.text_column, label_column, teacher.task.labels)
     splits = split_texts(texts, labels, d.val_fraction, d.calib_fraction, cfg.seed, d.source, d.max_samples)
     text = _Text(splits, *(tokenize(tokenizer, part, d.max_length) for part in (splits.train, splits.val, splits.calib)))
-    digest = "" if d.source == "pydoc" else _file_digest(Path(source))
+    digest = "" if d.source == "pydoc" else file_digest(Path(source))
     return text, input_key(d, cfg.seed, digest)
-
-
-def _file_digest(path: Path) -> str:
-    return f"{path.stat().st_size}:{path.stat().st_mtime_ns}" if path.is_file() else ""
 
 
 def _outputs(
