@@ -3,6 +3,8 @@ effective memory bandwidth) to latencies measured on one device, and keep the re
 
 A calibration made once on a device (or on a machine like it) makes `estimate.predict` far
 closer than the uncalibrated defaults; its error on the fitting models is kept as its band.
+The `Calibration` record itself is defined in `estimate`, which reads it: this module fits and
+stores it, and imports `estimate`, never the other way round.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from edgedistill.targets.estimate import (
     DEFAULT_EFFICIENCY,
     DEFAULT_OVERHEAD_MS,
     OP_CLASSES,
+    Calibration,
     node_terms,
 )
 
@@ -45,25 +48,6 @@ _BANDWIDTH_SPAN = (1.0, 64.0)
 # "elementwise", almost always memory-bound) at their defaults instead of drifting anywhere.
 _PRIOR_WEIGHT = 1e-4
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Fitted roofline parameters for one target and how well they fit its models.
-
-    `bandwidth_gbs` is the effective memory bandwidth fitted (caches included).
-    `median_abs_error` is the median of |predicted / measured - 1| over `models`; `worst_ratio`
-    the largest max(predicted / measured, measured / predicted). `created` is ISO 8601 UTC.
-    """
-
-    target: str
-    efficiency: dict[str, float]
-    overhead_ms: float
-    bandwidth_gbs: float
-    models: tuple[str, ...]
-    median_abs_error: float
-    worst_ratio: float
-    created: str
 
 
 # -- the suite of models ---------------------------------------------------------------------

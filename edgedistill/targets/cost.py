@@ -21,14 +21,25 @@ are its outputs.
 from __future__ import annotations
 
 import math
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import onnx
-from onnx import helper, shape_inference
+from onnx import helper, numpy_helper, shape_inference
 
 from edgedistill.errors import UserError
 from edgedistill.export.onnx import load_onnx_checked
+from edgedistill.fileio import quiet, working_directory
+
+# The size given to every dynamic axis but the batch (a transformer's sequence) unless the caller
+# says otherwise: a typical sentence-embedding input, well within BERT-family models' 512 positions.
+DEFAULT_SEQ_LEN = 128
+# Constant-only nodes whose inputs and outputs have at most this many elements are evaluated
+# before shape inference: shape arithmetic is small; folding weights would only cost time.
+_FOLD_MAX_ELEMENTS = 1024
+_GRAPH_ATTRS = frozenset({onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS})
 
 CONV_OPS = frozenset({"Conv", "ConvInteger", "QLinearConv", "FusedConv", "NhwcConv"})
 CONV_TRANSPOSE_OPS = frozenset({"ConvTranspose"})
@@ -121,40 +132,183 @@ class GraphCost:
         return sum(not n.fused for n in self.nodes)
 
 
-def graph_cost(path: Path, batch: int = 1) -> GraphCost:
-    """The cost of the ONNX file at `path` with its symbolic batch axis set to `batch`."""
+def graph_cost(path: Path, batch: int = 1, seq_len: int = DEFAULT_SEQ_LEN) -> GraphCost:
+    """The cost of the ONNX file at `path` with its batch axis (every input's first dynamic axis)
+    set to `batch` and every other dynamic axis (a transformer's sequence) set to `seq_len`.
+
+    Shapes come from ONNX's shape inference; where it leaves a tensor's shape unknown (a Slice
+    whose bounds are computed from an input's shape, as in exported attention), onnxruntime's
+    symbolic shape inference fills it in. A shape still unknown where a rule needs it raises
+    UserError.
+    """
     if batch < 1:
         raise UserError(f"batch must be >= 1, got {batch}")
-    model = _with_batch(load_onnx_checked(Path(path)), batch)
+    if seq_len < 1:
+        raise UserError(f"seq_len must be >= 1, got {seq_len}")
+    model = _with_static_axes(load_onnx_checked(Path(path)), batch, seq_len)
+    model = _infer_shapes(model, Path(path).name)
+    return _Graph(model.graph, batch, seq_len).cost()
+
+
+def _with_static_axes(model: onnx.ModelProto, batch: int, seq_len: int) -> onnx.ModelProto:
+    """A copy of `model` whose inputs' dynamic axes are static: the first `batch`, the others
+    `seq_len`. A named axis gets the same size everywhere it appears (outputs, value_info too)."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = [i.type.tensor_type.shape.dim for i in model.graph.input if i.name not in initializers]
+    batch_names = {dims[0].dim_param for dims in inputs if dims and dims[0].dim_param}
+    sizes = {d.dim_param: batch if d.dim_param in batch_names else seq_len for dims in inputs for d in dims if d.dim_param}
+    for dims in inputs:
+        for axis, dim in enumerate(dims):
+            if not dim.HasField("dim_value"):
+                # setting the value clears the name (a proto oneof)
+                dim.dim_value = sizes.get(dim.dim_param, batch if axis == 0 else seq_len)
+    for info in (*model.graph.output, *model.graph.value_info):
+        for dim in info.type.tensor_type.shape.dim:
+            if dim.dim_param in sizes:
+                dim.dim_value = sizes[dim.dim_param]
+    return model
+
+
+def _infer_shapes(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    """`model` (changed in place) with the value_info of every shape inference can give; its nodes
+    are left as they are, for the cost rules to judge.
+
+    Inference runs on a view of the model whose constant-only nodes are evaluated first, so the
+    shape arithmetic of an export (a Mod or Reshape of Constants bounding a Slice) arrives as a
+    value. Then ONNX's inference and onnxruntime's symbolic inference alternate: ONNX's cannot
+    bound a Slice by a shape computed at run time, which symbolic inference can; symbolic
+    inference cannot take a Reduce's axes from an input (opset 18), which ONNX's can, and gives up
+    on the whole graph at the first such node. So symbolic inference is run on just what the
+    first unknown tensors are computed from, their shapes are added, and ONNX's inference goes on.
+    """
+    view = _onnx_infer(_fold_constants(model), name)
+    tried: set[str] = set()
+    while frontier := [t for t in _unknown_frontier(view.graph) if t not in tried]:
+        tried.update(frontier)
+        found = _symbolic_shapes(view, frontier)
+        if not found:
+            break  # what stays unknown is reported by the cost rule that needs it
+        kept = [info for info in view.graph.value_info if info.name not in found]
+        del view.graph.value_info[:]
+        view.graph.value_info.extend([*kept, *found.values()])
+        view = _onnx_infer(view, name)
+    # The view's folded nodes are initializers there: their shapes are their dims.
+    produced = {out for node in model.graph.node for out in node.output}
+    folded = [
+        helper.make_tensor_value_info(init.name, init.data_type, init.dims)
+        for init in view.graph.initializer if init.name in produced
+    ]
+    del model.graph.value_info[:], model.graph.output[:]
+    model.graph.value_info.extend([*view.graph.value_info, *folded])
+    model.graph.output.extend(view.graph.output)
+    return model
+
+
+def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `model` in which each ONNX-domain node computed from small constants alone is
+    replaced by its value, as an initializer (the graph's view for shape inference only)."""
+    view = onnx.ModelProto()
+    view.CopyFrom(model)
+    opsets = {"": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)}
+    values = {init.name: init for init in view.graph.initializer if math.prod(init.dims) <= _FOLD_MAX_ELEMENTS}
+    kept = []
+    for node in view.graph.node:
+        foldable = node.domain in ("", "ai.onnx") and not any(a.type in _GRAPH_ATTRS for a in node.attribute)
+        outs = _evaluate(node, values, opsets) if foldable and all(i in values for i in node.input if i) else None
+        if outs is None:
+            kept.append(node)
+            continue
+        for out, value in zip(node.output, outs):
+            if out:  # "" is an optional output left out
+                values[out] = numpy_helper.from_array(np.asarray(value), out)
+                view.graph.initializer.append(values[out])
+    del view.graph.node[:]
+    view.graph.node.extend(kept)
+    return view
+
+
+def _evaluate(node: onnx.NodeProto, values: dict[str, onnx.TensorProto], opsets: dict[str, int]) -> list | None:
+    """The node's outputs computed by ONNX's reference runtime, or None when it cannot or they
+    are too large to be shape arithmetic."""
+    from onnx.reference import ReferenceEvaluator
+
+    feeds = {i: numpy_helper.to_array(values[i]) for i in node.input if i}
     try:
-        model = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        outs = ReferenceEvaluator(node, opsets=opsets).run(None, feeds)
+    except Exception:  # noqa: BLE001 - any op it lacks or rejects: the node is then left to inference
+        return None
+    return outs if all(np.asarray(o).size <= _FOLD_MAX_ELEMENTS for o in outs) else None
+
+
+def _onnx_infer(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    try:
+        return shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except (onnx.shape_inference.InferenceError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{Path(path).name}: shape inference failed ({first}): re-export it with fixed shapes") from exc
-    return _Graph(model.graph, batch).cost()
+        raise UserError(f"{name}: shape inference failed ({first}): re-export it with fixed shapes") from exc
 
 
-def _with_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
-    """A copy of `model` whose inputs' symbolic first dimension is `batch` everywhere it appears."""
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    symbols = {
-        inp.type.tensor_type.shape.dim[0].dim_param
-        for inp in model.graph.input
-        if inp.type.tensor_type.shape.dim and inp.type.tensor_type.shape.dim[0].dim_param
-    }
-    for info in (*model.graph.input, *model.graph.output, *model.graph.value_info):
-        for dim in info.type.tensor_type.shape.dim:
-            if dim.dim_param in symbols:
-                dim.dim_value = batch  # setting the value clears the symbol (a proto oneof)
-    return model
+def _unknown_frontier(graph: onnx.GraphProto) -> list[str]:
+    """Node outputs without a static shape whose node's inputs all have one: where inference
+    stopped."""
+    static = {init.name for init in graph.initializer}
+    static.update(
+        info.name for info in (*graph.input, *graph.value_info, *graph.output) if _static_dims(info) is not None
+    )
+    return [
+        out for node in graph.node
+        if all(i in static for i in node.input if i)
+        for out in node.output if out and out not in static
+    ]
+
+
+def _static_dims(info: onnx.ValueInfoProto) -> tuple[int, ...] | None:
+    tensor = info.type.tensor_type
+    if not tensor.HasField("shape") or not all(d.HasField("dim_value") for d in tensor.shape.dim):
+        return None
+    return tuple(d.dim_value for d in tensor.shape.dim)
+
+
+def _symbolic_shapes(model: onnx.ModelProto, tensors: list[str]) -> dict[str, onnx.ValueInfoProto]:
+    """Static shapes of `tensors` from onnxruntime's symbolic shape inference, run on the part
+    of the graph they are computed from; those it cannot give are left out."""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    needed, todo = set(), list(tensors)
+    while todo:
+        node = producer.get(todo.pop())
+        if node is not None and id(node) not in needed:
+            needed.add(id(node))
+            todo.extend(i for i in node.input if i)
+    nodes = [node for node in graph.node if id(node) in needed]
+    used = {i for node in nodes for i in node.input}
+    types = {info.name: info.type.tensor_type.elem_type for info in (*graph.value_info, *graph.output)}
+    part = helper.make_graph(
+        nodes, graph.name, [i for i in graph.input if i.name in used],
+        [helper.make_tensor_value_info(t, types.get(t, onnx.TensorProto.UNDEFINED), None) for t in tensors],
+        [init for init in graph.initializer if init.name in used],
+    )
+    sub = helper.make_model(part, opset_imports=model.opset_import, ir_version=model.ir_version, functions=model.functions)
+    # When it gives up it writes its partial model into the working directory: run it from a
+    # folder that is then removed.
+    with tempfile.TemporaryDirectory(prefix="edgedistill-shapes-") as tmp, quiet(), working_directory(Path(tmp)):
+        try:
+            inferred = SymbolicShapeInference.infer_shapes(sub)
+        except Exception:  # noqa: BLE001 - it raises bare Exception (or TypeError) where it gives up
+            return {}
+    return {info.name: info for info in inferred.graph.output if _static_dims(info) is not None} if inferred else {}
 
 
 class _Graph:
     """Shapes, producers and consumers of one inferred graph, and the rules that cost its nodes."""
 
-    def __init__(self, graph: onnx.GraphProto, batch: int) -> None:
+    def __init__(self, graph: onnx.GraphProto, batch: int, seq_len: int) -> None:
         self.graph = graph
         self.batch = batch
+        self.seq_len = seq_len
         self.shapes: dict[str, tuple[int, ...] | None] = {}
         self.itemsize: dict[str, int] = {}
         self.elem_type: dict[str, int] = {}
@@ -193,8 +347,9 @@ class _Graph:
         shape = self.shapes.get(name)
         if shape is None:
             raise UserError(
-                f"tensor {name!r} has no static shape after shape inference: export with fixed sizes "
-                "for every axis but the batch"
+                f"tensor {name!r} has no static shape after shape inference with the batch at {self.batch} "
+                f"and the other dynamic axes at {self.seq_len}: pass a seq_len the model takes (within "
+                "its maximum positions), or export it with fixed sizes for every axis but the batch"
             )
         return shape
 

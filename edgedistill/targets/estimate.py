@@ -21,13 +21,10 @@ Op classes:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edgedistill.errors import UserError
 from edgedistill.targets.cost import CONV_OPS, CONV_TRANSPOSE_OPS, ELEMENTWISE_OPS, GEMM_OPS, GraphCost
-
-if TYPE_CHECKING:
-    from edgedistill.targets.calibration import Calibration
 
 OP_CLASSES = ("conv", "gemm", "elementwise", "other")
 
@@ -60,6 +57,26 @@ class Prediction:
     profile: str
     calibration: str | None
     error_band: float
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Fitted roofline parameters for one target and how well they fit its models (fitted by
+    `calibration.fit`, kept by `calibration.save` and `calibration.load`).
+
+    `bandwidth_gbs` is the effective memory bandwidth fitted (caches included).
+    `median_abs_error` is the median of |predicted / measured - 1| over `models`; `worst_ratio`
+    the largest max(predicted / measured, measured / predicted). `created` is ISO 8601 UTC.
+    """
+
+    target: str
+    efficiency: dict[str, float]
+    overhead_ms: float
+    bandwidth_gbs: float
+    models: tuple[str, ...]
+    median_abs_error: float
+    worst_ratio: float
+    created: str
 
 
 @dataclass(frozen=True)

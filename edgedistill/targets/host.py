@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import platform
 
-from edgedistill.targets.profile import Specs
+from edgedistill.targets.specs import Specs
 
 _ASSUMED_BANDWIDTH_GBS = 20.0
 

@@ -7,9 +7,9 @@ from onnx import TensorProto, helper
 
 from edgedistill.compress.quantize import Int8Static, Int8StaticSymmetric, quantize
 from edgedistill.errors import UserError
-from edgedistill.export.lint import LINTERS, Finding, LintResult, lint
+from edgedistill.export.lint import Finding, LintResult, lint, runtimes
+from edgedistill.export.lint.tensorrt import matrix, reference
 from edgedistill.export.onnx import export_onnx
-from edgedistill.export.tensorrt_lint import matrix, reference
 
 STUDENT_OPS = "Conv,Flatten,Gemm,MaxPool,Relu,Reshape"
 
@@ -48,7 +48,7 @@ def students(tmp_path_factory, digits_xy):
     return models
 
 
-@pytest.mark.parametrize("runtime", sorted(LINTERS))
+@pytest.mark.parametrize("runtime", runtimes())
 def test_every_registered_linter_names_its_reference(runtime, students):
     result = lint(students["cnn"]["fp32"], runtime)
     assert isinstance(result, LintResult) and result.runtime == runtime
@@ -182,7 +182,7 @@ def test_bad_input_raises_user_error(tmp_path, students):
         lint(students["mlp"]["fp32"], "coreml")
     truncated = tmp_path / "truncated.onnx"
     truncated.write_bytes(students["mlp"]["fp32"].read_bytes()[:200])
-    for runtime in LINTERS:
+    for runtime in runtimes():
         with pytest.raises(UserError, match="not a valid ONNX file"):
             lint(truncated, runtime)
     with pytest.raises(UserError, match="ort-mobile only"):

@@ -9,9 +9,9 @@ import pytest
 
 from edgedistill.errors import UserError
 from edgedistill.targets import calibration
-from edgedistill.targets.calibration import Calibration, fit
+from edgedistill.targets.calibration import fit
 from edgedistill.targets.cost import GraphCost, NodeCost
-from edgedistill.targets.estimate import predict
+from edgedistill.targets.estimate import Calibration, predict
 
 TARGET = SimpleNamespace(
     name="test-cpu",

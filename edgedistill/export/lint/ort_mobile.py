@@ -32,7 +32,7 @@ from onnxruntime.tools.ort_format_model import GloballyAllowedTypesOpTypeImplFil
 from onnxruntime.tools.reduced_build_config_parser import parse_config
 
 from edgedistill.errors import UserError
-from edgedistill.export.lint import (
+from edgedistill.export.lint.base import (
     ONNX_DOMAIN,
     Finding,
     LintJob,

@@ -1,9 +1,8 @@
-"""Will this ONNX file convert on the device's runtime? Answered here, before a device is reached.
+"""What every linter shares: the result types, the registry of linters by runtime, and the
+helpers that walk a model the way a runtime imports it.
 
-One linter per runtime, registered by name (`LINTERS`); `lint(path, runtime)` loads and checks
-the file once, runs ONNX shape inference (for tensor dtypes) and hands it to the runtime's linter.
-Every linter checks against a named, shipped reference (a support matrix or an operator config)
-and says which in `LintResult.reference`.
+The linters import this module, never the package's `__init__`, which imports them so that they
+register: so the registry has no import cycle.
 """
 
 from __future__ import annotations
@@ -15,9 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import onnx
-
-from edgedistill.errors import UserError
-from edgedistill.export.onnx import load_onnx_checked
 
 if TYPE_CHECKING:  # importlib.resources.abc is 3.11+; only the annotation needs it
     from importlib.resources.abc import Traversable
@@ -97,24 +93,6 @@ def register_linter(runtime: str) -> Callable[[Linter], Linter]:
     return decorate
 
 
-def lint(path: Path, runtime: str, ops_config: Path | None = None) -> LintResult:
-    """Check the ONNX file at `path` against what `runtime` can convert.
-
-    `ops_config` is a required-operators config for runtimes built from one (ort-mobile);
-    without it the runtime's shipped default is used. Bad files and unknown runtimes raise
-    UserError; an unconvertible model does not raise: its findings are in the result.
-    """
-    if runtime not in LINTERS:
-        raise UserError(f"unknown runtime {runtime!r} for lint: use one of {', '.join(sorted(LINTERS))}")
-    path = Path(path)
-    model = load_onnx_checked(path)
-    try:
-        model = onnx.shape_inference.infer_shapes(model)
-    except (onnx.shape_inference.InferenceError, RuntimeError):
-        pass  # dtypes stay unknown where inference fails; those checks are then skipped
-    return LINTERS[runtime](LintJob(path=path, model=model, ops_config=ops_config))
-
-
 def normalise_domain(domain: str) -> str:
     """ONNX's default domain is spelled "" or "ai.onnx"; return one spelling."""
     return domain or ONNX_DOMAIN
@@ -181,7 +159,3 @@ def tensor_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto.Tensor]:
 def data_file(name: str) -> Traversable:
     """A data file shipped in edgedistill/export/data (package data, so it works when installed)."""
     return files("edgedistill.export") / "data" / name
-
-
-# Imported last: the linters register themselves with the registry defined above.
-from edgedistill.export import ort_mobile_lint, tensorrt_lint  # noqa: E402,F401

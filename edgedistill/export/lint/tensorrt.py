@@ -1,9 +1,9 @@
 """TensorRT compatibility lint: will TensorRT's ONNX parser take this file?
 
 Checked against onnx-tensorrt's operator support matrix, encoded as data in
-`data/tensorrt_onnx_ops.json` from https://github.com/onnx/onnx-tensorrt, `docs/operators.md` on
-branch 10.1-GA (tag release/10.1-GA, commit 96e781103cfc4adf4a6bb557e94bac8e693f6f4c), i.e.
-TensorRT 10.1. Per node it reports:
+`edgedistill/export/data/tensorrt_onnx_ops.json` from https://github.com/onnx/onnx-tensorrt,
+`docs/operators.md` on branch 10.1-GA (tag release/10.1-GA, commit
+96e781103cfc4adf4a6bb557e94bac8e693f6f4c), i.e. TensorRT 10.1. Per node it reports:
 
 - an op TensorRT marks unsupported, or one the matrix does not list;
 - a node outside the ONNX domain, unless it is one of TensorRT's own TRT_* ops (the parser
@@ -29,7 +29,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from edgedistill.errors import UserError
-from edgedistill.export.lint import (
+from edgedistill.export.lint.base import (
     ONNX_DOMAIN,
     Finding,
     LintJob,
