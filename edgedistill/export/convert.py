@@ -9,38 +9,41 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import onnx
 
+from edgedistill.compress.budget import Precision
 from edgedistill.compress.quantize import QuantizeConfig, quantize
 from edgedistill.errors import UserError
 from edgedistill.export.deploy import DeployArtifact, Sources, deploy
-from edgedistill.export.lint import LintResult, lint
+from edgedistill.export.formats import OnnxFiles, format_for
+from edgedistill.export.fp16 import quantized_ops
+from edgedistill.export.lint import LintResult
 from edgedistill.export.onnx import export_onnx, load_onnx_checked
-from edgedistill.export.ort_mobile import export_ort
-from edgedistill.export.tensorrt import TrtArtifact, TrtBuild, build_tensorrt
+from edgedistill.export.tensorrt import TrtArtifact
 from edgedistill.fileio import atomic_path
 from edgedistill.ortsession import open_session, run_batched
 from edgedistill.teachers import TeacherConfig, load_teacher
 
-Format = Literal["onnx", "ort", "tensorrt"]
-Precision = Literal["fp32", "fp16", "int8"]
-_INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "MatMulInteger", "DynamicQuantizeLinear", "QLinearConv"}
 _RANDOM_INPUTS = 16
 
 
 @dataclass(frozen=True)
 class ExportRequest:
-    """What to export: `model` to `format` at `precision` into the folder `out`. `data` is a .npz
-    with `x` (and optionally `y`): real inputs for parity checks and int8 calibration."""
+    """What to export: `model` to `format` (a registered format, `format_names()`) at `precision`
+    into the folder `out`. `data` is a .npz with `x` (and optionally `y`): real inputs for parity
+    checks and int8 calibration."""
 
     model: Path
-    format: Format
+    format: str
     precision: Precision
     out: Path
     data: Path | None = None
+
+    def __post_init__(self) -> None:
+        # Checked against the registry here, so a bad pair fails before anything is written.
+        format_for(self.format).require(self.precision)
 
 
 @dataclass(frozen=True)
@@ -65,52 +68,38 @@ class ExportOutcome:
 def export_model(req: ExportRequest) -> ExportOutcome:
     """Make one artifact from `req.model`; the sources it needs (fp32/int8 ONNX) are made in `req.out`."""
     req.out.mkdir(parents=True, exist_ok=True)
+    entry = format_for(req.format)
     fp32, int8 = _sources(req)
     x, y, described = _inputs(req, fp32 or int8)
-    if fp32 is None and (req.precision != "int8" or req.format == "onnx"):
-        if req.format == "onnx" and req.precision == "int8":
-            final = _place(int8, req.out)
-            return ExportOutcome(final, "onnx", "int8", final.stat().st_size, None, None, (), None, described)
+    if fp32 is None and req.precision != "int8":
         raise UserError(f"{req.model} is an int8 model: {req.format} {req.precision} needs the fp32 model")
-    if fp32 is None:
-        # An int8 model given as it is: TensorRT or .ort straight from it, nothing re-quantized.
-        return _from_int8(req, int8, x, described)
+    if req.precision == "int8" and fp32 is not None and (int8 is None or entry.symmetric_int8):
+        _require_data(req)  # int8 will be calibrated from fp32: random inputs would not do
     src = _sources_for(req, fp32, int8, x, y)
-    if req.precision == "int8" and req.format != "tensorrt" and int8 is None:
-        _require_data(req)
+    if req.precision == "int8" and int8 is None and not entry.symmetric_int8:
         int8 = quantize(
             fp32, req.out / "model.int8.onnx", QuantizeConfig().methods_for(fp32), src.calib_x, src.score, src.val_x
         ).path
         src = replace(src, int8=int8)
-    if req.format == "onnx" and req.precision in ("fp32", "int8"):
-        final = _place(fp32 if req.precision == "fp32" else int8, req.out)
-        return ExportOutcome(final, "onnx", req.precision, final.stat().st_size, None, None, (), None, described)
-    if req.format == "tensorrt" and req.precision == "int8":
-        _require_data(req)
-    made = deploy(src, {(req.format, req.precision): ()}).made
-    return _outcome(made[0], described)
+    if req.precision in entry.staged:
+        # The run's own ONNX files (export and quantize stages): placed in the folder as they are.
+        final = _place(OnnxFiles(src).at(req.precision), req.out)
+        return ExportOutcome(final, req.format, req.precision, final.stat().st_size, None, None, (), None, described)
+    (made,) = deploy(src, {(req.format, req.precision): ()}).made
+    return _outcome(made, described)
 
 
-def _from_int8(req: ExportRequest, int8: Path, x: np.ndarray, described: str) -> ExportOutcome:
-    if req.format == "ort":
-        art = export_ort(int8, req.out / f"{int8.stem}.ort", x)
-        return ExportOutcome(
-            art.path, "ort", "int8", art.bytes, art.parity_max_abs_err, art.parity_tolerance,
-            (lint(int8, "ort-mobile"),), None, described,
-        )
-    build = build_tensorrt(TrtBuild(int8, "int8"), req.out, timing_cache=req.out / "tensorrt.cache")
-    path = build.engine if build.built else build.command_path
-    return ExportOutcome(path, "tensorrt", "int8", path.stat().st_size, None, None, (lint(int8, "tensorrt"),), build, described)
-
-
-def _sources_for(req: ExportRequest, fp32: Path, int8: Path | None, x: np.ndarray, y: np.ndarray | None) -> Sources:
-    """Half the inputs calibrate, half check; scored on labels, or on agreement with fp32 without them."""
+def _sources_for(req: ExportRequest, fp32: Path | None, int8: Path | None, x: np.ndarray, y: np.ndarray | None) -> Sources:
+    """Half the inputs calibrate, half check; scored on labels, or on agreement with the given
+    model (fp32, else the int8 one) without them."""
     half = max(1, len(x) // 2)
     calib_x, val_x = x[:half], x[half:] if len(x) > 1 else x
-    labels = (y[half:] if len(x) > 1 else y) if y is not None else run_batched(open_session(fp32), val_x).argmax(axis=1)
+    reference = fp32 or int8
+    labels = (y[half:] if len(x) > 1 else y) if y is not None else run_batched(open_session(reference), val_x).argmax(axis=1)
     return Sources(
         fp32, int8, req.out, val_x, calib_x,
         lambda out: float((out.argmax(axis=1) == labels).mean()), QuantizeConfig().symmetric(),
+        timing_cache=req.out / "tensorrt.cache",
     )
 
 
@@ -135,7 +124,7 @@ def _sources(req: ExportRequest) -> tuple[Path | None, Path | None]:
         return fp32, int8 if int8.is_file() else None
     if model.suffix == ".onnx":
         proto = load_onnx_checked(model)
-        return (None, model) if any(n.op_type in _INT8_OPS for n in proto.graph.node) else (model, None)
+        return (None, model) if quantized_ops(proto.graph) else (model, None)
     if model.suffix == ".pt2":
         return _from_pt2(req), None
     raise UserError(f"{model} is not a .onnx, a .pt2 or a run's student folder: give one of those")

@@ -15,7 +15,7 @@ import onnx
 from edgedistill.errors import UserError
 from edgedistill.export.onnx import load_onnx_checked
 from edgedistill.fileio import atomic_path, quiet
-from edgedistill.ortsession import open_session, run_batched
+from edgedistill.ortsession import Feed, feed_len, open_session, run_batched
 
 # The tolerance is relative to the output's scale: max |fp16 - fp32| <= tolerance * max |fp32|.
 # An absolute bound is fragile in fp16, whose error grows with the magnitude of the values: the
@@ -69,20 +69,21 @@ def quantized_ops(graph: onnx.GraphProto) -> set[str]:
 def to_fp16(
     onnx_path: Path,
     out: Path,
-    check_inputs: np.ndarray,
+    check_inputs: Feed,
     keep_io_types: bool = True,
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> Fp16Artifact:
     """Convert the fp32 model at `onnx_path` to fp16, write it to `out` and check it.
 
     `tolerance` is relative: the check passes when max |fp16 - fp32| <= tolerance * max |fp32|
-    over the outputs on `check_inputs`. With `keep_io_types` the inputs and outputs stay float32
-    (Cast nodes at the edges), so callers feed and read the same arrays as for the fp32 model.
+    over the outputs on `check_inputs` (one array, or arrays by input name). With `keep_io_types`
+    the float inputs and outputs stay float32 (Cast nodes at the edges), so callers feed and read
+    the same arrays as for the fp32 model.
     Ops onnxruntime knows to be unsafe in fp16 stay in fp32. A failed parity check does not
     raise: the artifact records it.
     """
     onnx_path, out = Path(onnx_path), Path(out)
-    if len(check_inputs) == 0:
+    if feed_len(check_inputs) == 0:
         raise UserError("no check inputs to compare the fp16 model on: the data split is empty")
     if tolerance < 0:
         raise UserError(f"the parity tolerance must be >= 0, got {tolerance}")
@@ -116,7 +117,7 @@ def to_fp16(
     )
 
 
-def _parity(fp32_path: Path, fp16_path: Path, check_inputs: np.ndarray) -> tuple[float, float]:
+def _parity(fp32_path: Path, fp16_path: Path, check_inputs: Feed) -> tuple[float, float]:
     """(max |fp16 - fp32|, max |fp32|) over the first output; the error is inf when the shapes
     differ or fp16 overflowed."""
     want = run_batched(open_session(fp32_path), check_inputs).astype(np.float64)

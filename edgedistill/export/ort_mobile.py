@@ -20,7 +20,7 @@ import onnx
 from edgedistill.errors import UserError
 from edgedistill.export.onnx import load_onnx_checked
 from edgedistill.fileio import quiet
-from edgedistill.ortsession import open_session, run_batched
+from edgedistill.ortsession import Feed, feed_len, open_session, run_batched
 
 # Max |.ort - .onnx| on the check inputs. Both files run the same optimized graph (the .onnx is
 # optimized at load, the .ort was optimized at conversion), so only float re-association differs:
@@ -59,9 +59,10 @@ class OrtArtifact:
 
 
 def export_ort(
-    onnx_path: Path, out: Path, check_inputs: np.ndarray, tolerance: float = DEFAULT_TOLERANCE
+    onnx_path: Path, out: Path, check_inputs: Feed, tolerance: float = DEFAULT_TOLERANCE
 ) -> OrtArtifact:
-    """Convert `onnx_path` to an ORT-format model at `out` and check it on `check_inputs`.
+    """Convert `onnx_path` to an ORT-format model at `out` and check it on `check_inputs` (one
+    array, or arrays by input name).
 
     The required-operators config (the `--include_ops_by_config` input of a minimal ONNX Runtime
     build) is written beside it as `<stem>.required_operators.config`. Both files appear only
@@ -99,14 +100,14 @@ def export_ort(
     )
 
 
-def _check_arguments(onnx_path: Path, out: Path, check_inputs: np.ndarray, tolerance: float) -> None:
+def _check_arguments(onnx_path: Path, out: Path, check_inputs: Feed, tolerance: float) -> None:
     if onnx_path.suffix.lower() != ".onnx":
         # The converter only picks up files named *.onnx.
         raise UserError(f"{onnx_path.name} is not named *.onnx: rename it so onnxruntime's converter accepts it")
     if out.suffix != ".ort":
         # onnxruntime recognises the ORT format by this suffix when it loads the file.
         raise UserError(f"{out.name} must end in .ort: name the output {out.stem}.ort")
-    if len(check_inputs) == 0:
+    if feed_len(check_inputs) == 0:
         raise UserError("no check inputs to compare the .ort model on: the data split is empty")
     if tolerance < 0:
         raise UserError(f"the parity tolerance must be >= 0, got {tolerance}")
@@ -143,7 +144,7 @@ def _convert(onnx_path: Path, workdir: Path) -> tuple[Path, Path]:
     return converted, config
 
 
-def _parity_max_abs_err(onnx_path: Path, ort_path: Path, check_inputs: np.ndarray) -> float:
+def _parity_max_abs_err(onnx_path: Path, ort_path: Path, check_inputs: Feed) -> float:
     """Max |.ort - .onnx| over the first output on `check_inputs`; inf when the shapes differ."""
     want = run_batched(open_session(onnx_path), check_inputs)
     got = run_batched(open_session(ort_path), check_inputs)

@@ -25,19 +25,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any
 
 import onnx
 from onnx import numpy_helper
 
+from edgedistill.compress.budget import Precision
 from edgedistill.errors import UserError
 from edgedistill.export.fp16 import quantized_ops
 from edgedistill.export.onnx import load_onnx_checked
 from edgedistill.fileio import atomic_path
 from edgedistill.timing import time_calls
 
-Precision = Literal["fp16", "int8"]
-_PRECISIONS = ("fp16", "int8")
+# The precisions an engine is built at (the builds typed in the module docstring).
+PRECISIONS: tuple[Precision, ...] = ("fp16", "int8")
 # One timing cache per engine folder: tactic timings are per device, and reused across models.
 TIMING_CACHE_NAME = "timing.cache"
 # JetPack installs trtexec here, and not on PATH.
@@ -60,8 +61,8 @@ class TrtBuild:
     max_batch: int = 32
 
     def __post_init__(self) -> None:
-        if self.precision not in _PRECISIONS:
-            raise UserError(f"TensorRT precision {self.precision!r} is unknown: use 'fp16' or 'int8'")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"TensorRT precision {self.precision!r} is unknown: use {' or '.join(map(repr, PRECISIONS))}")
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
             raise UserError(
                 "TensorRT batch sizes must satisfy 1 <= min_batch <= opt_batch <= max_batch, got "

@@ -77,3 +77,20 @@ def test_not_a_model(tmp_path):
     truncated.write_bytes(b"\x08\x01garbage")
     with pytest.raises(UserError, match="not a valid ONNX"):
         export_model(ExportRequest(truncated, "onnx", "fp16", tmp_path))
+
+
+def test_an_int8_model_gives_ort_and_tensorrt_as_it_is(mlp_onnx, digits_xy, tmp_path):
+    from edgedistill.compress.quantize import Int8StaticSymmetric, quantize
+
+    x, _ = digits_xy
+    int8 = tmp_path / "mlp.sym.onnx"
+    quantize(mlp_onnx, int8, [Int8StaticSymmetric()], x[:128], lambda _o: 1.0, x[:32], max_drop=1.0, timing_runs=1)
+    ort_out = export_model(ExportRequest(int8, "ort", "int8", tmp_path / "ort"))
+    assert ort_out.path.name == "model.int8.ort" and ort_out.passed and ort_out.lint[0].runtime == "ort-mobile"
+    trt_out = export_model(ExportRequest(int8, "tensorrt", "int8", tmp_path / "trt"))
+    assert trt_out.build.onnx == int8 and trt_out.lint[0].ok  # not re-quantized
+    assert not (tmp_path / "trt" / "model.int8-symmetric.onnx").exists()
+    with pytest.raises(UserError, match="is an int8 model: ort fp16 needs the fp32 model"):
+        export_model(ExportRequest(int8, "ort", "fp16", tmp_path / "fp16"))
+    with pytest.raises(UserError, match="tensorrt has no precision 'fp32'"):
+        ExportRequest(int8, "tensorrt", "fp32", tmp_path / "x")

@@ -1,0 +1,19 @@
+"""The formats a device loads, one module each, registered in `FORMATS` (see `base`)."""
+
+from edgedistill.export.formats.base import (
+    FORMATS,
+    DeployArtifact,
+    DeployFormat,
+    OnnxFiles,
+    Sources,
+    format_for,
+    format_names,
+    register,
+)
+
+# Imported for their registrations, in the order formats are made: ONNX first.
+from edgedistill.export.formats import onnx, ort, tensorrt  # noqa: E402,F401  isort: skip
+
+__all__ = [
+    "FORMATS", "DeployArtifact", "DeployFormat", "OnnxFiles", "Sources", "format_for", "format_names", "register",
+]

@@ -1,0 +1,177 @@
+"""The format seam: what a device loads, as registered entries.
+
+An entry (`DeployFormat`) names a format, the precisions it makes, the runtime its source is
+linted for and whether onnxruntime here can run its file; its `make` builds the file from the
+ONNX file of that precision (`OnnxFiles`) and checks it against that source. `FORMATS` holds the
+registered entries by name; a new format is one new module in this package plus its
+`register(...)` line.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from edgedistill.compress.budget import Precision
+from edgedistill.compress.quantize import Int8StaticSymmetric, QuantResult, quantize
+from edgedistill.errors import UserError
+from edgedistill.export.fp16 import Fp16Artifact, to_fp16
+from edgedistill.export.lint import LintResult, lint
+from edgedistill.export.tensorrt import TrtArtifact
+from edgedistill.ortsession import Feed
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What deployment artifacts are made from: a student's ONNX files, and real inputs to check
+    them (`val_x`, scored by `score`, higher is better) and to calibrate int8 (`calib_x`). The
+    inputs are one array, or arrays by input name for a graph with named feeds (a tokenizer's
+    `input_ids` and `attention_mask`).
+
+    `fp32` None: only an int8 model is at hand (`edgedistill export` of an int8 file), and only
+    int8 artifacts can be made, from that file as it is. `make_int8` False skips every int8
+    artifact (quantization is off for the run). `timing_cache` None keeps TensorRT's timing
+    cache beside `folder`, shared by a run's students.
+    """
+
+    fp32: Path | None
+    int8: Path | None
+    folder: Path
+    val_x: Feed
+    calib_x: Feed
+    score: Callable[[np.ndarray], float]
+    symmetric: Int8StaticSymmetric
+    max_drop: float = 0.01
+    make_int8: bool = True
+    timing_cache: Path | None = None
+
+
+@dataclass(frozen=True)
+class DeployArtifact:
+    """One file made for one or more targets. `path` is the file a device loads (for TensorRT
+    without a GPU here: the trtexec script that builds the engine on the device); `source` is
+    the ONNX it was made from."""
+
+    format: str
+    precision: str
+    path: Path
+    source: Path
+    targets: tuple[str, ...]
+    parity_max_abs_err: float | None
+    parity_tolerance: float | None
+    lint: tuple[LintResult, ...]
+    build: TrtArtifact | None = None
+    quantization: QuantResult | None = None
+
+    @property
+    def passed(self) -> bool:
+        """Parity held where it was checked."""
+        return self.parity_max_abs_err is None or self.parity_max_abs_err <= self.parity_tolerance
+
+
+@dataclass(frozen=True)
+class OnnxFiles:
+    """The ONNX file of each precision that one `deploy` builds its formats from. The fp16 and
+    symmetric int8 files are made on first need and then shared, so a target set that wants an
+    fp16 ONNX and an fp16 TensorRT engine converts once."""
+
+    src: Sources
+
+    @property
+    def folder(self) -> Path:
+        """Where the files made from the sources go."""
+        return self.src.folder
+
+    def at(self, precision: Precision) -> Path:
+        """The ONNX file at `precision`: the run's fp32 or int8 file, or the fp16 one made here."""
+        if precision == "fp16":
+            return self.fp16.path
+        path = self.src.fp32 if precision == "fp32" else self.src.int8
+        if path is None and precision == "fp32":
+            raise UserError(f"{self.src.int8.name} is an int8 model: fp32 and fp16 files need the fp32 model, give that")
+        if path is None:
+            raise UserError("there is no int8 ONNX file to make int8 artifacts from: quantize the fp32 model first")
+        return path
+
+    @cached_property
+    def fp16(self) -> Fp16Artifact:
+        """The fp16 ONNX, converted from fp32 and checked against it on the validation inputs."""
+        return to_fp16(self.at("fp32"), self.folder / "model.fp16.onnx", self.src.val_x)
+
+    @cached_property
+    def symmetric(self) -> tuple[Path, QuantResult | None]:
+        """A symmetric static int8 Q/DQ file (the form TensorRT takes) and how it was quantized;
+        with no fp32 model, the given int8 file as it is (its consumer checks its form)."""
+        s = self.src
+        if s.fp32 is None:
+            return self.at("int8"), None
+        quant = quantize(
+            s.fp32, s.folder / "model.int8-symmetric.onnx", (s.symmetric,), s.calib_x, s.score, s.val_x, s.max_drop
+        )
+        return quant.path, quant
+
+
+@dataclass(frozen=True)
+class DeployFormat(ABC):
+    """One registered format.
+
+    `precisions` are those `make` makes; `staged` those of this format that the run's export and
+    quantize stages make instead (the fp32 and int8 ONNX), which `deploy` passes over.
+    `lint_runtime` names the linter (`edgedistill.export.lint`) the source is checked with, or
+    None. `runs_here`: onnxruntime on this machine can evaluate and time the file.
+    `symmetric_int8`: int8 is made from a symmetric Q/DQ quantization of fp32 of its own
+    (`OnnxFiles.symmetric`), not from the run's int8 ONNX.
+    """
+
+    name: str
+    precisions: tuple[Precision, ...]
+    lint_runtime: str | None
+    runs_here: bool
+    staged: tuple[Precision, ...] = ()
+    symmetric_int8: bool = False
+
+    @abstractmethod
+    def make(self, precision: Precision, files: OnnxFiles, targets: tuple[str, ...]) -> DeployArtifact:
+        """Make this format's file at `precision` for `targets`, checked against its source."""
+
+    def source(self, precision: Precision, files: OnnxFiles) -> tuple[Path, QuantResult | None]:
+        """The ONNX file this format makes `precision` from, and how it was quantized when made here."""
+        if precision == "int8" and self.symmetric_int8:
+            return files.symmetric
+        return files.at(precision), None
+
+    def require(self, precision: str) -> None:
+        """Raise a UserError naming this format's precisions when it has no `precision`."""
+        known = (*self.staged, *self.precisions)
+        if precision not in known:
+            raise UserError(f"{self.name} has no precision {precision!r}: use one of {', '.join(known)}")
+
+    def lint_source(self, source: Path) -> tuple[LintResult, ...]:
+        """The lint of `source` for this format's runtime; none where it has no linter."""
+        return () if self.lint_runtime is None else (lint(source, self.lint_runtime),)
+
+
+FORMATS: dict[str, DeployFormat] = {}
+
+
+def register(entry: DeployFormat) -> DeployFormat:
+    """Register `entry` under its name; formats are kept (and made) in registration order."""
+    FORMATS[entry.name] = entry
+    return entry
+
+
+def format_for(name: str) -> DeployFormat:
+    """The registered format called `name`; a UserError naming the known ones otherwise."""
+    if name not in FORMATS:
+        raise UserError(f"format {name!r} is unknown: use one of {', '.join(format_names())}")
+    return FORMATS[name]
+
+
+def format_names() -> tuple[str, ...]:
+    """The names of the registered formats, in registration order."""
+    return tuple(FORMATS)

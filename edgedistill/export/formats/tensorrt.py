@@ -1,0 +1,29 @@
+"""TensorRT for NVIDIA GPUs: an engine where TensorRT and a GPU are here, else its trtexec script."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgedistill.compress.budget import Precision
+from edgedistill.export.formats.base import DeployArtifact, DeployFormat, OnnxFiles, register
+from edgedistill.export.tensorrt import PRECISIONS, TrtBuild, build_tensorrt
+
+
+@dataclass(frozen=True)
+class TensorRTFormat(DeployFormat):
+    """The engine (or the script that builds it on the device), linted against TensorRT's
+    support matrix; onnxruntime cannot run it, so it has no parity check here."""
+
+    def make(self, precision: Precision, files: OnnxFiles, targets: tuple[str, ...]) -> DeployArtifact:
+        """Build from the symmetric int8 Q/DQ file (explicit quantization, the form TensorRT takes)
+        or from the fp16 ONNX, which strongly typed builds (TensorRT 10 and 11) accept as it is."""
+        source, quant = self.source(precision, files)
+        cache = files.src.timing_cache or files.folder.parent / "tensorrt.cache"
+        art = build_tensorrt(TrtBuild(source, precision), files.folder, timing_cache=cache)
+        path = art.engine if art.built else art.command_path
+        return DeployArtifact(self.name, precision, path, source, targets, None, None, self.lint_source(source), art, quant)
+
+
+TENSORRT = register(
+    TensorRTFormat("tensorrt", PRECISIONS, lint_runtime="tensorrt", runs_here=False, symmetric_int8=True)
+)

@@ -1,0 +1,97 @@
+"""The format registry: one sweep over every registered format, and named feeds through `deploy`."""
+
+import platform
+
+import numpy as np
+import pytest
+
+from edgedistill.compress.quantize import Int8Static, QuantizeConfig, quantize
+from edgedistill.errors import UserError
+from edgedistill.export.deploy import Sources, deploy
+from edgedistill.export.formats import FORMATS, format_for, format_names
+from edgedistill.ortsession import open_session, run_batched
+
+_X86 = platform.machine().lower() in ("x86_64", "amd64")
+
+
+def _cases():
+    for entry in FORMATS.values():
+        for precision in entry.precisions:
+            # export_ort refuses fp16 on x86, where the file would run in fp32 (test_ort_mobile.py).
+            host_cannot = entry.name == "ort" and precision == "fp16" and _X86
+            yield pytest.param(
+                entry.name, precision, id=f"{entry.name}-{precision}",
+                marks=pytest.mark.skipif(host_cannot, reason="an fp16 .ort is made on an ARM host"),
+            )
+
+
+@pytest.fixture(scope="module")
+def int8_mlp(mlp_onnx, digits_xy, tmp_path_factory):
+    """The trained TinyMLP's int8 ONNX, as the run's quantize stage makes it."""
+    x, y = digits_xy
+    accuracy = lambda out: float((out.argmax(1) == y[1000:]).mean())  # noqa: E731
+    return quantize(mlp_onnx, tmp_path_factory.mktemp("q") / "mlp.int8.onnx", [Int8Static()], x[:300], accuracy, x[1000:], timing_runs=2).path
+
+
+def _opens_here(path) -> bool:
+    try:
+        open_session(path)
+    except UserError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(("name", "precision"), list(_cases()))
+def test_every_format_makes_a_checked_file(name, precision, mlp_onnx, int8_mlp, digits_xy, tmp_path):
+    x, y = digits_xy
+    entry = format_for(name)
+    src = Sources(
+        mlp_onnx, int8_mlp, tmp_path, x[1000:1200], x[:300], lambda out: float((out.argmax(1) == y[1000:1200]).mean()),
+        QuantizeConfig().symmetric(), timing_cache=tmp_path / "tensorrt.cache",
+    )
+    (art,) = deploy(src, {(name, precision): ("some-target",)}).made
+    assert (art.format, art.precision, art.targets) == (name, precision, ("some-target",))
+    assert art.path.is_file() and art.source.is_file()
+    assert [r.runtime for r in art.lint] == ([entry.lint_runtime] if entry.lint_runtime else [])
+    assert all(r.ok for r in art.lint), art.lint
+    # Checked against its source where onnxruntime runs it here; and only there.
+    assert (art.parity_max_abs_err is not None) == entry.runs_here == _opens_here(art.path)
+    assert art.passed, art
+    if art.build is not None and not art.build.built:  # TensorRT without a GPU here
+        assert art.path == art.build.command_path and "trtexec" in art.path.read_text()
+
+
+def test_unknown_formats_and_precisions_name_the_known_ones(mlp_onnx, digits_xy, tmp_path):
+    x, _ = digits_xy
+    with pytest.raises(UserError, match="format 'tflite' is unknown: use one of " + ", ".join(format_names())):
+        format_for("tflite")
+    src = Sources(mlp_onnx, None, tmp_path, x[:8], x[:8], lambda _o: 1.0, QuantizeConfig().symmetric())
+    with pytest.raises(UserError, match="tensorrt has no precision 'fp32': use one of fp16, int8"):
+        deploy(src, {("onnx", "fp16"): (), ("tensorrt", "fp32"): ()})
+    assert list(tmp_path.iterdir()) == []  # refused before anything was made
+
+
+def test_a_transformer_gets_an_int8_ort_from_named_feeds(bert_folder, tmp_path):
+    """A tiny BERT exported as the hf run exports it: its ONNX takes input_ids, attention_mask and
+    token_type_ids, and every check feeds them by name."""
+    from edgedistill.data.text import builtin_sentences, tokenize
+    from edgedistill.hf.export import export_hf
+    from edgedistill.hf.model import load_hf
+
+    model, tokenizer = load_hf(bert_folder)
+    texts = builtin_sentences()
+    calib, val = tokenize(tokenizer, texts[:32], 32), tokenize(tokenizer, texts[32:56], 32)
+    exported = export_hf(model, tokenizer, tmp_path / "onnx", val)
+    calib_x, val_x = calib.feed(exported.inputs), val.feed(exported.inputs)
+    methods = QuantizeConfig().methods_for(exported.path)
+    int8 = quantize(exported.path, tmp_path / "onnx" / "model.int8.onnx", methods, calib_x, lambda _o: 1.0, val_x, timing_runs=2)
+    src = Sources(exported.path, int8.path, tmp_path / "onnx", val_x, calib_x, lambda _o: 1.0, QuantizeConfig().symmetric())
+
+    made = {d.format: d for d in deploy(src, {("ort", "int8"): ("pixel-8",), ("onnx", "fp16"): ("jetson",)}).made}
+    ort_file, fp16 = made["ort"], made["onnx"]
+    assert ort_file.source == int8.path and ort_file.path.name == "model.int8.ort"
+    assert ort_file.passed and ort_file.parity_max_abs_err <= ort_file.parity_tolerance, ort_file
+    assert [r.runtime for r in ort_file.lint] == ["ort-mobile"]
+    got = run_batched(open_session(ort_file.path), val_x)
+    assert got.shape == (len(val), 32) and np.isfinite(got).all()
+    assert fp16.source == exported.path and fp16.passed, fp16
