@@ -1,33 +1,41 @@
 """The gate: judge a report's students against their budgets, for a CI step that must fail the build.
 
-Every budget of a student's tier is judged on the report's own check (its value and its source, as
-the report says where the value came from); budgets given on the command line replace or add limits
-and are judged on the student's figures in the report. An artifact that failed its parity check and
-a report that calls a student over budget without a failing check are broken verdicts too.
+Every size budget of a student's tier is judged on the report's own check (its value and its source,
+as the report says where the value came from); budgets given on the command line replace or add
+limits and are judged on the student's figures in the report. A latency budget, the tier's or one
+given, is judged on the p50 of the artifacts' latencies by the run's rule (`measure.final_checks`),
+so its source can name the runner and the file. An artifact that failed its parity check and a
+report that calls a student over budget without a failing check are broken verdicts too.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgedistill.compress.budget import Budget, Footprint, Limit, parse_quantity, resolve
+from edgedistill.compress.budget import LATENCY_PREFIX, Budget, Footprint, Limit, latency_name, parse_quantity, resolve
 from edgedistill.errors import UserError
 from edgedistill.fileio import atomic_path
 from edgedistill.report import schema
 
 # The budgets a tier can set, with the kind of quantity each takes (as `Budget` parses them).
 BUDGET_KINDS = {"params": "count", "macs": "count", "bytes": "bytes", "peak_memory": "bytes"}
+LATENCY = "latency_ms"
 ALL_TIERS = "*"
-_FORM = "TIER.NAME=VALUE, e.g. fifth.params=20000, fifth.bytes=64KB or '*.params=30%'"
+_LATENCY_FORM = f"TIER.{LATENCY}.TARGET=MS, e.g. fifth.{LATENCY}.raspberry-pi-5=5 (p50 milliseconds at batch 1)"
+_FORM = f"TIER.NAME=VALUE, e.g. fifth.params=20000, fifth.bytes=64KB or '*.params=30%', or {_LATENCY_FORM}"
 
 
 @dataclass(frozen=True)
 class BudgetOverride:
-    """A limit given on the command line: budget `name` of `tier` ("*": every tier)."""
+    """A limit given on the command line: budget `name` of `tier` ("*": every tier).
+
+    `name` is as the report's checks name it: "bytes", or "latency_ms:raspberry-pi-5" for a latency.
+    """
 
     tier: str
     name: str
@@ -35,8 +43,9 @@ class BudgetOverride:
 
     @property
     def label(self) -> str:
-        """As the user wrote its key: "fifth.bytes"."""
-        return f"{self.tier}.{self.name}"
+        """As the user wrote its key: "fifth.bytes", "fifth.latency_ms.raspberry-pi-5"."""
+        target = latency_target(self.name)
+        return f"{self.tier}.{self.name}" if target is None else f"{self.tier}.{LATENCY}.{target}"
 
 
 @dataclass(frozen=True)
@@ -115,20 +124,47 @@ def _why_not(path: Path, exc: Exception) -> str:
     return f"a field is missing or malformed: {type(exc).__name__}: {exc}"
 
 
+def latency_target(name: str) -> str | None:
+    """The target of a latency budget's name ("latency_ms:pixel-8" -> "pixel-8"); None for a size budget."""
+    return name.removeprefix(LATENCY_PREFIX) if name.startswith(LATENCY_PREFIX) else None
+
+
 def parse_override(text: str) -> BudgetOverride:
-    """Parse one `--budget` value: "fifth.params=20000", "fifth.bytes=64KB", "*.params=30%"."""
+    """Parse one `--budget` value: "fifth.params=20000", "fifth.bytes=64KB", "*.params=30%",
+    "fifth.latency_ms.raspberry-pi-5=5" (milliseconds)."""
     key, eq, value = text.partition("=")
+    if f".{LATENCY}." in key or key.strip().startswith(f"{LATENCY}."):
+        return _parse_latency(text, key, value)
     # Budget names hold no dot, so the last one splits the key: a tier name may contain dots.
     tier, dot, name = key.strip().rpartition(".")
     if not (eq and dot and tier and value.strip()):
         raise UserError(f"--budget {text!r} is not {_FORM}")
+    if name == LATENCY:
+        raise UserError(f"--budget {text!r} names no target: a latency budget is {_LATENCY_FORM}")
     if name not in BUDGET_KINDS:
-        raise UserError(f"--budget {text!r} names budget {name!r}, which is unknown: use {', '.join(BUDGET_KINDS)}")
+        raise UserError(
+            f"--budget {text!r} names budget {name!r}, which is unknown: use {', '.join(BUDGET_KINDS)} or {LATENCY}.TARGET"
+        )
     try:
         limit = parse_quantity(value.strip(), BUDGET_KINDS[name])  # type: ignore[arg-type]
     except UserError as exc:
         raise UserError(f"--budget {text!r}: {exc}") from exc
     return BudgetOverride(tier=tier, name=name, limit=limit)
+
+
+def _parse_latency(text: str, key: str, value: str) -> BudgetOverride:
+    """A latency override: "TIER.latency_ms.TARGET=MS". Targets may hold dots, so the first
+    ".latency_ms." splits the key; milliseconds are absolute (the teacher sets no share of them)."""
+    tier, _, target = key.strip().partition(f".{LATENCY}.")
+    if not (tier and target.strip() and value.strip()):
+        raise UserError(f"--budget {text!r} is not {_LATENCY_FORM}")
+    try:
+        ms = float(value.strip().lower().removesuffix("ms"))
+    except ValueError:
+        ms = float("nan")
+    if not (ms > 0 and math.isfinite(ms)):
+        raise UserError(f"--budget {text!r}: {value.strip()!r} is not a latency: give positive milliseconds, {_LATENCY_FORM}")
+    return BudgetOverride(tier=tier, name=latency_name(target.strip()), limit=Limit(ms, relative=False))
 
 
 def gate(report: schema.Report, overrides: Sequence[BudgetOverride] = (), students: Sequence[str] = ()) -> GateResult:
@@ -150,7 +186,7 @@ def gate(report: schema.Report, overrides: Sequence[BudgetOverride] = (), studen
             )
     teacher = report.teacher
     teacher_fp = Footprint(teacher.params, teacher.macs, teacher.bytes_fp32, teacher.peak_activation_bytes)
-    absolute = {o: resolve(Budget(**{o.name: o.limit}), teacher_fp).limits[o.name] for o in overrides}
+    absolute = {o: _absolute(o, teacher_fp) for o in overrides}
     verdicts: list[Verdict] = []
     for student in report.students:
         if students and student.name not in students:
@@ -159,6 +195,13 @@ def gate(report: schema.Report, overrides: Sequence[BudgetOverride] = (), studen
         given = {o.name: o for o in ordered}
         verdicts += _judge(student, {name: (o, absolute[o]) for name, o in given.items()})
     return GateResult(tuple(verdicts))
+
+
+def _absolute(override: BudgetOverride, teacher: Footprint) -> float:
+    """The override's bound: a share of the teacher's figure resolved, milliseconds as given."""
+    if latency_target(override.name) is not None:
+        return override.limit.value
+    return resolve(Budget(**{override.name: override.limit}), teacher).limits[override.name]
 
 
 def _judge(student: schema.Student, given: dict[str, tuple[BudgetOverride, float]]) -> list[Verdict]:
@@ -172,7 +215,13 @@ def _judge(student: schema.Student, given: dict[str, tuple[BudgetOverride, float
 
     verdicts = []
     for name in dict.fromkeys([*limits, *checks, *given]):
-        if name in given:
+        target = latency_target(name)
+        if target is not None:
+            # The tier's own limit is its check's, as for sizes; only the figure is the artifacts'.
+            limit = given[name][1] if name in given else checks[name].limit if name in checks else float(limits[name])
+            value, source = latency_figure(student, target)
+            verdicts.append(verdict(name, limit, value, value is not None and value <= limit, source))
+        elif name in given:
             override, limit = given[name]
             value, source = _figure(student, override, precision)
             verdicts.append(verdict(name, limit, value, value <= limit, source))
@@ -211,6 +260,39 @@ def _figure(student: schema.Student, override: BudgetOverride, precision: str) -
         f"--budget {override.label}: the report has no {precision} file of student {student.name!r} to size "
         f"(TensorRT engines are not sized here): drop that budget or rerun with a target that deploys {precision}"
     )
+
+
+def latency_figure(student: schema.Student, target: str) -> tuple[float | None, str]:
+    """The p50 a latency budget on `target` is judged on, and where it came from; None when there is none.
+
+    The rule of the run's check: among the files made for `target`, a measured figure outranks a
+    predicted one, and among equals the fastest file decides. The report's stored check value is
+    not used: a measurement added to the artifacts since must count.
+    """
+    deciding = schema.deciding_latency(student.artifacts, target)
+    if deciding is None:
+        timed = sorted({t for a in student.artifacts for t in a.latency})
+        return None, f"no latency on {target}: the student's files have latency on {', '.join(timed) or 'no target'}"
+    lat, art = deciding
+    return lat.p50_ms, f"{_provenance(lat, target)} (p50 of {art.path})"
+
+
+def _provenance(lat: schema.Latency, target: str) -> str:
+    """How a latency was had: "measured over ssh on raspberry-pi-5", "predicted for pixel-8, uncalibrated"."""
+    if lat.source == "measured":
+        via = {"": "", "local": " locally"}.get(lat.runner, f" over {lat.runner}")
+        return f"measured{via} on {target}"
+    return f"{lat.source} for {target}, {lat.calibration or 'uncalibrated'}"
+
+
+def summary(result: GateResult) -> str:
+    """The gate's last line: how many budgets of how many students, how many broken."""
+    judged = len({v.student for v in result.verdicts})
+    scope = f"{len(result.verdicts)} budget{'s' * (len(result.verdicts) != 1)} of {judged} student{'s' * (judged != 1)}"
+    line = f"gate passed: {scope}, all hold" if result.passed else f"gate failed: {len(result.broken)} broken of {scope}"
+    if any(latency_target(v.budget) is not None for v in result.verdicts):
+        line += "; latency budgets are judged on the p50 at batch 1"
+    return line
 
 
 def format_number(x: float) -> str:

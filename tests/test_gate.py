@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 from conftest import tiny_run_config
@@ -16,12 +17,25 @@ from edgedistill.report import schema
 runner = CliRunner()
 
 
-def _artifact(fmt: str, precision: str, size: int, passed: bool = True) -> schema.Artifact:
+RPI = "raspberry-pi-5"
+
+
+def _artifact(fmt: str, precision: str, size: int, passed: bool = True, latency: dict | None = None) -> schema.Artifact:
+    """A file; `latency` (target -> figure) also makes it a file for those targets."""
     suffix = {"onnx": "onnx", "ort": "ort", "tensorrt": "engine"}[fmt]
     return schema.Artifact(
         format=fmt, precision=precision, path=f"students/fifth/model.{precision}.{suffix}", bytes=size,
         metrics={"accuracy": 0.9}, parity_max_abs_err=1e-6 if passed else 0.5, parity_tolerance=1e-4, passed=passed,
+        latency=latency or {}, targets=tuple(latency or ()),
     )
+
+
+def _measured(p50: float, runner: str = "ssh") -> schema.Latency:
+    return schema.Latency(p50_ms=p50, source="measured", runner=runner, runtime="onnxruntime 1.20", device="Cortex-A76", runs=100)
+
+
+def _predicted(p50: float, calibration: str | None = None) -> schema.Latency:
+    return schema.Latency(p50_ms=p50, source="predicted", profile=RPI, calibration=calibration, error_band=0.5)
 
 
 def _check(name: str, limit: float, value: float, source: str = "student in PyTorch", ok: bool | None = None) -> schema.Check:
@@ -188,6 +202,15 @@ def test_bytes_override_without_a_file_falls_back_to_the_reports_estimate_or_ref
         ("fifth.latency=3ms", "'latency', which is unknown"),
         ("fifth.params=64KB", "not a valid count limit"),
         ("fifth.bytes=-3", "not a valid bytes limit"),
+        ("fifth.latency_ms.raspberry-pi-5=abc", "'abc' is not a latency: give positive milliseconds"),
+        ("fifth.latency_ms.raspberry-pi-5=-1", "'-1' is not a latency"),
+        ("fifth.latency_ms.raspberry-pi-5=0", "'0' is not a latency"),
+        ("fifth.latency_ms.raspberry-pi-5=nan", "'nan' is not a latency"),
+        ("fifth.latency_ms.raspberry-pi-5=30%", "'30%' is not a latency"),
+        ("fifth.latency_ms=5", "names no target: a latency budget is TIER.latency_ms.TARGET=MS"),
+        ("fifth.latency_ms.=5", "not TIER.latency_ms.TARGET=MS"),
+        ("latency_ms.raspberry-pi-5=5", "not TIER.latency_ms.TARGET=MS"),
+        ("fifth.latency_ms.raspberry-pi-5=", "not TIER.latency_ms.TARGET=MS"),
     ],
 )
 def test_bad_override_is_a_user_error(text, expected):
@@ -199,6 +222,20 @@ def test_tier_names_with_dots_parse():
     assert g.parse_override("v1.2.bytes=64KiB") == g.BudgetOverride("v1.2", "bytes", g.Limit(65_536.0, relative=False))
 
 
+@pytest.mark.parametrize(
+    "text, tier, target, ms",
+    [
+        ("fifth.latency_ms.raspberry-pi-5=5", "fifth", RPI, 5.0),
+        ("*.latency_ms.raspberry-pi-5=0.2", "*", RPI, 0.2),
+        ("v1.2.latency_ms.rpi.lan=1.5ms", "v1.2", "rpi.lan", 1.5),
+    ],
+)
+def test_latency_overrides_parse_with_dots_in_tier_and_target(text, tier, target, ms):
+    override = g.parse_override(text)
+    assert override == g.BudgetOverride(tier, f"latency_ms:{target}", g.Limit(ms, relative=False))
+    assert override.label == text.partition("=")[0]
+
+
 def test_override_of_an_unknown_tier_or_a_zero_teacher_figure_is_a_user_error():
     with pytest.raises(UserError, match="no student has tier 'tenth': known tiers are fifth, half"):
         g.gate(make_report(), [g.parse_override("tenth.params=100")])
@@ -206,6 +243,82 @@ def test_override_of_an_unknown_tier_or_a_zero_teacher_figure_is_a_user_error():
     report = dataclasses.replace(report, teacher=dataclasses.replace(report.teacher, macs=0))
     with pytest.raises(UserError, match="teacher's macs, which is 0"):
         g.gate(report, [g.parse_override("*.macs=10%")])
+
+
+# --- latency budgets -------------------------------------------------------------------------------
+
+
+def _timed(name: str = "fifth", checks=(), *figures: dict) -> schema.Student:
+    """A student whose fp32 and int8 ONNX files have the given latencies (target -> figure)."""
+    fp32, int8 = (figures + ({}, {}))[:2]
+    artifacts = (_artifact("onnx", "fp32", 36_000, latency=fp32), _artifact("onnx", "int8", 12_000, latency=int8))
+    return _student(name, checks=checks, artifacts=artifacts)
+
+
+def _latency(report: schema.Report, override: str, target: str = RPI) -> g.Verdict:
+    """Fifth's verdict on its latency budget for `target` under one `--budget` override."""
+    return _only(g.gate(report, [g.parse_override(override)]), "fifth", f"latency_ms:{target}")
+
+
+def test_a_latency_override_is_judged_on_the_measured_figure_even_when_a_prediction_is_faster():
+    student = _timed("fifth", (), {RPI: _measured(0.9)}, {RPI: _predicted(0.1)})
+    verdict = _latency(make_report(student), "fifth.latency_ms.raspberry-pi-5=0.5")
+    assert (verdict.ok, verdict.limit, verdict.value) == (False, 0.5, 0.9)
+    assert verdict.source == "measured over ssh on raspberry-pi-5 (p50 of students/fifth/model.fp32.onnx)"
+    assert verdict.describe() == f"value 0.9 > limit 0.5 (source: {verdict.source})"
+
+
+def test_among_equals_the_fastest_file_decides_and_a_prediction_says_so():
+    student = _timed("fifth", (), {RPI: _predicted(0.4)}, {RPI: _predicted(0.3, "calibrated 2024-05-01")})
+    verdict = _latency(make_report(student), "*.latency_ms.raspberry-pi-5=0.35")
+    assert (verdict.ok, verdict.value) == (True, 0.3)
+    assert verdict.source == "predicted for raspberry-pi-5, calibrated 2024-05-01 (p50 of students/fifth/model.int8.onnx)"
+    local = _timed("fifth", (), {"host-cpu": _measured(2.0, runner="local")})
+    verdict = _latency(make_report(local), "fifth.latency_ms.host-cpu=1", target="host-cpu")
+    assert verdict.source == "measured locally on host-cpu (p50 of students/fifth/model.fp32.onnx)"
+
+
+def test_a_latency_override_ignores_the_reports_stored_check_value():
+    stale = _check("latency_ms:raspberry-pi-5", 1.0, 0.1, "predicted p50 of students/fifth/model.int8.onnx")
+    student = _timed("fifth", (_check("params", 10_000.0, 9_000.0), stale), {}, {RPI: _measured(0.8)})
+    verdict = _latency(make_report(student), "fifth.latency_ms.raspberry-pi-5=0.5")
+    assert (verdict.ok, verdict.limit, verdict.value) == (False, 0.5, 0.8)
+
+
+def test_the_tiers_own_latency_budget_keeps_its_limit_and_is_judged_on_the_artifacts():
+    check = _check("latency_ms:raspberry-pi-5", 0.5, 0.4, "predicted p50 of students/fifth/model.int8.onnx")
+    student = _timed("fifth", (check,), {}, {RPI: _measured(0.7)})
+    (verdict,) = g.gate(make_report(student)).verdicts
+    assert (verdict.ok, verdict.limit, verdict.value) == (False, 0.5, 0.7)
+    assert verdict.source.startswith("measured over ssh on raspberry-pi-5")
+
+
+def test_a_tier_latency_override_beats_a_wildcard_for_the_same_target_only():
+    student = _timed("fifth", (), {}, {RPI: _predicted(0.3), "pixel-8": _predicted(2.0)})
+    texts = ("fifth.latency_ms.raspberry-pi-5=1", "*.latency_ms.raspberry-pi-5=0.1", "*.latency_ms.pixel-8=1")
+    overrides = [g.parse_override(t) for t in texts]
+    result = g.gate(make_report(_student("half"), student), overrides)
+    assert _only(result, "fifth", "latency_ms:raspberry-pi-5").ok
+    assert _only(result, "half", "latency_ms:raspberry-pi-5").limit == 0.1
+    assert not _only(result, "fifth", "latency_ms:pixel-8").ok
+
+
+def test_no_latency_on_the_target_fails_and_says_so():
+    # A figure on a file not made for the target does not count, as in the run's check.
+    not_for_it = dataclasses.replace(_artifact("onnx", "int8", 12_000, latency={RPI: _measured(0.1)}), targets=("host-cpu",))
+    for student in (_timed("fifth", (), {"host-cpu": _measured(1.0, "local")}), _student(artifacts=(not_for_it,))):
+        verdict = _latency(make_report(student), "fifth.latency_ms.raspberry-pi-5=5")
+        assert (verdict.ok, verdict.value) == (False, None)
+        assert verdict.source.startswith("no latency on raspberry-pi-5: the student's files have latency on ")
+    verdict = _latency(make_report(), "fifth.latency_ms.raspberry-pi-5=5")
+    assert verdict.source == "no latency on raspberry-pi-5: the student's files have latency on no target"
+
+
+def test_summary_says_latency_is_judged_on_the_p50_only_when_there_is_a_latency_budget():
+    assert g.summary(g.gate(make_report())) == "gate passed: 2 budgets of 2 students, all hold"
+    report = make_report(_timed("fifth", (), {RPI: _predicted(0.3)}))
+    result = g.gate(report, [g.parse_override("*.latency_ms.raspberry-pi-5=1")])
+    assert g.summary(result) == "gate passed: 2 budgets of 1 student, all hold; latency budgets are judged on the p50 at batch 1"
 
 
 # --- selecting students ------------------------------------------------------------------------------
@@ -337,6 +450,10 @@ def test_cli_prints_one_line_per_broken_budget_and_exits_1(tmp_path):
         (["--budget", "fifth.latency=3"], "'latency', which is unknown"),
         (["--budget", "fifth.params=lots"], "not a valid count limit"),
         (["--budget", "tenth.params=3"], "no student has tier 'tenth'"),
+        (["--budget", "fifth.latency_ms.raspberry-pi-5=abc"], "'abc' is not a latency: give positive milliseconds"),
+        (["--budget", "fifth.latency_ms.raspberry-pi-5=-1"], "'-1' is not a latency"),
+        (["--budget", "fifth.latency_ms=5"], "names no target"),
+        (["--budget", "tenth.latency_ms.raspberry-pi-5=3"], "--budget tenth.latency_ms.raspberry-pi-5: no student has tier 'tenth'"),
     ],
 )
 def test_cli_bad_selection_or_budget_is_one_line_and_exit_2(tmp_path, args, expected):
@@ -346,6 +463,33 @@ def test_cli_bad_selection_or_budget_is_one_line_and_exit_2(tmp_path, args, expe
     assert result.exit_code == 2, result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and expected in lines[0], result.stderr
+
+
+def _measured_over_ssh_report(tmp_path, p50: float) -> Path:
+    """A report.json written by hand: the tier's latency budget on the Pi, its int8 file measured there over ssh."""
+    latency = _check("latency_ms:raspberry-pi-5", 0.5, 0.4, "predicted p50 of students/fifth/model.int8.onnx")
+    student = _student(checks=(_check("params", 10_000.0, 9_000.0), latency))
+    data = json.loads(schema.dumps(make_report(_student("half"), student)))
+    int8 = data["students"][1]["artifacts"][1]
+    int8["targets"] = [RPI]
+    int8["latency"][RPI] = {"p50_ms": p50, "p90_ms": p50 * 1.1, "source": "measured", "runner": "ssh", "runs": 100}
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_cli_a_broken_measured_latency_budget_exits_1_and_says_where_the_figure_came_from(tmp_path):
+    path, junit = _measured_over_ssh_report(tmp_path, 0.8), tmp_path / "gate.xml"
+    result = runner.invoke(app, ["gate", str(path), "--junit", str(junit)])
+    assert result.exit_code == 1, result.output
+    source = "measured over ssh on raspberry-pi-5 (p50 of students/fifth/model.int8.onnx)"
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == f"BROKEN student=fifth budget=latency_ms:raspberry-pi-5 limit=0.5 value=0.8 source={source}"
+    assert lines[-1] == "gate failed: 1 broken of 3 budgets of 2 students; latency budgets are judged on the p50 at batch 1"
+    (failure,) = ET.parse(junit).getroot().findall("testcase/failure")
+    assert failure.get("message") == f"value 0.8 > limit 0.5 (source: {source})"
+    relaxed = runner.invoke(app, ["gate", str(path), "--budget", "fifth.latency_ms.raspberry-pi-5=0.9"])
+    assert relaxed.exit_code == 0 and "gate passed" in relaxed.stdout and "p50" in relaxed.stdout, relaxed.output
 
 
 def test_cli_unwritable_junit_path_is_exit_2(tmp_path):
