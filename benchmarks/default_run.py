@@ -27,7 +27,7 @@ from benchmarks.compare import interleaved
 from benchmarks.fixtures import TRAIN_THREADS, example, torch_threads
 from benchmarks.results import Figure, cores, main, table
 from edgedistill.compress.distill import TeacherOutputs, fit
-from edgedistill.data import load_arrays, split
+from edgedistill.data.arrays import load_arrays, split
 from edgedistill.examples.digits import config_path
 from edgedistill.teachers import load_teacher
 

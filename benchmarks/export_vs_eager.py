@@ -19,7 +19,7 @@ from benchmarks import fixtures, minilm
 from benchmarks.compare import Timings, interleaved, runs_for
 from benchmarks.fixtures import torch_threads
 from benchmarks.results import Figure, main, table
-from edgedistill.hf.text import Tokenized
+from edgedistill.data.text import Tokenized
 from edgedistill.ortsession import open_session
 
 HEADING = "## 3. Export: ONNX Runtime fp32 / int8 vs eager PyTorch"

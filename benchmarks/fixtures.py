@@ -23,7 +23,7 @@ from edgedistill.compress.distill import DistillConfig, TeacherOutputs, accuracy
 from edgedistill.compress.quantize import QuantResult, quantize
 from edgedistill.compress.search import search
 from edgedistill.config import RunConfig, load_config
-from edgedistill.data import Dataset, load_arrays, split
+from edgedistill.data.arrays import Dataset, load_arrays, split
 from edgedistill.examples.digits import config_path
 from edgedistill.export.onnx import OnnxArtifact, OnnxExport, export_onnx
 from edgedistill.teachers import load_teacher

@@ -18,7 +18,7 @@ from benchmarks.fixtures import example, workdir
 from edgedistill.compress.quantize import QuantizeConfig, QuantResult, quantize
 from edgedistill.fileio import quiet
 from edgedistill.hf.metrics import mean_cosine
-from edgedistill.hf.text import Tokenized, builtin_sentences, tokenize
+from edgedistill.data.text import Tokenized, builtin_sentences, tokenize
 from edgedistill.ortsession import open_session
 
 OUTPUT = "sentence_embedding"  # the pooled, normalised output Optimum's sentence-transformers export adds
@@ -76,7 +76,7 @@ def tokenizer():
 
 @functools.cache
 def sentences(quick: bool) -> Sentences:
-    """`edgedistill.hf.text.builtin_sentences()` (prose from CPython's pydoc topics) in a seeded
+    """`edgedistill.data.text.builtin_sentences()` (prose from CPython's pydoc topics) in a seeded
     order: the first ones calibrate, the next ones are held out for scoring and timing."""
     texts = builtin_sentences()
     order = np.random.default_rng(example().seed).permutation(len(texts))

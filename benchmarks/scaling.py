@@ -18,7 +18,7 @@ from benchmarks import fixtures
 from benchmarks.fixtures import torch_threads
 from benchmarks.results import Figure, main, table
 from edgedistill.compress.distill import TeacherOutputs, fit
-from edgedistill.data import Dataset
+from edgedistill.data.arrays import Dataset
 from edgedistill.examples.digits import cnn
 
 HEADING = "## 6. Scaling: distillation time per epoch vs student size and data size"

@@ -21,7 +21,7 @@ from torch import nn
 
 from benchmarks.fixtures import TRAIN_THREADS, Split, example, torch_threads
 from edgedistill.compress.distill import fit
-from edgedistill.data import Dataset, split
+from edgedistill.data.arrays import Dataset, split
 
 
 @dataclass(frozen=True)

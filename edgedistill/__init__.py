@@ -40,6 +40,7 @@ _EXPORTS = {
     "OnnxExport": "edgedistill.export.onnx",
     "export_onnx": "edgedistill.export.onnx",
     "RunResult": "edgedistill.pipeline",
+    "Devices": "edgedistill.pipeline",
     "run": "edgedistill.pipeline",
     "LocalRunner": "edgedistill.targets.runners.local",
     "TeacherConfig": "edgedistill.teachers",

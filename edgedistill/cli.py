@@ -75,6 +75,8 @@ def run(
     teacher: Annotated[Optional[Path], typer.Option(help="Teacher file overriding the config's (.onnx, .pt2 or recorded .npz); the data and tiers stay. The run is named <name>-<file stem>.", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/<name>). A rerun there resumes finished stages.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo every stage instead of resuming; files are overwritten.")] = False,
+    address: Annotated[list[str], typer.Option("--address", metavar="NAME=ADDRESS", help="Measure target NAME on a device: user@host:port for ssh, a serial for adb (over the config's [addresses]). Repeatable.")] = [],
+    perf_test: Annotated[Optional[Path], typer.Option(help="adb targets: onnxruntime_perf_test built for Android.", show_default=False)] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
 ) -> None:
     """Make, distil, export, quantize and measure a student for every budget tier, then report."""
@@ -82,7 +84,9 @@ def run(
     from edgedistill.distributed import init_world
     from edgedistill.errors import UserError
     from edgedistill.examples.digits import config_path
+    from edgedistill.pipeline import Devices
     from edgedistill.pipeline import run as run_pipeline
+    from edgedistill.targets.latency import parse_addresses
 
     # torch warns about its own internals when a .pt2 teacher is copied; users can do nothing about it.
     warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
@@ -104,13 +108,14 @@ def run(
         if teacher is not None:
             cfg = with_teacher(cfg, teacher)
         out_dir = out or Path("runs") / cfg.name
+        devices = Devices(parse_addresses(address), perf_test)
         world = init_world()
         if not world.is_main:
             # Under torchrun the other ranks only train their shards; rank 0 speaks for the run.
             run_pipeline(cfg, out_dir, base, force, world=world)
             return
         console.print(f"[bold]edgedistill run[/] {cfg.name} → {out_dir}" + (f" ({world.size} processes)" if world.distributed else ""))
-        result = run_pipeline(cfg, out_dir, base, force, RichProgress(), world)
+        result = run_pipeline(cfg, out_dir, base, force, RichProgress(), world, devices)
         _print_table(result.report)
         console.print(f"report: {result.report_path} (report.md and report.html beside it)")
         if result.report.failures:
@@ -180,12 +185,12 @@ def lint(
 def gate(
     report: Annotated[Path, typer.Argument(metavar="REPORT.json", help="A report.json written by `edgedistill run`.", show_default=False)],
     junit: Annotated[Optional[Path], typer.Option("--junit", metavar="FILE", help="Also write the verdicts as JUnit XML: one testcase per student and budget.")] = None,
-    budget: Annotated[Optional[list[str]], typer.Option("--budget", metavar="TIER.NAME=VALUE", help="Override or add a limit, e.g. fifth.params=20000, fifth.bytes=64KB, or '*.params=30%' (of the teacher) for every tier; NAME is params, macs, bytes or peak_memory. Repeatable.", show_default=False)] = None,
+    budget: Annotated[Optional[list[str]], typer.Option("--budget", metavar="TIER.NAME=VALUE", help="Override or add a limit, e.g. fifth.params=20000, fifth.bytes=64KB, or '*.params=30%' (of the teacher) for every tier; NAME is params, macs, bytes, peak_memory or latency_ms.TARGET (p50 ms: fifth.latency_ms.raspberry-pi-5=5, judged on the report's figures, measured before predicted). Repeatable.", show_default=False)] = None,
     student: Annotated[Optional[list[str]], typer.Option("--student", metavar="NAME", help="Judge only this student (repeatable; default: every student).", show_default=False)] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
 ) -> None:
     """Judge a report's students against their budgets; exit 1 when any budget is broken."""
-    from edgedistill.gate import format_number, gate as judge, load_report, parse_override, write_junit
+    from edgedistill.gate import format_number, gate as judge, load_report, parse_override, summary, write_junit
 
     with _errors(debug):
         loaded = load_report(report)
@@ -198,12 +203,8 @@ def gate(
                 f"BROKEN student={v.student} budget={v.budget} limit={format_number(v.limit)} value={value} source={v.source}",
                 markup=False, highlight=False, soft_wrap=True,
             )
-        judged = len({v.student for v in result.verdicts})
-        scope = f"{len(result.verdicts)} budget{'s' * (len(result.verdicts) != 1)} of {judged} student{'s' * (judged != 1)}"
-        if result.passed:
-            console.print(f"gate passed: {scope}, all hold", highlight=False)
-        else:
-            console.print(f"gate failed: {len(result.broken)} broken of {scope}", highlight=False)
+        console.print(summary(result), markup=False, highlight=False, soft_wrap=True)
+        if not result.passed:
             raise typer.Exit(1)
 
 
@@ -244,6 +245,7 @@ def bench(
     mode: Annotated[str, typer.Option(help="auto (measure where a runner reaches the target, predict elsewhere), measure or predict.")] = "auto",
     address: Annotated[list[str], typer.Option("--address", help="NAME=ADDRESS of a device: user@host:port for ssh, a serial for adb.")] = [],
     perf_test: Annotated[Optional[Path], typer.Option(help="adb targets: onnxruntime_perf_test built for Android.")] = None,
+    seq_len: Annotated[Optional[int], typer.Option(help="Size of dynamic axes after the batch (a transformer's sequence length).", show_default=False)] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON to this file.")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
 ) -> None:
@@ -254,15 +256,15 @@ def bench(
     from edgedistill.fileio import atomic_path
     from edgedistill.serialize import to_jsonable
     from edgedistill.targets.bench import bench as run_bench
+    from edgedistill.targets.latency import parse_addresses
     from edgedistill.targets.profile import load_target
 
     with _errors(debug):
         if mode not in ("auto", "measure", "predict"):
             raise UserError(f"--mode {mode!r} is unknown: use auto, measure or predict")
-        pairs = [a.partition("=") for a in address]
-        if any(not name or not sep for name, sep, _ in pairs):
-            raise UserError("--address takes NAME=ADDRESS, e.g. --address raspberry-pi-5=pi@192.168.1.20")
-        rows = run_bench(model, [load_target(t) for t in target], mode, {n: a for n, _, a in pairs}, perf_test=perf_test)
+        rows = run_bench(
+            model, [load_target(t) for t in target], mode, parse_addresses(address), perf_test=perf_test, seq_len=seq_len
+        )
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=f"{model.name}: batch 1")
         for col in ("target", "source", "p50 ms", "p90 | low", "p99 | high", "items/s", "peak act."):
             table.add_column(col, no_wrap=True, justify="left" if col in ("target", "source") else "right")
@@ -292,24 +294,19 @@ def calibrate(
     import tempfile
 
     from edgedistill.errors import UserError
-    from edgedistill.targets.bench import bench as run_bench
-    from edgedistill.targets.bench import reachable
     from edgedistill.targets.calibration import calibrate as fit_calibration
     from edgedistill.targets.calibration import save
+    from edgedistill.targets.latency import LatencyService
     from edgedistill.targets.profile import load_target
 
     with _errors(debug):
         profile = load_target(target)
-        addresses = {profile.name: address} if address else {}
-        if not reachable(profile, addresses):
+        service = LatencyService((profile,), {profile.name: address} if address else {}, perf_test=perf_test)
+        if not service.reachable(profile):
             raise UserError(f"{profile.name} is not reachable from here: pass --address for its {profile.runner} runner")
         with tempfile.TemporaryDirectory(prefix="edgedistill-calibrate-") as folder:
             console.print(f"calibrating {profile.name}: measuring the suite of small models…")
-            cal = fit_calibration(
-                profile,
-                lambda path: run_bench(path, [profile], "measure", addresses, perf_test=perf_test)[0].p50_ms,
-                Path(folder),
-            )
+            cal = fit_calibration(profile, lambda path: service.measure(path, profile).p50_ms, Path(folder))
         path = save(cal)
         console.print(
             f"{profile.name}: median |error| {100 * cal.median_abs_error:.1f}% over {len(cal.models)} models, "

@@ -114,6 +114,11 @@ class RunConfig(_Section):
         min_length=1,
         description="Devices to build for: built-in profile names or paths of .toml profiles (see `edgedistill targets`).",
     )
+    addresses: dict[str, str] = Field(
+        default_factory=dict,
+        description='Devices to measure on, by target name: "user@host:port" for ssh, a serial for adb '
+        '(`--address NAME=ADDRESS` adds or overrides one).',
+    )
     distill: DistillConfig = Field(default_factory=DistillConfig, description="Distillation of the students.")
     teacher_training: DistillConfig = Field(
         default_factory=lambda: DistillConfig(alpha=0.0),

@@ -10,19 +10,44 @@ import contextlib
 import fcntl
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 
 from edgedistill.errors import UserError
 from edgedistill.fileio import atomic_path
-from edgedistill.serialize import to_jsonable
+from edgedistill.progress import Progress
+from edgedistill.serialize import from_jsonable, to_jsonable
 
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = "edgedistill.manifest/1"
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StageId:
+    """A stage of a run: its kind ("baseline", "student", "export", ...) and the tier it belongs
+    to, if any. Its text form names it in the manifest."""
+
+    kind: str
+    tier: str | None = None
+
+    def __str__(self) -> str:
+        return self.kind if self.tier is None else f"{self.kind}:{self.tier}"
+
+
+@dataclass(frozen=True)
+class Made(Generic[T]):
+    """What a stage's `make` returns: its result (JSON-able, typed) and the files it wrote."""
+
+    result: T
+    outputs: tuple[Path, ...] = ()
 
 
 def input_key(*inputs: Any) -> str:
@@ -63,6 +88,10 @@ class RunDir:
         """Absolute path of a file in the run directory."""
         return self.root / rel
 
+    def relative(self, path: Path) -> str:
+        """`path` (inside the run directory) as the report and manifest name it: relative to the root."""
+        return str(Path(path).resolve().relative_to(self.root.resolve()))
+
     def atomic(self, rel: str | Path) -> contextlib.AbstractContextManager[Path]:
         """A temporary path beside `rel`, renamed over it when the block succeeds."""
         return atomic_path(self.path(rel))
@@ -83,6 +112,19 @@ class RunDir:
             torch.save(obj, tmp)
         return self.path(rel)
 
+    def stage(
+        self, sid: StageId, key: str, kind: type[T], make: Callable[[], Made[T]], progress: Progress, resumed: str
+    ) -> T:
+        """The one resume path: the recorded result of `sid` when it finished with inputs `key`
+        and its outputs remain (saying `resumed` on `progress`), else `make()`'s, recorded."""
+        done = self.finished(str(sid), key)
+        if done is not None:
+            progress.stage(resumed)
+            return from_jsonable(kind, done)
+        made = make()
+        self.finish(str(sid), key, made.result, made.outputs)
+        return made.result
+
     def finished(self, stage: str, key: str) -> dict | None:
         """The recorded result of `stage` if it finished with the same inputs and its outputs remain."""
         record = self._manifest["stages"].get(stage)
@@ -94,7 +136,7 @@ class RunDir:
 
     def finish(self, stage: str, key: str, result: Any, outputs: Iterable[Path] = ()) -> dict:
         """Record `stage` as finished with `result` (JSON-able) and the files it wrote."""
-        rels = [str(Path(p).resolve().relative_to(self.root.resolve())) for p in outputs]
+        rels = [self.relative(p) for p in outputs]
         record = {
             "key": key,
             "outputs": rels,

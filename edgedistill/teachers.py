@@ -97,6 +97,11 @@ class TeacherConfig(BaseModel):
         return PATH_KINDS[Path(self.path).suffix]  # type: ignore[return-value]
 
     @property
+    def inputs(self) -> Literal["arrays", "text"]:
+        """The kind of input the teacher takes (the inputs registry's name for it)."""
+        return "text" if self.kind == "hf" else "arrays"
+
+    @property
     def runnable(self) -> bool:
         """Whether the teacher can be run on any input (not only on recorded or queried ones)."""
         return self.kind in ("factory", "pt2", "onnx", "hf")

@@ -14,17 +14,17 @@ import torch
 from torch import nn
 
 from edgedistill.compress import budget as budgets
-from edgedistill.compress.distill import DistillConfig, ProgressFn, TeacherOutputs, TrainResult, predict, teacher_outputs
+from edgedistill.compress.distill import TeacherOutputs, predict, teacher_outputs
 from edgedistill.config import RunConfig
-from edgedistill.data import Splits
+from edgedistill.data.arrays import Splits
+from edgedistill.data.base import EpochProgress, FitOrder, Trained
 from edgedistill.errors import UserError
 from edgedistill.fileio import file_digest
 from edgedistill.progress import Progress
 from edgedistill.recorded import load_recorded, log_probabilities
-from edgedistill.rundir import RunDir, input_key
+from edgedistill.rundir import Made, RunDir, StageId, input_key
 from edgedistill.teachers import OnnxTeacher, TeacherConfig, load_teacher, onnx_footprint
 
-Fit = Callable[[nn.Module, DistillConfig, int, TeacherOutputs | None, ProgressFn], TrainResult]
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,10 @@ class OutputsInfo:
     queries: dict | None = None
 
 
-def load(cfg: RunConfig, rd: RunDir, splits: Splits, base: Path, data_key: str, progress: Progress, fit: Fit) -> LoadedTeacher:
+def load(
+    cfg: RunConfig, rd: RunDir, splits: Splits, base: Path, data_key: str, progress: Progress,
+    fit: Callable[[FitOrder, EpochProgress], Trained],
+) -> LoadedTeacher:
     """Load the teacher, training it from labels first (once: cached in the run directory) if asked."""
     t = cfg.teacher
     source = base / t.path if t.path else None
@@ -63,16 +66,18 @@ def load(cfg: RunConfig, rd: RunDir, splits: Splits, base: Path, data_key: str, 
         key = input_key(t, file_digest(weights) if weights else "")
         return LoadedTeacher(model, key, footprint(model, splits.input_shape))
     key = input_key(t, cfg.teacher_training, data_key)
-    if rd.finished("teacher", key) is not None:
-        progress.stage("teacher: trained earlier, loaded from the run directory")
-        model.load_state_dict(torch.load(rd.path("teacher/teacher.pt"), weights_only=True))
-        return LoadedTeacher(model.eval(), key, footprint(model, splits.input_shape))
-    progress.stage(f"teacher: training {t.factory} on labels")
-    with progress.task("train teacher", cfg.teacher_training.epochs) as advance:
-        result = fit(model, cfg.teacher_training, cfg.seed, None, lambda e, _n, acc: advance(e, f"val acc {acc:.3f}"))
-    path = rd.save_torch("teacher/teacher.pt", result.model.state_dict())
-    rd.finish("teacher", key, {"val_accuracy": result.val_accuracy, "best_epoch": result.best_epoch}, [path])
-    return LoadedTeacher(result.model, key, footprint(result.model, splits.input_shape))
+
+    def train() -> Made[dict]:
+        progress.stage(f"teacher: training {t.factory} on labels")
+        with progress.task("train teacher", cfg.teacher_training.epochs) as advance:
+            order = FitOrder(model, cfg.teacher_training, cfg.seed, None, None)
+            result = fit(order, lambda e, _n, acc: advance(e, f"val acc {acc:.3f}"))
+        path = rd.save_torch("teacher/teacher.pt", result.model.state_dict())
+        return Made({"val_accuracy": result.val_score, "best_epoch": result.best_epoch}, (path,))
+
+    rd.stage(StageId("teacher"), key, dict, train, progress, "teacher: trained earlier, loaded from the run directory")
+    model.load_state_dict(torch.load(rd.path("teacher/teacher.pt"), weights_only=True))
+    return LoadedTeacher(model.eval(), key, footprint(model, splits.input_shape))
 
 
 def footprint(model: nn.Module, input_shape: tuple[int, ...]) -> budgets.Footprint:
@@ -92,24 +97,24 @@ def outputs(
         raise UserError(f"distill.features needs a PyTorch teacher's layers; a {cfg.teacher.kind} teacher has none: drop distill.features")
     key = input_key(teacher.key, data_key, layers)
     rel = "teacher/outputs.npz"
-    done = rd.finished("teacher-outputs", key)
-    if done is not None:
-        with np.load(rd.path(rel)) as saved:
-            features = {k.removeprefix("feature:"): saved[k] for k in saved.files if k.startswith("feature:")}
-            known = saved["known"] if "known" in saved.files else None
-            return TeacherOutputs(saved["logits"], features, known), OutputsInfo(**done), key
-    out, info = _compute(cfg, rd, teacher, splits, base, layers, progress)
-    if out.logits.shape[1] < splits.num_classes:
-        raise UserError(
-            f"the teacher gives {out.logits.shape[1]} outputs per input but the labels go up to {splits.num_classes - 1}: "
-            f"labels must lie in 0..{out.logits.shape[1] - 1}"
-        )
-    extra = {"known": out.known} if out.known is not None else {}
-    with rd.atomic(rel) as tmp:
-        with open(tmp, "wb") as f:
+
+    def make() -> Made[OutputsInfo]:
+        out, info = _compute(cfg, rd, teacher, splits, base, layers, progress)
+        if out.logits.shape[1] < splits.num_classes:
+            raise UserError(
+                f"the teacher gives {out.logits.shape[1]} outputs per input but the labels go up to {splits.num_classes - 1}: "
+                f"labels must lie in 0..{out.logits.shape[1] - 1}"
+            )
+        extra = {"known": out.known} if out.known is not None else {}
+        with rd.atomic(rel) as tmp, open(tmp, "wb") as f:
             np.savez(f, logits=out.logits, **extra, **{f"feature:{k}": v for k, v in out.features.items()})
-    rd.finish("teacher-outputs", key, info, [rd.path(rel)])
-    return out, info, key
+        return Made(info, (rd.path(rel),))
+
+    info = rd.stage(StageId("teacher-outputs"), key, OutputsInfo, make, progress, "teacher outputs: computed earlier, read from the run directory")
+    with np.load(rd.path(rel)) as saved:
+        features = {k.removeprefix("feature:"): saved[k] for k in saved.files if k.startswith("feature:")}
+        known = saved["known"] if "known" in saved.files else None
+        return TeacherOutputs(saved["logits"], features, known), info, key
 
 
 def _compute(
@@ -149,22 +154,6 @@ def _query(t: TeacherConfig, rd: RunDir, x: np.ndarray, base: Path, progress: Pr
     }
     known = result.answered if missing else None
     return TeacherOutputs(logits, known=known), OutputsInfo(f"queried {t.answers}", use, int(result.answered.sum()), missing, queries)
-
-
-def student_outputs(rd: RunDir, tier: str, model: nn.Module, x: np.ndarray, key: str, progress: Progress) -> TeacherOutputs:
-    """A tier's student's logits on the training split, for the tiers that learn from it; computed
-    once and stored beside the student."""
-    rel = f"students/{tier}/outputs.npz"
-    if rd.finished(f"outputs:{tier}", key) is not None:
-        with np.load(rd.path(rel)) as saved:
-            return TeacherOutputs(saved["logits"])
-    progress.stage(f"{tier}: running the student over the training split for the tiers it teaches")
-    logits = predict(model, x)
-    with rd.atomic(rel) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, logits=logits)
-    rd.finish(f"outputs:{tier}", key, {"samples": len(logits)}, [rd.path(rel)])
-    return TeacherOutputs(logits)
 
 
 def check_fit(model: nn.Module, splits: Splits) -> None:

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -186,3 +192,72 @@ def bert_folder(tmp_path_factory):
 def bert_classifier_folder(tmp_path_factory):
     """A tiny BertForSequenceClassification folder (3 labels), shared read-only."""
     return tiny_bert_folder(tmp_path_factory.mktemp("bert-cls") / "tiny-bert-cls", task="classification")
+
+
+SSHD = "/usr/sbin/sshd"
+# ssh options for the throwaway server: its host key is new every session.
+NO_HOST_CHECK = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR")
+
+
+def free_port() -> int:
+    """A port nothing listens on now, on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _keygen(path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """A throwaway sshd on a free port of 127.0.0.1 that accepts one throwaway key."""
+    if not os.path.exists(SSHD) or shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
+        pytest.skip("OpenSSH is not installed (apt-get install openssh-server openssh-client)")
+    tmp = tmp_path_factory.mktemp("sshd")
+    _keygen(tmp / "host_key")
+    _keygen(tmp / "user_key")
+    _keygen(tmp / "other_key")
+    (tmp / "authorized_keys").write_text((tmp / "user_key.pub").read_text())
+    port = free_port()
+    (tmp / "sshd_config").write_text(
+        f"Port {port}\n"
+        "ListenAddress 127.0.0.1\n"
+        f"HostKey {tmp / 'host_key'}\n"
+        f"AuthorizedKeysFile {tmp / 'authorized_keys'}\n"
+        f"PidFile {tmp / 'sshd.pid'}\n"
+        "StrictModes no\n"
+        "UsePAM no\n"
+        "PermitRootLogin yes\n"
+        "PubkeyAuthentication yes\n"
+        "PasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\n"
+        "LogLevel ERROR\n"
+    )
+    if os.geteuid() == 0:
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
+    proc = subprocess.Popen(
+        [SSHD, "-D", "-e", "-f", str(tmp / "sshd_config")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            if proc.poll() is not None:
+                pytest.skip(f"sshd did not start: {proc.stderr.read().decode(errors='replace').strip()[-300:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("sshd did not listen within 15 s")
+                time.sleep(0.05)
+        yield {"port": port, "key": tmp / "user_key", "other_key": tmp / "other_key"}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        proc.stderr.close()

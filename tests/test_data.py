@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgedistill.data import load_arrays, split
+from edgedistill.data.arrays import load_arrays, split
 from edgedistill.errors import UserError
 
 

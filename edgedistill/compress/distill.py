@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, TensorDataset
 
-from edgedistill.data import Dataset
+from edgedistill.data.arrays import Dataset
 from edgedistill.distributed import World
 from edgedistill.errors import UserError
 

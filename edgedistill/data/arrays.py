@@ -23,6 +23,11 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.x)
 
+    @property
+    def labels(self) -> np.ndarray:
+        """The labels, as every part of the run's data names them."""
+        return self.y
+
 
 @dataclass(frozen=True)
 class Splits:

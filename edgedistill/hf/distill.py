@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from edgedistill.compress.distill import DistillConfig, ProgressFn, kd_loss
+from edgedistill.distributed import World
 from edgedistill.hf.metrics import mean_cosine
 from edgedistill.hf.model import HFModel
 
@@ -65,10 +66,14 @@ def fit(
     progress: ProgressFn | None = None,
     train_labels: np.ndarray | None = None,
     val_labels: np.ndarray | None = None,
+    world: World = World(),
 ) -> HFTrainResult:
     """Train a copy of `model` against the teacher's cached outputs; early-stop on the validation
     score: mean cosine to the teacher's embeddings, or accuracy on labels (agreement with the
-    teacher's classes where the text has no labels)."""
+    teacher's classes where the text has no labels).
+
+    In a distributed `world` every rank calls this with the same arguments: each takes its share
+    of every epoch's batches and the gradients are averaged, so the ranks' weights stay equal."""
     torch.manual_seed(seed)
     student = copy.deepcopy(model).train()
     embedding = student.task.kind == "embedding"
@@ -82,7 +87,7 @@ def fit(
     best, best_state, best_epoch, epochs_run = -np.inf, None, 0, 0
     for epoch in range(1, cfg.epochs + 1):
         student.train()
-        for idx in _batches(ids_t, student.pad_token_id, cfg.batch_size, generator):
+        for idx in _shard(_batches(ids_t, student.pad_token_id, cfg.batch_size, generator), world):
             out = student(_trim(ids_t[idx], student.pad_token_id))
             if embedding:
                 loss = embedding_loss(out, target_t[idx])
@@ -90,6 +95,8 @@ def fit(
                 loss = kd_loss(out, labels_t[idx] if labels_t is not None else None, target_t[idx], cfg)
             optimizer.zero_grad()
             loss.backward()
+            if world.distributed:
+                world.average_gradients(list(student.parameters()))
             optimizer.step()
         scheduler.step()
         epochs_run = epoch
@@ -120,6 +127,15 @@ def _batches(ids: torch.Tensor, pad: int, size: int, generator: torch.Generator)
     pools = torch.randperm(len(ids), generator=generator).split(size * _POOL_BATCHES)
     batches = [b for pool in pools for b in pool[lengths[pool].argsort(stable=True)].split(size)]
     return [batches[i] for i in torch.randperm(len(batches), generator=generator)]
+
+
+def _shard(batches: list[torch.Tensor], world: World) -> list[torch.Tensor]:
+    """This rank's share of each batch, so the effective batch (and the schedule) is that of one
+    process. Every rank takes the same number of steps, as the gradients are averaged step by
+    step: a batch too small to give every rank a row is left out on all of them."""
+    if not world.distributed:
+        return batches
+    return [torch.tensor_split(b, world.size)[world.rank] for b in batches if len(b) >= world.size]
 
 
 def _trim(ids: torch.Tensor, pad: int) -> torch.Tensor:

@@ -27,7 +27,7 @@ from torch import nn
 from edgedistill.errors import UserError
 from edgedistill.export.onnx import load_onnx_checked
 from edgedistill.fileio import quiet
-from edgedistill.hf.text import Tokenized
+from edgedistill.data.text import Tokenized
 from edgedistill.ortsession import open_session
 
 if TYPE_CHECKING:

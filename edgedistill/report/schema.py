@@ -7,38 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgedistill.serialize import from_jsonable, to_jsonable
+from edgedistill.targets.latency import Latency
 
 SCHEMA = "edgedistill.report/1"
 
 
 @dataclass(frozen=True)
-class Latency:
-    """One latency figure at batch 1. `source` is "measured" (runner, runtime, provider, device,
-    threads, runs) or "predicted" (profile, calibration, error band and its low/high range)."""
-
-    p50_ms: float
-    source: str
-    p90_ms: float | None = None
-    p99_ms: float | None = None
-    runner: str = ""
-    runtime: str = ""
-    provider: str = ""
-    device: str = ""
-    threads: int = 0
-    batch: int = 1
-    runs: int = 0
-    throughput_batch: int = 0
-    throughput_per_s: float | None = None
-    profile: str = ""
-    calibration: str | None = None
-    error_band: float | None = None
-    low_ms: float | None = None
-    high_ms: float | None = None
-    seq_len: int | None = None
-
-
-@dataclass(frozen=True)
 class QuantizationInfo:
+    """How an int8 file was chosen: the method kept and why, layers left in float, every trial."""
+
     method: str
     reason: str
     kept_float: tuple[str, ...]
@@ -150,6 +127,16 @@ def largest_file(artifacts: tuple[Artifact, ...], precision: str) -> Artifact | 
         key=lambda a: a.bytes,
         default=None,
     )
+
+
+def deciding_latency(artifacts: tuple[Artifact, ...], target: str) -> tuple[Latency, Artifact] | None:
+    """The figure a latency budget on `target` is judged on: among the files made for `target`, a
+    measured p50 outranks a predicted one, and among equals the fastest file decides."""
+    figures = [
+        (a.latency[target], a) for a in artifacts
+        if target in a.targets and target in a.latency and a.latency[target].p50_ms is not None  # NaN loads as None
+    ]
+    return min(figures, key=lambda f: (f[0].source != "measured", f[0].p50_ms), default=None)
 
 
 def dumps(report: Report) -> str:

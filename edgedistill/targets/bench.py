@@ -1,5 +1,6 @@
 """`edgedistill bench`: one model's latency on each target, measured where a runner reaches the
-device and predicted elsewhere, every figure labelled with its source."""
+device and predicted elsewhere, every figure labelled with its source. The figures come from the
+one latency service (`targets.latency`), as a run's do."""
 
 from __future__ import annotations
 
@@ -9,13 +10,9 @@ from pathlib import Path
 from typing import Literal
 
 from edgedistill.errors import UserError
-from edgedistill.targets.calibration import load as load_calibration
 from edgedistill.targets.cost import graph_cost
-from edgedistill.targets.estimate import predict
+from edgedistill.targets.latency import Latency, LatencyService, Timing
 from edgedistill.targets.profile import Target
-from edgedistill.targets.runners.adb import AdbRunner
-from edgedistill.targets.runners.local import LocalRunner
-from edgedistill.targets.runners.ssh import SshRunner
 
 Mode = Literal["auto", "measure", "predict"]
 
@@ -37,69 +34,54 @@ class BenchRow:
     detail: str
 
 
-def reachable(target: Target, addresses: Mapping[str, str]) -> bool:
-    """Whether a runner can measure on `target`: this machine, or a device given an address."""
-    return target.runner == "local" or (target.runner in ("ssh", "adb") and target.name in addresses)
-
-
 def bench(
     model: Path,
     targets: Sequence[Target],
     mode: Mode = "auto",
     addresses: Mapping[str, str] | None = None,
-    local: LocalRunner = LocalRunner(),
+    timing: Timing = Timing(),
     perf_test: Path | None = None,
+    seq_len: int | None = None,
 ) -> tuple[BenchRow, ...]:
-    """Figures of `model` on each target: `auto` measures where it can and predicts elsewhere."""
+    """Figures of `model` on each target: `auto` measures where it can and predicts elsewhere.
+    `seq_len` sizes the dynamic axes after the batch (a transformer's sequence length)."""
     addresses = dict(addresses or {})
     unknown = sorted(set(addresses) - {t.name for t in targets})
     if unknown:
         raise UserError(f"--address names {', '.join(unknown)}, which is not among the --target values: add it or drop the address")
-    cost = graph_cost(model)
+    service = LatencyService(targets, addresses, timing, perf_test)
+    peak: int | None = None
     rows = []
     for target in targets:
-        can_measure = reachable(target, addresses)
-        if mode == "measure" and not can_measure:
-            raise UserError(
-                f"cannot measure on {target.name}: its runner is {target.runner!r} and no address was given; "
-                f"pass --address {target.name}=ADDRESS, or use --mode predict"
-            )
-        if mode != "predict" and can_measure:
-            runner = local if target.runner == "local" else _remote(target, addresses[target.name], perf_test)
-            rows.append(_measured(model, target, runner, cost.peak_activation_bytes))
+        if mode == "measure" or (mode == "auto" and service.measurable(target, model)):
+            lat = service.measure(model, target, seq_len)
         else:
-            rows.append(_predicted(model, target, cost))
+            lat = service.predict(model, target, seq_len=seq_len)
+        if peak is None:
+            # Peak activations come from the graph; a file the cost analysis cannot read still measures.
+            peak = _peak(model, seq_len)
+        rows.append(_row(model, target, lat, peak))
     return tuple(rows)
 
 
-def _remote(target: Target, address: str, perf_test: Path | None) -> SshRunner | AdbRunner:
-    """The runner that reaches `target` at `address` (ssh: user@host:port; adb: a device serial)."""
-    if target.runner == "ssh":
-        return SshRunner.from_address(address, threads=target.specs.threads if target.specs else 0)
-    if perf_test is None:
-        raise UserError(
-            f"measuring on {target.name} over adb needs onnxruntime_perf_test built for Android: pass --perf-test PATH"
+def _peak(model: Path, seq_len: int | None) -> int:
+    try:
+        return graph_cost(model, seq_len=seq_len or 128).peak_activation_bytes
+    except UserError:
+        return 0
+
+
+def _row(model: Path, target: Target, lat: Latency, peak: int) -> BenchRow:
+    if lat.source == "measured":
+        where = f" at {lat.address}" if lat.address else ""
+        detail = (
+            f"{lat.runner} runner on {lat.device}{where}: {lat.runtime}, {lat.provider}, "
+            f"threads {lat.threads or 'default'}, {lat.runs} runs"
         )
-    return AdbRunner(perf_test=perf_test, serial=address or None)
-
-
-def _measured(model: Path, target: Target, runner: LocalRunner | SshRunner | AdbRunner, peak: int) -> BenchRow:
-    m = runner.measure(model, target.name)
+    else:
+        how = lat.calibration or "uncalibrated defaults"
+        detail = f"roofline on the {target.name} profile, {how}, within ×{1 + lat.error_band:.2g} either way"
     return BenchRow(
-        target.name, "measured", m.p50_ms, m.p90_ms, m.p99_ms, None, None, m.throughput_per_s,
-        model.stat().st_size, peak,
-        f"{m.runner} runner on {m.device}: {m.runtime}, {m.provider}, threads {m.threads or 'default'}, {m.runs} runs",
-    )
-
-
-def _predicted(model: Path, target: Target, cost) -> BenchRow:
-    if target.specs is None:
-        raise UserError(f"target {target.name} has no [specs] to predict from: add them to its profile")
-    calibration = load_calibration(target.name)
-    p = predict(cost, target, calibration)
-    how = f"calibrated {calibration.created}" if calibration else "uncalibrated defaults"
-    return BenchRow(
-        target.name, "predicted", p.p50_ms, None, None, p.low_ms, p.high_ms, None,
-        model.stat().st_size, cost.peak_activation_bytes,
-        f"roofline on the {target.name} profile, {how}, within ×{1 + p.error_band:.2g} either way",
+        target.name, lat.source, lat.p50_ms, lat.p90_ms, lat.p99_ms, lat.low_ms, lat.high_ms, lat.throughput_per_s,
+        model.stat().st_size, peak, detail,
     )

@@ -14,9 +14,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgedistill.errors import UserError
+from edgedistill.targets.host import host_specs
+from edgedistill.targets.specs import Precision, Specs
 
 Format = Literal["onnx", "ort", "tensorrt"]
-Precision = Literal["fp32", "fp16", "int8"]
 
 
 class ArtifactSpec(BaseModel):
@@ -28,19 +29,16 @@ class ArtifactSpec(BaseModel):
     precision: Precision = Field(description="fp32, fp16 or int8.")
 
 
-class Specs(BaseModel):
-    """What the device can do, each figure with its public source (`sources`, figure -> where)."""
+class SshSettings(BaseModel):
+    """How the ssh runner logs in and runs there, beyond the address: for a device whose login
+    needs more than the user's ssh defaults (`~/.ssh/config` still applies)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    cores: int = Field(ge=1, description="CPU cores, or GPU streaming multiprocessors.")
-    threads: int = Field(ge=1, description="Threads the runtime uses there (1 for a GPU).")
-    peak_gflops: dict[Precision, float] = Field(
-        description="Peak giga-operations per second at each precision, for those threads (dense, no sparsity)."
-    )
-    bandwidth_gbs: float = Field(gt=0, description="Memory bandwidth, GB/s.")
-    memory_bytes: int = Field(gt=0, description="Memory size, bytes.")
-    sources: dict[str, str] = Field(description="Where each figure comes from.")
+    python: str = Field("python3", description="The device's Python, with numpy and onnxruntime.")
+    identity: str | None = Field(None, description="Private key file to log in with.")
+    options: tuple[str, ...] = Field((), description='Extra ssh options, e.g. ["-o", "StrictHostKeyChecking=accept-new"].')
+    workdir: str = Field("/tmp/edgedistill", description="Folder on the device the model is copied to.")
 
 
 class Target(BaseModel):
@@ -58,6 +56,7 @@ class Target(BaseModel):
     runner: Literal["local", "ssh", "adb", "none"] = Field(
         "none", description="How a latency is measured there: local (this machine), ssh, adb, or none."
     )
+    ssh: SshSettings = Field(default_factory=SshSettings, description="ssh runner: the device's Python, key and options.")
     specs: Specs | None = Field(
         None, description="Compute, bandwidth and memory, with sources; read from the machine for host-cpu."
     )
@@ -81,8 +80,6 @@ def load_target(name_or_path: str) -> Target:
     text = (resources.files("edgedistill.targets") / "profiles" / f"{name_or_path}.toml").read_text()
     target = _parse(text, name_or_path)
     if target.specs is None and target.runner == "local":
-        from edgedistill.targets.host import host_specs
-
         target = target.model_copy(update={"specs": host_specs()})
     return target
 

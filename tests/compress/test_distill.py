@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from edgedistill.compress.distill import DistillConfig, FeaturePair, accuracy, fit, predict, teacher_outputs
-from edgedistill.data import Dataset
+from edgedistill.data.arrays import Dataset
 from edgedistill.errors import UserError
 
 from conftest import tiny_cnn

@@ -7,7 +7,7 @@ from edgedistill.hf import distill
 from edgedistill.hf.metrics import mean_cosine
 from edgedistill.hf.model import load_hf
 from edgedistill.hf.students import _HFShrinkHandler
-from edgedistill.hf.text import builtin_sentences, tokenize
+from edgedistill.data.text import builtin_sentences, tokenize
 
 
 def _ids(tokenizer, n, start=0):

@@ -16,7 +16,7 @@ from edgedistill.errors import UserError
 from edgedistill.hf.export import export_hf, optimum_cli_export, replace_dir
 from edgedistill.hf.model import HFModel, HFTask, load_hf
 from edgedistill.hf.students import prune_vocabulary
-from edgedistill.hf.text import builtin_sentences, tokenize
+from edgedistill.data.text import builtin_sentences, tokenize
 from edgedistill.ortsession import open_session
 
 MAX_LENGTH = 48  # below the tiny BERT's 64 positions

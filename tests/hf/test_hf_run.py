@@ -80,6 +80,25 @@ def test_a_rerun_resumes_without_training(embedding_run, bert_folder, monkeypatc
     assert calls == []
 
 
+def test_a_transformer_gets_every_file_its_targets_want_and_its_bytes_budget_is_judged_on_them(bert_folder, tmp_path):
+    """The one run: a phone's int8 .ort, checked against its ONNX, a latency on every target
+    (measured here, predicted elsewhere), and a bytes budget the search met on the real files."""
+    config = _config(bert_folder, targets=["host-cpu", "pixel-8", "raspberry-pi-5"])
+    config["tiers"] = [{"name": "small", "budget": {"params": "80%", "bytes": "600KB"}, "student": {"kind": "hf", "shrink": "depth"}}]
+    report = pipeline.run(parse_config(config, "test"), tmp_path / "run").report
+    (student,) = report.students
+    by_kind = {(a.format, a.precision): a for a in student.artifacts}
+    ort = by_kind[("ort", "int8")]
+    assert ort.passed and ort.parity_max_abs_err is not None and ort.targets == ("pixel-8",)
+    assert (tmp_path / "run" / ort.path).is_file() and ort.lint
+    assert ort.latency["host-cpu"].source == "measured" and ort.latency["pixel-8"].source == "predicted"
+    assert by_kind[("onnx", "int8")].latency["raspberry-pi-5"].source == "predicted"
+    assert report.teacher.latency["pixel-8"].source == "predicted"
+    (size,) = [c for c in student.checks if c.name == "bytes"]
+    assert size.ok and size.value == max(a.bytes for a in student.artifacts if a.precision == "int8")
+    assert "largest int8 file" in size.source
+
+
 def test_a_classifier_teacher_is_distilled_on_labelled_text(bert_classifier_folder, tmp_path):
     lines = [{"text": f"the model {w} is small and fast", "label": i % 3} for i, w in enumerate(["data", "file", "phone", "code"] * 20)]
     data = tmp_path / "texts.jsonl"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgedistill.errors import UserError
-from edgedistill.hf.text import Tokenized, builtin_sentences, load_texts, split_texts, tokenize
+from edgedistill.data.text import Tokenized, builtin_sentences, load_texts, split_texts, tokenize
 
 
 def _jsonl(path, rows):

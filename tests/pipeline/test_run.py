@@ -2,7 +2,11 @@ import json
 
 import pytest
 
-from edgedistill import pipeline, teaching
+from edgedistill import pipeline
+from edgedistill import teaching
+from edgedistill.data import array_inputs
+from edgedistill.pipeline import artifacts
+from edgedistill.pipeline import student as student_stage
 from edgedistill.config import parse_config
 from edgedistill.errors import UserError
 
@@ -10,8 +14,8 @@ from conftest import tiny_run_config
 
 
 def _counting(monkeypatch, name):
-    """Count the calls of `name` in the module the run calls it from (the teacher stages live in teaching)."""
-    module = teaching if name == "teacher_outputs" else pipeline
+    """Count the calls of `name` in the module the run calls it from."""
+    module = {"teacher_outputs": teaching, "quantize": artifacts, "search": student_stage}.get(name, array_inputs)
     calls = []
     real = getattr(module, name)
 

@@ -9,7 +9,7 @@ from edgedistill.errors import UserError
 from edgedistill.export.onnx import export_onnx
 from edgedistill.targets.bench import bench
 from edgedistill.targets.profile import load_target
-from edgedistill.targets.runners.local import LocalRunner
+from edgedistill.targets.latency import Timing
 
 from conftest import tiny_cnn
 
@@ -29,7 +29,7 @@ def no_user_calibration(tmp_path, monkeypatch):
 
 def test_auto_measures_here_and_predicts_elsewhere(model):
     names = ["host-cpu", "pixel-8", "galaxy-s24", "raspberry-pi-5", "jetson-orin-nano", "jetson-agx-orin"]
-    rows = bench(model, [load_target(n) for n in names], "auto", local=LocalRunner(warmup=1, runs=5))
+    rows = bench(model, [load_target(n) for n in names], "auto", timing=Timing(warmup=1, runs=5))
     assert [r.target for r in rows] == names
     assert rows[0].source == "measured" and "local runner" in rows[0].detail
     for r in rows[1:]:

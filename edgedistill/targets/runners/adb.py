@@ -25,10 +25,11 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 from edgedistill.errors import UserError
-from edgedistill.targets.runners.base import Measurement, register_runner
+from edgedistill.targets.runners.base import Measurement, Reach, register_runner
 
 # perf_test's -e names -> the execution provider names onnxruntime reports.
 _PROVIDERS = {
@@ -63,6 +64,8 @@ class AdbRunner:
     libraries: tuple[Path, ...] = ()
     timeout_s: float = 600.0
 
+    accepts: ClassVar[tuple[str, ...]] = (".onnx", ".ort")
+
     def __post_init__(self) -> None:
         if self.threads < 0 or self.runs < 1 or self.timeout_s <= 0:
             raise UserError("adb runner needs threads >= 0, runs >= 1 and timeout_s > 0")
@@ -72,6 +75,13 @@ class AdbRunner:
             )
         object.__setattr__(self, "perf_test", Path(self.perf_test))
         object.__setattr__(self, "libraries", tuple(Path(p) for p in self.libraries))
+
+    @classmethod
+    def open(cls, reach: Reach) -> AdbRunner:
+        """The runner for the phone with serial `reach.address` ("" or None: the only one attached)."""
+        if reach.perf_test is None:
+            raise UserError("measuring over adb needs onnxruntime_perf_test built for Android: pass --perf-test PATH")
+        return cls(perf_test=reach.perf_test, serial=reach.address or None, threads=reach.threads, runs=reach.runs)
 
     @property
     def device_label(self) -> str:

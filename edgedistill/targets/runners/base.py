@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,34 @@ class Measurement:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class Reach:
+    """What opening a runner for one device takes: its address (None for this machine), how to
+    time there, the size of dynamic axes after the batch (a transformer's sequence length) and,
+    for adb, the Android onnxruntime_perf_test to push."""
+
+    address: str | None = None
+    threads: int = 0
+    warmup: int = 10
+    runs: int = 100
+    throughput_batch: int = 32
+    seq_len: int | None = None
+    perf_test: Path | None = None
+    # ssh: the device's Python, the key and extra options, the folder the model goes to
+    python: str = "python3"
+    identity: Path | None = None
+    options: tuple[str, ...] = ()
+    workdir: str = "/tmp/edgedistill"
+
+
 class Runner(Protocol):
-    """Measures an ONNX file's latency on one device."""
+    """Measures an ONNX file's latency on one device. `accepts` are the file suffixes it can time
+    there; `open` makes one from a `Reach`."""
+
+    accepts: ClassVar[tuple[str, ...]]
+
+    @classmethod
+    def open(cls, reach: Reach) -> "Runner": ...
 
     def measure(
         self,
@@ -49,7 +75,7 @@ class Runner(Protocol):
     ) -> Measurement: ...
 
 
-RUNNERS: dict[str, type] = {}
+RUNNERS: dict[str, type[Runner]] = {}
 
 
 def register_runner(name: str) -> Callable[[type], type]:

@@ -76,14 +76,15 @@ def _percentiles(samples_ms, np):
     return float(p50), float(p90), float(p99)
 
 
-def _feed(session, batch, np):
-    """Random inputs of each input's declared shape and dtype, batch axis set to `batch`."""
+def _feed(session, batch, np, seq_len=0):
+    """Random inputs of each input's declared shape and dtype, batch axis set to `batch` and any
+    other dynamic axis to `seq_len` (a transformer's sequence length)."""
     rng = np.random.default_rng(0)
     feed = {}
     for inp in session.get_inputs():
-        dims = list(inp.shape[1:])
-        if not all(isinstance(d, int) and d > 0 for d in dims):
-            _fail(EXIT_BAD_MODEL, f"input {inp.name!r} has shape {inp.shape}: only the batch axis may be dynamic")
+        dims = [d if isinstance(d, int) and d > 0 else seq_len for d in inp.shape[1:]]
+        if not all(d > 0 for d in dims):
+            _fail(EXIT_BAD_MODEL, f"input {inp.name!r} has shape {inp.shape}: give --seq-len for its dynamic axes")
         if inp.type not in _DTYPES:
             _fail(EXIT_BAD_MODEL, f"input {inp.name!r} has type {inp.type}, which the benchmark cannot feed")
         dtype = np.dtype(_DTYPES[inp.type])
@@ -118,6 +119,7 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--throughput-batch", type=int, default=8)
+    parser.add_argument("--seq-len", type=int, default=0, help="size of dynamic axes after the batch; 0 = none")
     parser.add_argument("--progress", type=int, default=0, help="print a progress line every N timed runs")
     parser.add_argument("--time-limit", type=float, default=0, help="exit after this many seconds; 0 = never")
     args = parser.parse_args(argv)
@@ -174,9 +176,9 @@ def main(argv=None):
             sys.stdout.write(f"progress {done} {args.runs}\n")
             sys.stdout.flush()
 
-    feed = _feed(session, batch, np)
+    feed = _feed(session, batch, np, args.seq_len)
     latency = _time(lambda: session.run(None, feed), args.warmup, args.runs, report)
-    tp_feed = _feed(session, tp_batch, np)
+    tp_feed = _feed(session, tp_batch, np, args.seq_len)
     # Batched runs are long and steady, so fewer of them give a stable median.
     batched = _time(lambda: session.run(None, tp_feed), max(1, args.warmup // 5), max(5, args.runs // 5))
     p50, p90, p99 = _percentiles(latency, np)
@@ -193,6 +195,7 @@ def main(argv=None):
         "provider": session.get_providers()[0],
         "threads": args.threads,
         "device": device_name(),
+        "seq_len": args.seq_len or None,
     }
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()

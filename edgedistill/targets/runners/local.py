@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import onnxruntime as ort
 
 from edgedistill.errors import UserError
 from edgedistill.ortsession import ORT_DTYPES, open_session
-from edgedistill.targets.runners.base import Measurement, register_runner
+from edgedistill.targets.runners.base import Measurement, Reach, register_runner
 from edgedistill.timing import time_calls
 
 
@@ -29,6 +30,16 @@ class LocalRunner:
     provider: str = "CPUExecutionProvider"
     # The size of every dynamic axis after the batch (a transformer's sequence length).
     seq_len: int | None = None
+
+    accepts: ClassVar[tuple[str, ...]] = (".onnx", ".ort")
+
+    @classmethod
+    def open(cls, reach: Reach) -> LocalRunner:
+        """onnxruntime on this machine's CPU, timed as `reach` says."""
+        return cls(
+            threads=reach.threads, warmup=reach.warmup, runs=reach.runs,
+            throughput_batch=reach.throughput_batch, seq_len=reach.seq_len,
+        )
 
     def __post_init__(self) -> None:
         if self.threads < 0 or self.warmup < 0 or self.runs < 1 or self.throughput_batch < 1:

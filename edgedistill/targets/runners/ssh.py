@@ -20,13 +20,14 @@ import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
 
 from edgedistill.errors import UserError
 from edgedistill.targets.runners import bench_script
-from edgedistill.targets.runners.base import Measurement, register_runner
+from edgedistill.targets.runners.base import Measurement, Reach, register_runner
 
 # JetPack installs trtexec here, and not on PATH.
 _JETPACK_TRTEXEC_DIR = "/usr/src/tensorrt/bin"
@@ -58,6 +59,9 @@ class SshRunner:
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     connect_timeout_s: int = 10
     timeout_s: float = 600.0
+    seq_len: int | None = None
+
+    accepts: ClassVar[tuple[str, ...]] = (".onnx", ".ort", ".engine")
 
     def __post_init__(self) -> None:
         if not self.host or any(c.isspace() for c in self.host) or self.host.startswith("-"):
@@ -80,6 +84,17 @@ class SshRunner:
                 raise UserError(f"ssh address {address!r} already gives the {name}: drop the {name} setting")
         fields: dict[str, object] = {"host": host, "user": user, "port": 22 if port is None else port}
         return cls(**{**fields, **settings})  # type: ignore[arg-type]
+
+    @classmethod
+    def open(cls, reach: Reach) -> SshRunner:
+        """The runner for the device at `reach.address` (`[user@]host[:port]`)."""
+        if not reach.address:
+            raise UserError("the ssh runner needs an address: pass --address NAME=[USER@]HOST[:PORT]")
+        return cls.from_address(
+            reach.address, threads=reach.threads, warmup=reach.warmup, runs=reach.runs,
+            throughput_batch=reach.throughput_batch, seq_len=reach.seq_len, python=reach.python,
+            identity=reach.identity, options=reach.options, workdir=reach.workdir,
+        )
 
     @property
     def address(self) -> str:
@@ -118,6 +133,7 @@ class SshRunner:
             f"--warmup={self.warmup}",
             f"--runs={self.runs}",
             f"--throughput-batch={self.throughput_batch}",
+            f"--seq-len={self.seq_len or 0}",
             f"--progress={max(1, self.runs // 20) if progress else 0}",
             f"--time-limit={self.timeout_s:g}",
         ]
@@ -155,6 +171,7 @@ class SshRunner:
                 p99_ms=float(result["p99_ms"]),
                 throughput_batch=int(result.get("throughput_batch", self.throughput_batch)),
                 throughput_per_s=float(result["throughput_per_s"]),
+                seq_len=self.seq_len,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise UserError(

@@ -7,91 +7,17 @@ import getpass
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
-from conftest import tiny_cnn
+from conftest import NO_HOST_CHECK, free_port
 
 from edgedistill.errors import UserError
-from edgedistill.export.onnx import export_onnx
 from edgedistill.targets.runners import bench_script
 from edgedistill.targets.runners.base import RUNNERS, Measurement
 from edgedistill.targets.runners.ssh import SshRunner, parse_address, parse_trtexec
 
-SSHD = "/usr/sbin/sshd"
-NO_HOST_CHECK = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _keygen(path) -> None:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True, timeout=30)
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    """A throwaway sshd on a free port of 127.0.0.1 that accepts one throwaway key."""
-    if not os.path.exists(SSHD) or shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
-        pytest.skip("OpenSSH is not installed (apt-get install openssh-server openssh-client)")
-    tmp = tmp_path_factory.mktemp("sshd")
-    _keygen(tmp / "host_key")
-    _keygen(tmp / "user_key")
-    _keygen(tmp / "other_key")
-    (tmp / "authorized_keys").write_text((tmp / "user_key.pub").read_text())
-    port = _free_port()
-    (tmp / "sshd_config").write_text(
-        f"Port {port}\n"
-        "ListenAddress 127.0.0.1\n"
-        f"HostKey {tmp / 'host_key'}\n"
-        f"AuthorizedKeysFile {tmp / 'authorized_keys'}\n"
-        f"PidFile {tmp / 'sshd.pid'}\n"
-        "StrictModes no\n"
-        "UsePAM no\n"
-        "PermitRootLogin yes\n"
-        "PubkeyAuthentication yes\n"
-        "PasswordAuthentication no\n"
-        "KbdInteractiveAuthentication no\n"
-        "LogLevel ERROR\n"
-    )
-    if os.geteuid() == 0:
-        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
-    proc = subprocess.Popen(
-        [SSHD, "-D", "-e", "-f", str(tmp / "sshd_config")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            if proc.poll() is not None:
-                pytest.skip(f"sshd did not start: {proc.stderr.read().decode(errors='replace').strip()[-300:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("sshd did not listen within 15 s")
-                time.sleep(0.05)
-        yield {"port": port, "key": tmp / "user_key", "other_key": tmp / "other_key"}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        proc.stderr.close()
-
-
-@pytest.fixture(scope="module")
-def cnn_onnx(tmp_path_factory, digits_xy):
-    x, _ = digits_xy
-    return export_onnx(tiny_cnn(), x[:2], x[:16], tmp_path_factory.mktemp("cnn") / "cnn.onnx").path
 
 
 def _runner(sshd, tmp_path, **settings) -> SshRunner:
@@ -147,7 +73,7 @@ def test_unreachable_port_is_one_line(cnn_onnx, tmp_path):
     if shutil.which("ssh") is None:
         pytest.skip("no ssh client (apt-get install openssh-client)")
     runner = SshRunner(
-        host="127.0.0.1", port=_free_port(), options=NO_HOST_CHECK, connect_timeout_s=3, timeout_s=30
+        host="127.0.0.1", port=free_port(), options=NO_HOST_CHECK, connect_timeout_s=3, timeout_s=30
     )
     with pytest.raises(UserError) as excinfo:
         runner.measure(cnn_onnx)

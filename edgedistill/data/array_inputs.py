@@ -1,0 +1,124 @@
+"""The arrays inputs entry: images and other fixed-shape arrays ("digits", `.npz`, image folders)
+fed to PyTorch modules (or an ONNX teacher), with labels; teachers of every kind but Hugging Face."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from edgedistill import teaching
+from edgedistill.compress.distill import fit, predict
+from edgedistill.compress.students import Family, HFShrink, Prune
+from edgedistill.config import ExportConfig, RunConfig, TierConfig
+from edgedistill.data.arrays import Dataset, Splits, load_arrays, split
+from edgedistill.data.base import EpochProgress, Exported, Feed, Fit, FitOrder, Parts, Prepared, Start, TeacherSide, Trained
+from edgedistill.distributed import World
+from edgedistill.errors import UserError
+from edgedistill.export.onnx import OnnxExport, export_onnx
+from edgedistill.fileio import atomic_path, file_digest
+from edgedistill.progress import Progress
+from edgedistill.rundir import RunDir, input_key
+from edgedistill.serialize import to_jsonable
+from edgedistill.tasks import Reference, task_for
+from edgedistill.teachers import OnnxTeacher
+
+
+class ArrayInputs:
+    """Fixed-shape float arrays with integer labels; models are PyTorch modules."""
+
+    name = "arrays"
+
+    def parts(self, cfg: RunConfig, base: Path) -> Parts:
+        """The seeded train / validation / calibration splits of the config's data."""
+        return Parts(*_splits(cfg, base)[0][:3])
+
+    def prepare(self, cfg: RunConfig, base: Path, rd: RunDir, progress: Progress, fit: Fit) -> Prepared:
+        """Load and split the data, then the teacher (trained first if asked) and its outputs."""
+        progress.stage(f"data: {cfg.data.source}")
+        (train, val, calib, splits), data_key = _splits(cfg, base)
+        parts = Parts(train, val, calib)
+        loaded = teaching.load(cfg, rd, splits, base, data_key, progress, lambda order, p: fit(parts, order, p))
+        outputs, info, outputs_key = teaching.outputs(cfg, rd, loaded, splits, base, data_key, progress)
+        teacher = TeacherSide(
+            loaded.model, loaded.key, loaded.footprint, outputs, Reference(None, val.y), outputs_key, to_jsonable(info)
+        )
+        report = {
+            "source": cfg.data.source, "input_shape": list(splits.input_shape), "classes": splits.num_classes,
+            "train": len(train), "val": len(val), "calib": len(calib), "seed": cfg.seed,
+        }
+        return Prepared(parts, task_for("classification"), teacher, data_key, splits.input_shape, torch.float32, report)
+
+    def fit(self, parts: Parts, order: FitOrder, progress: EpochProgress | None, world: World) -> Trained:
+        """KD on the teacher's logits plus cross-entropy on labels (labels alone without a teacher)."""
+        r = fit(order.model, parts.train, parts.val, order.cfg, order.seed, order.outputs, progress, world)
+        return Trained(r.model, r.best_epoch, r.epochs_run, r.val_accuracy, "accuracy")
+
+    def predict(self, model: nn.Module, part: Dataset) -> np.ndarray:
+        """The model's outputs on the part's inputs."""
+        return predict(model, part.x)
+
+    def feed(self, part: Dataset, names: Sequence[str], count: int | None = None) -> Feed:
+        """The inputs as one array: every graph of this entry has one input."""
+        return part.x[:count]
+
+    def student(self, prep: Prepared, cfg: RunConfig, tier: TierConfig, weights: bool) -> BaseModel:
+        """The tier's generator; a built-in family by default where there are no weights to start from."""
+        spec = tier.student
+        if "student" not in tier.model_fields_set and not weights:
+            spec = Family()
+        if isinstance(spec, Prune) and not weights:
+            raise UserError(
+                f"tier {tier.name}: the prune generator starts from the teacher's weights, which a {cfg.teacher.kind} "
+                'teacher does not give: use student = {kind = "family"} (built-in cnn/mlp), scale or custom'
+            )
+        if isinstance(spec, HFShrink):
+            raise UserError(f"tier {tier.name}: the hf generator needs a Hugging Face teacher (teacher.hf): use prune, scale, family or custom")
+        if isinstance(spec, Family) and spec.outputs is None:
+            spec = spec.model_copy(update={"outputs": prep.teacher.outputs.logits.shape[1]})
+        return spec
+
+    def start(self, prep: Prepared, teacher: nn.Module | None, spec: BaseModel) -> Start:
+        """The teacher itself, with the number of outputs a built-in family needs."""
+        return Start(teacher, {})
+
+    def onnx_name(self, folder: str, stem: str) -> str:
+        """Where a model's ONNX goes: `<stem>.onnx` in its folder."""
+        return f"{folder}/{stem}.onnx"
+
+    def export(self, prep: Prepared, model: nn.Module, dst: Path, cfg: ExportConfig) -> Exported:
+        """torch.onnx export with a dynamic batch axis, simplified, checked on validation inputs;
+        an ONNX teacher's own file is copied as it is."""
+        if isinstance(model, OnnxTeacher):
+            with atomic_path(dst) as tmp:
+                shutil.copyfile(model.path, tmp)
+            names = tuple(i.name for i in model.session.get_inputs())
+            return Exported(dst, names, 0.0, cfg.parity_tolerance)
+        val_x = prep.parts.val.x
+        how = OnnxExport(opset=cfg.opset, simplify=cfg.simplify, parity_tolerance=cfg.parity_tolerance)
+        art = export_onnx(model, val_x[:2], val_x, dst, how)
+        return Exported(art.path, (how.input_name,), art.parity_max_abs_err, art.parity_tolerance)
+
+    def save(self, prep: Prepared, model: nn.Module, rd: RunDir, folder: str) -> Path:
+        """The whole module, pickled by torch."""
+        return rd.save_torch(f"{folder}/student.pt", model)
+
+    def load(self, rd: RunDir, folder: str) -> nn.Module:
+        """The module `save` kept."""
+        return torch.load(rd.path(f"{folder}/student.pt"), weights_only=False)
+
+
+def _splits(cfg: RunConfig, base: Path) -> tuple[tuple[Dataset, Dataset, Dataset, Splits], str]:
+    """The seeded splits of the config's data, and their key for the stages that use them."""
+    source = "digits" if cfg.data.source == "digits" else str(base / cfg.data.source)
+    x, y, classes = load_arrays(source, cfg.data.image_size, cfg.data.channels)
+    splits = split(x, y, classes, cfg.data.source, cfg.data.val_fraction, cfg.data.calib_fraction, cfg.seed)
+    return (splits.train, splits.val, splits.calib, splits), input_key(cfg.data, cfg.seed, file_digest(Path(source)))
+
+
+ARRAYS = ArrayInputs()

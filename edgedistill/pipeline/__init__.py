@@ -1,0 +1,129 @@
+"""`edgedistill run`: the one run for every teacher and every kind of input. It only chains
+stages: the inputs entry prepares the data and the teacher, then the baseline, each tier's
+student (search, distillation), its files (export, int8, every format its targets want), their
+latency (measured where a runner reaches the device, predicted elsewhere) and the report."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from edgedistill import __version__
+from edgedistill.config import RunConfig
+from edgedistill.data.registry import inputs_for
+from edgedistill.distributed import World, init_world, serve
+from edgedistill.errors import UserError
+from edgedistill.progress import Progress
+from edgedistill.report import html as report_html
+from edgedistill.report import markdown, schema
+from edgedistill.rundir import RunDir
+from edgedistill.pipeline.artifacts import student_entry
+from edgedistill.pipeline.context import Context, Trainer
+from edgedistill.pipeline.student import Distilled, distilled, lesson
+from edgedistill.pipeline.teacher import baseline
+from edgedistill.targets.latency import LatencyService, Timing
+from edgedistill.targets.profile import Target, load_target
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run produced: the report and where it was written."""
+
+    report: schema.Report
+    report_path: Path
+
+
+@dataclass(frozen=True)
+class Devices:
+    """Devices a run measures on: addresses by target name (over the config's `[addresses]`) and
+    the Android onnxruntime_perf_test for adb targets."""
+
+    addresses: Mapping[str, str] | None = None
+    perf_test: Path | None = None
+
+
+def run(
+    cfg: RunConfig,
+    out: Path,
+    base: Path = Path("."),
+    force: bool = False,
+    progress: Progress = Progress(),
+    world: World | None = None,
+    devices: Devices = Devices(),
+) -> RunResult | None:
+    """Run every stage of `cfg` into the run directory `out`; relative paths in `cfg` start at `base`.
+
+    Under torchrun, rank 0 runs the stages and returns the result; the other ranks only train their
+    shards when rank 0 trains, and return None.
+    """
+    world = world or init_world()
+    entry = inputs_for(cfg.teacher)
+    if not world.is_main:
+        parts = entry.parts(cfg, base)
+        serve(world, lambda order: entry.fit(parts, order, None, world))
+        world.close()
+        return None
+    try:
+        return _run(cfg, out, base, force, progress, world, devices)
+    finally:
+        if world.distributed:
+            world.send(None)
+            world.close()
+
+
+def _run(cfg: RunConfig, out: Path, base: Path, force: bool, progress: Progress, world: World, devices: Devices) -> RunResult:
+    targets = tuple(load_target(t if not t.endswith(".toml") else str(base / t)) for t in cfg.targets)
+    _check_latency_targets(cfg, targets)
+    m = cfg.measure
+    service = LatencyService(
+        targets, {**cfg.addresses, **(devices.addresses or {})}, Timing(m.warmup, m.runs, m.threads, m.throughput_batch),
+        devices.perf_test,
+    )
+    with RunDir(out, force) as rd:
+        rd.write_json("config.json", cfg)
+        entry = inputs_for(cfg.teacher)
+        trainer = Trainer(entry, world)
+        prep = entry.prepare(cfg, base, rd, progress, trainer.fit)
+        ctx = Context(cfg, rd, entry, prep, targets, service, progress, trainer)
+        report = _report(ctx)
+        path = rd.write_text("report.json", schema.dumps(report))
+        rd.write_text("report.md", markdown.render(report))
+        rd.write_text("report.html", report_html.render(report))
+        return RunResult(report, path)
+
+
+def _report(ctx: Context) -> schema.Report:
+    """The baseline, then every tier in the order their teachers need, then the report."""
+    teacher = baseline(ctx)
+    made: dict[str, Distilled] = {}
+    students: dict[str, schema.Student] = {}
+    for tier in ctx.cfg.ordered():
+        learn = lesson(ctx, tier, made.get(tier.parent) if tier.parent else None)
+        made[tier.name] = distilled(ctx, tier, learn)
+        students[tier.name] = student_entry(ctx, tier, made[tier.name], learn)
+    ordered = tuple(students[t.name] for t in ctx.cfg.tiers)
+    return schema.Report(
+        schema=schema.SCHEMA,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        edgedistill_version=__version__,
+        name=ctx.cfg.name,
+        task=ctx.prep.task.name,
+        data=ctx.prep.report,
+        teacher=teacher,
+        students=ordered,
+        failures=schema.parity_failures(teacher, ordered),
+        targets=tuple(t.model_dump(mode="json") for t in ctx.targets),
+    )
+
+
+def _check_latency_targets(cfg: RunConfig, targets: tuple[Target, ...]) -> None:
+    names = {t.name for t in targets}
+    for tier in cfg.tiers:
+        unknown = sorted(set(tier.budget.latency_ms or ()) - names)
+        if unknown:
+            raise UserError(
+                f"tier {tier.name} has a latency budget on {', '.join(unknown)}, which is not among the run's "
+                f"targets ({', '.join(sorted(names))}): add it to `targets` or drop the budget"
+            )

@@ -1,0 +1,147 @@
+"""The one builder of the report's entries: an artifact (scored on the validation split, its
+latency on every target it is made for), the teacher's row, a student's row and its checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgedistill.compress import budget as budgets
+from edgedistill.compress.quantize import QuantResult
+from edgedistill.export.deploy import DeployArtifact
+from edgedistill.ortsession import open_session, run_batched
+from edgedistill.report import schema
+from edgedistill.pipeline.context import Context
+from edgedistill.serialize import to_jsonable
+from edgedistill.targets.latency import HOST, Latency
+from edgedistill.tasks import Reference
+
+
+@dataclass(frozen=True)
+class ArtifactSpec:
+    """One file to enter: what it is, what it was checked against and what it is made for.
+    `evaluated` is the file scored in its place (a TensorRT engine's ONNX source) and `graph`
+    the ONNX its latency is predicted from; both default to the file itself."""
+
+    format: str
+    precision: str
+    path: Path
+    targets: tuple[str, ...]
+    parity: tuple[float | None, float | None] = (None, None)
+    quant: QuantResult | None = None
+    lint: tuple[dict, ...] = ()
+    build: dict | None = None
+    evaluated: Path | None = None
+    graph: Path | None = None
+    runs_here: bool = True
+
+
+def artifact(ctx: Context, spec: ArtifactSpec, ref: Reference) -> schema.Artifact:
+    """One file's entry: its metrics on the validation split and its latency on this machine and
+    on every target it is made for, measured where a runner reaches it and predicted elsewhere."""
+    evaluated = spec.evaluated or spec.path
+    session = open_session(evaluated)
+    names = tuple(i.name for i in session.get_inputs())
+    out = run_batched(session, ctx.entry.feed(ctx.prep.parts.val, names))
+    latency, seq_latency = _latencies(ctx, spec)
+    notes = () if spec.runs_here else (f"accuracy of its source {evaluated.name}, run with onnxruntime on this CPU",)
+    if ctx.prep.companion is not None:
+        notes += (f"tokenizer saved beside it in {ctx.rd.relative(spec.path.parent)}",)
+    err, tolerance = spec.parity
+    return schema.Artifact(
+        format=spec.format, precision=spec.precision, path=ctx.rd.relative(spec.path), bytes=spec.path.stat().st_size,
+        metrics=ctx.prep.task.metrics(out, ref), parity_max_abs_err=err, parity_tolerance=tolerance,
+        passed=err is None or err <= tolerance, latency=latency, quantization=_quantization(spec.quant),
+        targets=spec.targets, lint=spec.lint, build=spec.build, notes=notes, seq_latency=seq_latency,
+    )
+
+
+def _latencies(ctx: Context, spec: ArtifactSpec) -> tuple[dict[str, Latency], dict[str, Latency]]:
+    """(latency by target, this machine's latency by sequence length for text)."""
+    seq_lens = ctx.prep.seq_lens
+    longest = max(seq_lens) if seq_lens else None
+    service, m = ctx.latency, ctx.cfg.measure
+    latency: dict[str, Latency] = {}
+    seq_latency: dict[str, Latency] = {}
+    if spec.runs_here:
+        for seq in seq_lens or (None,):
+            what = f"measure {spec.path.parent.name}/{spec.path.name}" + (f" at {seq} tokens" if seq else "")
+            with ctx.progress.task(what, m.runs) as advance:
+                lat = service.here(spec.path, seq, progress=lambda done, _total: advance(done, ""))
+            if seq is not None:
+                seq_latency[str(seq)] = lat
+        latency[HOST] = lat
+    for name in spec.targets:
+        target = service.target(name)
+        if name in latency:
+            continue
+        if service.measurable(target, spec.path):
+            ctx.progress.stage(f"measuring {spec.path.name} on {name} ({target.runner} {service.addresses.get(name)})")
+            latency[name] = service.measure(spec.path, target, longest)
+        elif target.specs is not None and target.runner != "local":
+            latency[name] = service.predict(spec.graph or spec.path, target, seq_len=longest)
+    return latency, seq_latency
+
+
+def _quantization(q: QuantResult | None) -> schema.QuantizationInfo | None:
+    if q is None:
+        return None
+    return schema.QuantizationInfo(
+        method=q.method, reason=q.reason, kept_float=q.kept_float, fp32_accuracy=q.fp32_score,
+        trials=tuple({"method": t.method, "accuracy": t.score, "p50_ms": t.p50_ms, "bytes": t.bytes} for t in q.trials),
+    )
+
+
+def deployed(ctx: Context, d: DeployArtifact, runs_here: bool) -> ArtifactSpec:
+    """The entry spec of a file made for targets (fp16 ONNX, .ort, TensorRT)."""
+    build = None if d.build is None else _relative_paths(ctx, to_jsonable(d.build))
+    return ArtifactSpec(
+        d.format, d.precision, d.path, d.targets, (d.parity_max_abs_err, d.parity_tolerance), d.quantization,
+        tuple(to_jsonable(r) for r in d.lint), build,
+        evaluated=None if runs_here else d.source, graph=d.source if d.format != "onnx" else d.path, runs_here=runs_here,
+    )
+
+
+def _relative_paths(ctx: Context, build: dict) -> dict:
+    """A TensorRT build record with its paths relative to the report, so the run directory can move."""
+    root = ctx.rd.root.resolve()
+    out = dict(build)
+    for key in ("onnx", "command_path", "engine"):
+        if out.get(key) and Path(out[key]).resolve().is_relative_to(root):
+            out[key] = ctx.rd.relative(Path(out[key]))
+    return out
+
+
+def checks(
+    searched: tuple[budgets.BudgetCheck, ...], resolved: budgets.ResolvedBudget, artifacts: tuple[schema.Artifact, ...]
+) -> tuple[schema.Check, ...]:
+    """The tier's budgets against the student, from the search's checks: `bytes` judged again on
+    the real file at the budget's precision, latency on the artifacts' figures."""
+    largest = schema.largest_file(artifacts, resolved.precision)
+    out = []
+    for c in searched:
+        if c.name.startswith(budgets.LATENCY_PREFIX):
+            out.append(_latency_check(c.name.removeprefix(budgets.LATENCY_PREFIX), resolved, artifacts))
+            continue
+        source = "student in PyTorch"
+        if c.name == "bytes" and largest is not None:
+            c = budgets.check_value(resolved, "bytes", largest.bytes)
+            source = f"largest {resolved.precision} file: {largest.path}"
+        elif c.name == "bytes":
+            source = f"estimate at {resolved.precision} (no {resolved.precision} artifact)"
+        out.append(schema.Check(c.name, c.limit, c.value, c.ok, c.margin, source))
+    return tuple(out)
+
+
+def _latency_check(target: str, resolved: budgets.ResolvedBudget, artifacts: tuple[schema.Artifact, ...]) -> schema.Check:
+    """A latency budget judged on the fastest file the target gets: measured where a runner reached
+    the target, predicted otherwise, and the check says which (and where it was measured)."""
+    name = budgets.latency_name(target)
+    deciding = schema.deciding_latency(artifacts, target)
+    if deciding is None:
+        limit = resolved.limits[name]
+        return schema.Check(name, limit, float("nan"), False, float("nan"), f"no latency on {target}")
+    lat, art = deciding
+    c = budgets.check_value(resolved, name, lat.p50_ms)
+    where = f" ({lat.runner} {lat.address})" if lat.address else ""
+    return schema.Check(c.name, c.limit, c.value, c.ok, c.margin, f"{lat.source}{where} p50 of {art.path}")

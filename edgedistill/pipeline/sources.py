@@ -1,0 +1,43 @@
+"""What a tier's target files are made from: its ONNX files and real inputs to check them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgedistill.compress.quantize import QuantResult
+from edgedistill.data.base import Exported
+from edgedistill.export.deploy import Sources
+from edgedistill.pipeline.context import Context
+from edgedistill.tasks import Reference
+
+# Validation inputs the search's size probe checks its files on: enough to run them, no more.
+PROBE_SAMPLES = 8
+
+
+@dataclass(frozen=True)
+class Files:
+    """A student's ONNX files: fp32 (exported) and int8 (None when quantization is off)."""
+
+    fp32: Exported
+    int8: QuantResult | None
+
+
+def scorer(ctx: Context, ref: Reference) -> Callable[[np.ndarray], float]:
+    """The task's score of outputs on the validation split, against `ref`."""
+    task = ctx.prep.task
+    return lambda out: task.score(out, ref)
+
+
+def sources(ctx: Context, made: Files, ref: Reference | None) -> Sources:
+    """The ONNX files and real inputs to check and calibrate target files with; without a
+    reference (the search's size probe) a few inputs and no score."""
+    parts, names, q = ctx.prep.parts, made.fp32.inputs, ctx.cfg.quantize
+    count = PROBE_SAMPLES if ref is None else None
+    return Sources(
+        made.fp32.path, made.int8.path if made.int8 else None, made.fp32.path.parent,
+        ctx.entry.feed(parts.val, names, count), ctx.entry.feed(parts.calib, names),
+        (lambda _out: 0.0) if ref is None else scorer(ctx, ref), q.symmetric(), q.max_accuracy_drop, make_int8=q.enabled,
+    )

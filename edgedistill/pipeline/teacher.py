@@ -1,0 +1,40 @@
+"""Stage 3, baseline: the teacher's own score, ONNX file and latency: the first row of every table.
+A teacher that cannot be run on new inputs (recorded, query-only) has only how its outputs were had."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from edgedistill.compress import budget as budgets
+from edgedistill.report import schema
+from edgedistill.rundir import Made, StageId, input_key
+from edgedistill.pipeline import entries
+from edgedistill.pipeline.context import Context
+
+
+def baseline(ctx: Context) -> schema.Teacher:
+    """The teacher's report entry, exported and measured once (resumed from the run directory)."""
+    cfg, side = ctx.cfg, ctx.prep.teacher
+    key = input_key(side.key, ctx.prep.data_key, cfg.export, cfg.measure, side.info, ctx.targets, ctx.latency.addresses)
+
+    def make() -> Made[schema.Teacher]:
+        fp = side.footprint or budgets.Footprint(0, 0, 0, 0)
+        entry = schema.Teacher(
+            source=cfg.teacher.source, params=fp.params, macs=fp.macs, bytes_fp32=fp.bytes_fp32,
+            peak_activation_bytes=fp.peak_activation_bytes, metrics={}, latency={}, artifacts=(),
+            kind=cfg.teacher.kind, outputs=side.info,
+        )
+        if side.model is None:
+            return Made(entry)
+        ctx.progress.stage("baseline: exporting and measuring the teacher")
+        onnx = ctx.entry.export(ctx.prep, side.model, ctx.onnx("teacher", "teacher"), cfg.export)
+        spec = entries.ArtifactSpec(
+            "onnx", "fp32", onnx.path, tuple(t.name for t in ctx.targets), (onnx.parity_max_abs_err, onnx.parity_tolerance)
+        )
+        art = entries.artifact(ctx, spec, ctx.prep.teacher.reference)
+        metrics = ctx.prep.task.metrics(ctx.entry.predict(side.model, ctx.prep.parts.val), ctx.prep.teacher.reference)
+        return Made(replace(entry, metrics=metrics, latency=art.latency, artifacts=(art,)), (onnx.path,))
+
+    return ctx.rd.stage(
+        StageId("baseline"), key, schema.Teacher, make, ctx.progress, "baseline: measured earlier, taken from the run directory"
+    )
