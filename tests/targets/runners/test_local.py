@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import onnx
 import pytest
 from conftest import tiny_cnn
@@ -5,7 +7,7 @@ from onnx import TensorProto, helper
 
 from edgedistill.errors import UserError
 from edgedistill.export.onnx import export_onnx
-from edgedistill.targets.runners.base import RUNNERS, Measurement
+from edgedistill.targets.runners import RUNNERS, Measurement, Reach
 from edgedistill.targets.runners.local import LocalRunner
 
 
@@ -68,3 +70,11 @@ def test_a_gpu_provider_this_onnxruntime_lacks_is_one_line(tmp_path, cnn):
     path = export_onnx(cnn, x, x, tmp_path / "m.onnx").path
     with pytest.raises(UserError, match="CUDAExecutionProvider is not in this onnxruntime"):
         LocalRunner(provider="CUDAExecutionProvider").measure(path)
+
+
+@pytest.mark.parametrize("name", sorted(RUNNERS))
+def test_every_runner_opens_from_a_reach_and_says_what_it_runs(name):
+    cls = RUNNERS[name]
+    assert cls.accepts and all(s.startswith(".") for s in cls.accepts)
+    reach = Reach(address="user@127.0.0.1:2222", perf_test=Path("onnxruntime_perf_test"), seq_len=16)
+    assert isinstance(cls.open(reach), cls)
