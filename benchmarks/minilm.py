@@ -2,7 +2,7 @@
 once per process with Optimum's exporter, held-out sentences, and edgedistill's int8 of the export.
 
 Every file is scored the same way: the mean cosine between its `sentence_embedding` and the fp32
-export's on held-out sentences (`edgedistill.hf.metrics.mean_cosine`).
+export's on held-out sentences (`edgedistill.tasks.similarity.mean_cosine`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 from benchmarks.fixtures import example, workdir
 from edgedistill.compress.quantize import QuantizeConfig, QuantResult, quantize
 from edgedistill.fileio import quiet
-from edgedistill.hf.metrics import mean_cosine
+from edgedistill.tasks.similarity import mean_cosine
 from edgedistill.data.text import Tokenized, builtin_sentences, tokenize
 from edgedistill.ortsession import open_session
 

@@ -75,7 +75,7 @@ def run(
     teacher: Annotated[Optional[Path], typer.Option(help="Teacher file overriding the config's (.onnx, .pt2 or recorded .npz); the data and tiers stay. The run is named <name>-<file stem>.", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/<name>). A rerun there resumes finished stages.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo every stage instead of resuming; files are overwritten.")] = False,
-    address: Annotated[list[str], typer.Option("--address", metavar="NAME=ADDRESS", help="Measure target NAME on a device: user@host:port for ssh, a serial for adb (over the config's [addresses]). Repeatable.")] = [],
+    address: Annotated[list[str], typer.Option("--address", metavar="NAME=ADDRESS", help="Measure target NAME on a device: user@host:port for ssh, a serial for adb (over the config's addresses table). Repeatable.")] = [],
     perf_test: Annotated[Optional[Path], typer.Option(help="adb targets: onnxruntime_perf_test built for Android.", show_default=False)] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
 ) -> None:
@@ -97,13 +97,13 @@ def run(
             name = example or "digits"
             if name not in EXAMPLES:
                 raise UserError(f"unknown example {name!r}: choose one of {', '.join(EXAMPLES)}")
-            config, base = config_path(name), Path(".")
+            config, folder = config_path(name), Path(".")
         else:
-            base = config.parent
+            folder = config.parent
         # As `python script.py` would: factories resolve from the config's folder and the current one.
-        for folder in (Path.cwd(), base.resolve()):
-            if str(folder) not in sys.path:
-                sys.path.insert(0, str(folder))
+        for place in (Path.cwd(), folder.resolve()):
+            if str(place) not in sys.path:
+                sys.path.insert(0, str(place))
         cfg = load_config(config)
         if teacher is not None:
             cfg = with_teacher(cfg, teacher)
@@ -112,10 +112,10 @@ def run(
         world = init_world()
         if not world.is_main:
             # Under torchrun the other ranks only train their shards; rank 0 speaks for the run.
-            run_pipeline(cfg, out_dir, base, force, world=world)
+            run_pipeline(cfg, out_dir, force, world=world)
             return
         console.print(f"[bold]edgedistill run[/] {cfg.name} → {out_dir}" + (f" ({world.size} processes)" if world.distributed else ""))
-        result = run_pipeline(cfg, out_dir, base, force, RichProgress(), world, devices)
+        result = run_pipeline(cfg, out_dir, force, RichProgress(), world, devices)
         _print_table(result.report)
         console.print(f"report: {result.report_path} (report.md and report.html beside it)")
         if result.report.failures:
@@ -136,10 +136,11 @@ def export(
     """Export one model to one format and precision, checked against its source and linted for its runtime."""
     from edgedistill.errors import UserError
     from edgedistill.export.convert import ExportRequest, export_model
+    from edgedistill.export.formats import format_names
 
     with _errors(debug):
-        if format not in ("onnx", "ort", "tensorrt"):
-            raise UserError(f"--format {format!r} is unknown: use onnx, ort or tensorrt")
+        if format not in format_names():
+            raise UserError(f"--format {format!r} is unknown: use {', '.join(format_names())}")
         if precision not in ("fp32", "fp16", "int8"):
             raise UserError(f"--precision {precision!r} is unknown: use fp32, fp16 or int8")
         result = export_model(ExportRequest(model, format, precision, out, data))

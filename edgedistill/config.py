@@ -5,14 +5,15 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from edgedistill.compress.budget import Budget
 from edgedistill.compress.distill import DistillConfig
 from edgedistill.compress.quantize import QuantizeConfig
 from edgedistill.compress.students import Prune, StudentSpec
 from edgedistill.errors import UserError
-from edgedistill.teachers import TeacherConfig
+from edgedistill.fileio import config_relative
+from edgedistill.teachers import TeacherConfig, parse_teacher
 
 
 class _Section(BaseModel):
@@ -24,6 +25,7 @@ class DataConfig(_Section):
 
     source: str = Field(
         "digits",
+        validate_default=True,
         description='"digits" (built in), a .npz file with x and y, or a folder of class folders; for a Hugging Face '
         'teacher: "pydoc" (English sentences from Python\'s own documentation), a .txt of lines or a .jsonl.',
     )
@@ -36,6 +38,19 @@ class DataConfig(_Section):
     max_length: int = Field(128, ge=2, description="Tokens per text at most (longer texts are truncated).")
     max_samples: int | None = Field(None, ge=3, description="Use at most this many texts (a seeded choice).")
 
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str, info: ValidationInfo) -> str:
+        # The built-in sources are names, not paths.
+        return v if v in BUILTIN_SOURCES else config_relative(v, info)
+
+    def identity(self) -> dict:
+        """The settings for stage keys, without where a file source lies (its digest stands in)."""
+        dump = self.model_dump(mode="json")
+        if dump["source"] not in BUILTIN_SOURCES:
+            dump["source"] = Path(dump["source"]).suffix or "folder"
+        return dump
+
     @field_validator("channels")
     @classmethod
     def _channels(cls, v: int) -> int:
@@ -44,6 +59,7 @@ class DataConfig(_Section):
         return v
 
 
+BUILTIN_SOURCES = ("digits", "pydoc")
 TIER_PREFIX = "tier:"
 
 
@@ -128,6 +144,12 @@ class RunConfig(_Section):
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig, description="int8 quantization.")
     measure: MeasureConfig = Field(default_factory=MeasureConfig, description="Latency measurement.")
 
+    @field_validator("targets")
+    @classmethod
+    def _target_files(cls, targets: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        # A .toml is the user's own profile, relative to the config's folder; other names are built in.
+        return tuple(config_relative(t, info) if t.endswith(".toml") else t for t in targets)
+
     @field_validator("tiers")
     @classmethod
     def _unique_tiers(cls, tiers: tuple[TierConfig, ...]) -> tuple[TierConfig, ...]:
@@ -176,7 +198,7 @@ def with_teacher(cfg: RunConfig, path: Path) -> RunConfig:
         raise UserError(f"--teacher {path} is not an .onnx, .pt2 or recorded .npz file: give one of those")
     if not path.is_file():
         raise UserError(f"--teacher {path} does not exist: give the path of the teacher file")
-    teacher = TeacherConfig(path=str(path.resolve()))
+    teacher = parse_teacher(str(path.resolve()))
     return cfg.model_copy(update={"teacher": teacher, "name": f"{cfg.name}-{path.stem}"})
 
 
@@ -192,13 +214,14 @@ def load_config(path: Path) -> RunConfig:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path} is not valid TOML ({exc}): fix the syntax there") from exc
-    return parse_config(raw, str(path))
+    return parse_config(raw, str(path), path.parent)
 
 
-def parse_config(raw: dict, origin: str) -> RunConfig:
-    """Validate a config dict; `origin` names it in errors."""
+def parse_config(raw: dict, origin: str, base: Path | None = None) -> RunConfig:
+    """Validate a config dict; `origin` names it in errors. Relative paths in it are made absolute
+    against `base`, the config's folder (left as given without one)."""
     try:
-        return RunConfig.model_validate(raw)
+        return RunConfig.model_validate(raw, context={"base": base})
     except ValidationError as exc:
         raise UserError(f"{origin}: {describe(exc)}") from exc
 

@@ -12,6 +12,8 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from pydantic import ValidationInfo
+
 from edgedistill.errors import UserError
 
 
@@ -57,6 +59,16 @@ def working_directory(path: Path) -> Iterator[None]:
         yield
     finally:
         os.chdir(previous)
+
+
+def config_relative(value: str | None, info: ValidationInfo) -> str | None:
+    """A path of a config (a pydantic field validator): relative to the config's folder, the
+    validation context's `base`, made absolute once, when the config loads; as given where no
+    folder is known."""
+    base = (info.context or {}).get("base")
+    if value is None or base is None or Path(value).is_absolute():
+        return value
+    return str(Path(base) / value)
 
 
 def file_digest(path: Path) -> str:

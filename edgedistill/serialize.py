@@ -8,6 +8,8 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pydantic import TypeAdapter
+
 T = TypeVar("T")
 
 
@@ -38,11 +40,14 @@ def _decode(tp: Any, data: Any) -> Any:
         return None
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if origin is typing.Annotated:
+        # A pydantic union told apart by a discriminator (a teacher or student config): pydantic decodes it.
+        return TypeAdapter(tp).validate_python(data)
     if origin in (typing.Union, types.UnionType):
         non_none = [a for a in args if a is not type(None)]
         return _decode(non_none[0], data) if len(non_none) == 1 else data
     if dataclasses.is_dataclass(tp):
-        hints = typing.get_type_hints(tp)
+        hints = typing.get_type_hints(tp, include_extras=True)
         return tp(**{f.name: _decode(hints[f.name], data[f.name]) for f in dataclasses.fields(tp) if f.init and f.name in data})
     if hasattr(tp, "model_validate"):
         return tp.model_validate(data)

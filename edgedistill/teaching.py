@@ -23,7 +23,7 @@ from edgedistill.fileio import file_digest
 from edgedistill.progress import Progress
 from edgedistill.recorded import load_recorded, log_probabilities
 from edgedistill.rundir import Made, RunDir, StageId, input_key
-from edgedistill.teachers import OnnxTeacher, TeacherConfig, load_teacher, onnx_footprint
+from edgedistill.teachers import OnnxTeacher, QueryTeacher, RecordedTeacher, load_teacher, onnx_footprint
 
 
 
@@ -49,23 +49,22 @@ class OutputsInfo:
 
 
 def load(
-    cfg: RunConfig, rd: RunDir, splits: Splits, base: Path, data_key: str, progress: Progress,
+    cfg: RunConfig, rd: RunDir, splits: Splits, data_key: str, progress: Progress,
     fit: Callable[[FitOrder, EpochProgress], Trained],
 ) -> LoadedTeacher:
     """Load the teacher, training it from labels first (once: cached in the run directory) if asked."""
     t = cfg.teacher
-    source = base / t.path if t.path else None
+    # Keyed on what the teacher is and on its files' digests, not on where the files lie.
+    key = input_key(t.identity(), [file_digest(f) for f in t.files()])
     if not t.runnable:
-        return LoadedTeacher(None, input_key(t, file_digest(source) if source else ""), None)
+        return LoadedTeacher(None, key, None)
     # Factories initialise weights from the global RNG: seed it so a run is repeatable.
     torch.manual_seed(cfg.seed)
-    model = load_teacher(t, base)
+    model = load_teacher(t)
     check_fit(model, splits)
-    if not t.train:
-        weights = source or (base / t.weights if t.weights else None)
-        key = input_key(t, file_digest(weights) if weights else "")
+    if not t.trains:
         return LoadedTeacher(model, key, footprint(model, splits.input_shape))
-    key = input_key(t, cfg.teacher_training, data_key)
+    key = input_key(key, cfg.teacher_training, data_key)
 
     def train() -> Made[dict]:
         progress.stage(f"teacher: training {t.factory} on labels")
@@ -88,7 +87,7 @@ def footprint(model: nn.Module, input_shape: tuple[int, ...]) -> budgets.Footpri
 
 
 def outputs(
-    cfg: RunConfig, rd: RunDir, teacher: LoadedTeacher, splits: Splits, base: Path, data_key: str, progress: Progress
+    cfg: RunConfig, rd: RunDir, teacher: LoadedTeacher, splits: Splits, data_key: str, progress: Progress
 ) -> tuple[TeacherOutputs, OutputsInfo, str]:
     """The teacher's outputs on the training split: computed, read or queried once, stored, and
     reused by every student. Returns them, how they were had, and their key."""
@@ -99,7 +98,7 @@ def outputs(
     rel = "teacher/outputs.npz"
 
     def make() -> Made[OutputsInfo]:
-        out, info = _compute(cfg, rd, teacher, splits, base, layers, progress)
+        out, info = _compute(cfg, rd, teacher, splits, layers, progress)
         if out.logits.shape[1] < splits.num_classes:
             raise UserError(
                 f"the teacher gives {out.logits.shape[1]} outputs per input but the labels go up to {splits.num_classes - 1}: "
@@ -118,28 +117,32 @@ def outputs(
 
 
 def _compute(
-    cfg: RunConfig, rd: RunDir, teacher: LoadedTeacher, splits: Splits, base: Path, layers: tuple[str, ...], progress: Progress
+    cfg: RunConfig, rd: RunDir, teacher: LoadedTeacher, splits: Splits, layers: tuple[str, ...], progress: Progress
 ) -> tuple[TeacherOutputs, OutputsInfo]:
-    t, x, n = cfg.teacher, splits.train.x, len(splits.train)
     if teacher.model is not None:
         progress.stage("teacher outputs: running the teacher once over the training split")
-        out = teacher_outputs(teacher.model, x, layers)
-        return out, OutputsInfo("logits", "KD at temperature on the teacher's logits, computed once", n, 0)
-    if t.kind == "recorded":
-        progress.stage(f"teacher outputs: reading the record {t.path}")
-        rec = load_recorded(base / t.path, x, splits.num_classes)
-        use = rec.use + (f"; {rec.missing} training inputs the record lacks are trained on labels alone" if rec.missing else "")
-        return rec.outputs, OutputsInfo(rec.form, use, rec.matched, rec.missing)
-    return _query(t, rd, x, base, progress)
+        out = teacher_outputs(teacher.model, splits.train.x, layers)
+        return out, OutputsInfo("logits", "KD at temperature on the teacher's logits, computed once", len(splits.train), 0)
+    # A teacher that cannot run is had by its kind's own means.
+    return _UNRUNNABLE[type(cfg.teacher)](cfg.teacher, rd, splits, progress)
 
 
-def _query(t: TeacherConfig, rd: RunDir, x: np.ndarray, base: Path, progress: Progress) -> tuple[TeacherOutputs, OutputsInfo]:
+def _recorded(t: RecordedTeacher, rd: RunDir, splits: Splits, progress: Progress) -> tuple[TeacherOutputs, OutputsInfo]:
+    progress.stage(f"teacher outputs: reading the record {t.path}")
+    rec = load_recorded(Path(t.path), splits.train.x, splits.num_classes)
+    use = rec.use + (f"; {rec.missing} training inputs the record lacks are trained on labels alone" if rec.missing else "")
+    return rec.outputs, OutputsInfo(rec.form, use, rec.matched, rec.missing)
+
+
+def _query(t: QueryTeacher, rd: RunDir, splits: Splits, progress: Progress) -> tuple[TeacherOutputs, OutputsInfo]:
     from edgedistill.query import QueryTeacherConfig, query_teacher
 
+    x = splits.train.x
     qcfg = QueryTeacherConfig(command=t.command, max_queries=t.max_queries, batch_size=t.query_batch, timeout_s=t.timeout_s)
     progress.stage(f"teacher outputs: querying {t.source} (at most {t.max_queries:,} queries, answers kept as they arrive)")
     with progress.task("query teacher", len(x)) as advance:
-        result = query_teacher(qcfg, x, rd.path("teacher/queries"), base, progress=lambda done, _total: advance(done, ""))
+        cwd = Path(t.cwd) if t.cwd else Path(".")
+        result = query_teacher(qcfg, x, rd.path("teacher/queries"), cwd, progress=lambda done, _total: advance(done, ""))
     if not result.answered.any():
         raise UserError(f"the query teacher answered none of the {len(x)} training inputs ({result.message}): raise teacher.max_queries")
     logits = result.outputs.astype(np.float32)
@@ -154,6 +157,9 @@ def _query(t: TeacherConfig, rd: RunDir, x: np.ndarray, base: Path, progress: Pr
     }
     known = result.answered if missing else None
     return TeacherOutputs(logits, known=known), OutputsInfo(f"queried {t.answers}", use, int(result.answered.sum()), missing, queries)
+
+
+_UNRUNNABLE = {RecordedTeacher: _recorded, QueryTeacher: _query}
 
 
 def check_fit(model: nn.Module, splits: Splits) -> None:

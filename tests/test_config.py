@@ -141,7 +141,8 @@ def _all_fields():
 def test_field_walk_reaches_every_section():
     seen, _ = _all_fields()
     names = {m.__name__ for m in seen}
-    assert {"RunConfig", "TeacherConfig", "DataConfig", "TierConfig", "Budget", "DistillConfig",
+    teachers = {"FactoryTeacher", "Pt2Teacher", "OnnxFileTeacher", "RecordedTeacher", "QueryTeacher", "HFTeacher"}
+    assert teachers | {"RunConfig", "DataConfig", "TierConfig", "Budget", "DistillConfig",
             "ExportConfig", "QuantizeConfig", "MeasureConfig", "Prune", "Scale", "Custom"} <= names
 
 

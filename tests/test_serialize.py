@@ -8,7 +8,7 @@ from typing import Optional
 
 from edgedistill.compress.budget import Budget
 from edgedistill.serialize import from_jsonable, to_jsonable
-from edgedistill.teachers import TeacherConfig
+from edgedistill.teachers import FactoryTeacher, TeacherConfig
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def _tree(**overrides) -> Tree:
         best=a,
         note=None,
         budget=Budget(params="20%", bytes="16KB"),
-        teacher=TeacherConfig(factory="conftest:tiny_cnn"),
+        teacher=FactoryTeacher(factory="conftest:tiny_cnn"),
         names=["x", "y"],
         ratio=2,
     )
@@ -57,9 +57,7 @@ def test_to_jsonable_gives_plain_json():
     assert data["by_name"]["a"]["file"] == "out/a.onnx"
     assert data["note"] is None
     assert data["budget"]["params"] == "20%"
-    assert data["teacher"] == {
-        "factory": "conftest:tiny_cnn", "train": False, "query_batch": 256, "timeout_s": 120.0, "answers": "logits",
-    }
+    assert data["teacher"] == {"kind": "factory", "factory": "conftest:tiny_cnn", "train": False}
 
 
 def test_round_trip_through_json_is_equal():
@@ -69,7 +67,7 @@ def test_round_trip_through_json_is_equal():
     assert isinstance(back.root, Path) and isinstance(back.leaves, tuple)
     assert isinstance(back.leaves[0], Leaf) and isinstance(back.leaves[0].file, Path)
     assert isinstance(back.by_name["b"], Leaf)
-    assert isinstance(back.budget, Budget) and isinstance(back.teacher, TeacherConfig)
+    assert isinstance(back.budget, Budget) and isinstance(back.teacher, FactoryTeacher)
     assert isinstance(back.ratio, float)
 
 

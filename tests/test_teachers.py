@@ -1,3 +1,4 @@
+from pathlib import Path
 import pytest
 import torch
 from pydantic import ValidationError
@@ -5,7 +6,7 @@ from torch import nn
 
 from conftest import tiny_cnn, tiny_mlp
 from edgedistill.errors import UserError
-from edgedistill.teachers import TeacherConfig, load_teacher
+from edgedistill.teachers import load_teacher, parse_teacher
 
 
 def _msg(excinfo) -> str:
@@ -16,13 +17,13 @@ def _msg(excinfo) -> str:
 
 def test_factory_loads_module_in_eval_mode():
     # conftest:TinyCNN builds a module in training mode; load_teacher must switch it to eval
-    model = load_teacher(TeacherConfig(factory="conftest:TinyCNN"))
+    model = load_teacher(parse_teacher(dict(factory="conftest:TinyCNN")))
     assert isinstance(model, nn.Module)
     assert not any(m.training for m in model.modules())
 
 
 def test_factory_function_gives_working_teacher():
-    model = load_teacher(TeacherConfig(factory="conftest:tiny_cnn"))
+    model = load_teacher(parse_teacher(dict(factory="conftest:tiny_cnn")))
     assert isinstance(model, nn.Module) and not model.training
     torch.testing.assert_close(model(torch.ones(2, 1, 8, 8)), tiny_cnn()(torch.ones(2, 1, 8, 8)))
 
@@ -33,7 +34,7 @@ def test_weights_load_and_match(tmp_path):
         for p in source.parameters():
             p.add_(0.5)  # differ from the factory's seeded init
     torch.save(source.state_dict(), tmp_path / "w.pt")
-    model = load_teacher(TeacherConfig(factory="conftest:tiny_cnn", weights="w.pt"), base=tmp_path)
+    model = load_teacher(parse_teacher(dict(factory="conftest:tiny_cnn", weights="w.pt"), tmp_path))
     loaded = model.state_dict()
     assert loaded.keys() == source.state_dict().keys()
     for name, tensor in source.state_dict().items():
@@ -44,27 +45,27 @@ def test_weights_load_and_match(tmp_path):
 def test_mismatched_weights_raise_user_error(tmp_path):
     torch.save(tiny_mlp().state_dict(), tmp_path / "mlp.pt")
     with pytest.raises(UserError) as exc:
-        load_teacher(TeacherConfig(factory="conftest:tiny_cnn", weights=str(tmp_path / "mlp.pt")))
+        load_teacher(parse_teacher(dict(factory="conftest:tiny_cnn", weights=str(tmp_path / "mlp.pt"))))
     msg = _msg(exc)
     assert "mlp.pt" in msg and "conftest:tiny_cnn" in msg
 
 
 def test_missing_weights_raise_user_error(tmp_path):
     with pytest.raises(UserError) as exc:
-        load_teacher(TeacherConfig(factory="conftest:tiny_cnn", weights="absent.pt"), base=tmp_path)
+        load_teacher(parse_teacher(dict(factory="conftest:tiny_cnn", weights="absent.pt"), tmp_path))
     assert "absent.pt" in _msg(exc)
 
 
 def test_weights_that_are_not_a_state_dict_raise_user_error(tmp_path):
     (tmp_path / "w.pt").write_text("not a checkpoint")
     with pytest.raises(UserError) as exc:
-        load_teacher(TeacherConfig(factory="conftest:tiny_cnn", weights="w.pt"), base=tmp_path)
+        load_teacher(parse_teacher(dict(factory="conftest:tiny_cnn", weights="w.pt"), tmp_path))
     assert "state dict" in _msg(exc)
 
 
 def test_factory_returning_non_module_raises_user_error():
     with pytest.raises(UserError) as exc:
-        load_teacher(TeacherConfig(factory="os:getcwd"))
+        load_teacher(parse_teacher(dict(factory="os:getcwd")))
     msg = _msg(exc)
     assert "os:getcwd" in msg and "str" in msg
 
@@ -79,7 +80,7 @@ def test_factory_returning_non_module_raises_user_error():
 )
 def test_bad_factory_spec_raises_user_error(spec, expect):
     with pytest.raises(UserError) as exc:
-        load_teacher(TeacherConfig(factory=spec))
+        load_teacher(parse_teacher(dict(factory=spec)))
     assert expect in _msg(exc)
 
 
@@ -94,7 +95,7 @@ def pt2_file(tmp_path_factory):
 
 def test_pt2_loads_and_matches_the_module(pt2_file):
     path, model = pt2_file
-    loaded = load_teacher(TeacherConfig(path=path.name), base=path.parent)
+    loaded = load_teacher(parse_teacher(dict(path=path.name), path.parent))
     assert isinstance(loaded, nn.Module)
     x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -103,7 +104,7 @@ def test_pt2_loads_and_matches_the_module(pt2_file):
 
 def test_pt2_absolute_path_loads(pt2_file):
     path, model = pt2_file
-    loaded = load_teacher(TeacherConfig(path=str(path)))
+    loaded = load_teacher(parse_teacher(dict(path=str(path))))
     x = torch.zeros(2, 1, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
@@ -117,13 +118,13 @@ def test_non_pt2_file_raises_user_error(tmp_path, content):
     else:
         torch.save(tiny_cnn().state_dict(), path)
     with pytest.raises(UserError) as exc:
-        load_teacher(TeacherConfig(path=str(path)))
+        load_teacher(parse_teacher(dict(path=str(path))))
     assert "torch.export" in _msg(exc)
 
 
 def test_missing_pt2_raises_user_error(tmp_path):
     with pytest.raises(UserError) as exc:
-        load_teacher(TeacherConfig(path="gone.pt2"), base=tmp_path)
+        load_teacher(parse_teacher(dict(path="gone.pt2"), tmp_path))
     assert "gone.pt2" in _msg(exc)
 
 
@@ -143,12 +144,19 @@ def test_missing_pt2_raises_user_error(tmp_path):
 )
 def test_teacher_config_rejects_bad_combinations(kwargs):
     with pytest.raises(ValidationError):
-        TeacherConfig(**kwargs)
+        parse_teacher(kwargs)
 
 
 def test_teacher_config_accepts_one_source():
-    assert TeacherConfig(factory="conftest:tiny_cnn").path is None
-    assert TeacherConfig(path="t.pt2").factory is None
+    assert parse_teacher(dict(factory="conftest:tiny_cnn")).kind == "factory"
+    assert parse_teacher(dict(path="t.pt2")).kind == "pt2"
+
+
+def test_paths_start_at_the_config_folder_once_it_loads(tmp_path):
+    assert parse_teacher("t.pt2", tmp_path).path == str(tmp_path / "t.pt2")
+    assert parse_teacher({"factory": "m:f", "weights": "w.pt"}, tmp_path).weights == str(tmp_path / "w.pt")
+    assert parse_teacher({"command": ["client"], "max_queries": 5}, tmp_path).cwd == str(tmp_path)
+    assert parse_teacher(str(tmp_path / "abs.onnx"), Path("/elsewhere")).path == str(tmp_path / "abs.onnx")
 
 
 @pytest.mark.parametrize(
@@ -162,7 +170,7 @@ def test_teacher_config_accepts_one_source():
     ],
 )
 def test_a_teacher_is_given_as_a_string_or_a_table(given, kind):
-    cfg = TeacherConfig.model_validate(given)
+    cfg = parse_teacher(given)
     assert cfg.kind == kind
     assert cfg.has_weights == (kind in ("factory", "pt2"))
     assert cfg.runnable == (kind in ("factory", "pt2", "onnx"))
@@ -175,7 +183,7 @@ def test_an_onnx_teacher_runs_with_its_size_from_the_graph(tmp_path, digits_xy):
     x, _ = digits_xy
     model = tiny_cnn()
     path = export_onnx(model, x[:2], x[:8], tmp_path / "t.onnx").path
-    teacher = load_teacher(TeacherConfig.model_validate(str(path)))
+    teacher = load_teacher(parse_teacher(str(path)))
     with torch.no_grad():
         torch.testing.assert_close(teacher(torch.from_numpy(x[:5])), model(torch.from_numpy(x[:5])), atol=1e-4, rtol=1e-4)
     fp = onnx_footprint(path, (1, 8, 8))
@@ -188,4 +196,4 @@ def test_an_onnx_teacher_runs_with_its_size_from_the_graph(tmp_path, digits_xy):
 
 def test_recorded_and_query_teachers_cannot_be_run_on_new_inputs():
     with pytest.raises(UserError, match="cannot be run on new inputs"):
-        load_teacher(TeacherConfig.model_validate("outputs.npz"))
+        load_teacher(parse_teacher("outputs.npz"))

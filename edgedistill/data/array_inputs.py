@@ -34,17 +34,17 @@ class ArrayInputs:
 
     name = "arrays"
 
-    def parts(self, cfg: RunConfig, base: Path) -> Parts:
+    def parts(self, cfg: RunConfig) -> Parts:
         """The seeded train / validation / calibration splits of the config's data."""
-        return Parts(*_splits(cfg, base)[0][:3])
+        return Parts(*_splits(cfg)[0][:3])
 
-    def prepare(self, cfg: RunConfig, base: Path, rd: RunDir, progress: Progress, fit: Fit) -> Prepared:
+    def prepare(self, cfg: RunConfig, rd: RunDir, progress: Progress, fit: Fit) -> Prepared:
         """Load and split the data, then the teacher (trained first if asked) and its outputs."""
         progress.stage(f"data: {cfg.data.source}")
-        (train, val, calib, splits), data_key = _splits(cfg, base)
+        (train, val, calib, splits), data_key = _splits(cfg)
         parts = Parts(train, val, calib)
-        loaded = teaching.load(cfg, rd, splits, base, data_key, progress, lambda order, p: fit(parts, order, p))
-        outputs, info, outputs_key = teaching.outputs(cfg, rd, loaded, splits, base, data_key, progress)
+        loaded = teaching.load(cfg, rd, splits, data_key, progress, lambda order, p: fit(parts, order, p))
+        outputs, info, outputs_key = teaching.outputs(cfg, rd, loaded, splits, data_key, progress)
         teacher = TeacherSide(
             loaded.model, loaded.key, loaded.footprint, outputs, Reference(None, val.y), outputs_key, to_jsonable(info)
         )
@@ -113,12 +113,12 @@ class ArrayInputs:
         return torch.load(rd.path(f"{folder}/student.pt"), weights_only=False)
 
 
-def _splits(cfg: RunConfig, base: Path) -> tuple[tuple[Dataset, Dataset, Dataset, Splits], str]:
+def _splits(cfg: RunConfig) -> tuple[tuple[Dataset, Dataset, Dataset, Splits], str]:
     """The seeded splits of the config's data, and their key for the stages that use them."""
-    source = "digits" if cfg.data.source == "digits" else str(base / cfg.data.source)
-    x, y, classes = load_arrays(source, cfg.data.image_size, cfg.data.channels)
-    splits = split(x, y, classes, cfg.data.source, cfg.data.val_fraction, cfg.data.calib_fraction, cfg.seed)
-    return (splits.train, splits.val, splits.calib, splits), input_key(cfg.data, cfg.seed, file_digest(Path(source)))
+    d = cfg.data
+    x, y, classes = load_arrays(d.source, d.image_size, d.channels)
+    splits = split(x, y, classes, d.source, d.val_fraction, d.calib_fraction, cfg.seed)
+    return (splits.train, splits.val, splits.calib, splits), input_key(d.identity(), cfg.seed, file_digest(Path(d.source)))
 
 
 ARRAYS = ArrayInputs()

@@ -134,12 +134,11 @@ class Inputs(Protocol):
 
     name: str
 
-    def prepare(self, cfg: RunConfig, base: Path, rd: RunDir, progress: Progress, fit: Fit) -> Prepared:
-        """Load and split the data, load (or train) the teacher and have its outputs, cached;
-        relative paths of `cfg` start at `base`, the config's folder."""
+    def prepare(self, cfg: RunConfig, rd: RunDir, progress: Progress, fit: Fit) -> Prepared:
+        """Load and split the data, load (or train) the teacher and have its outputs, cached."""
         ...
 
-    def parts(self, cfg: RunConfig, base: Path) -> Parts:
+    def parts(self, cfg: RunConfig) -> Parts:
         """The splits alone (the other ranks of a torchrun train on them)."""
         ...
 

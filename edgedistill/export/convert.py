@@ -24,7 +24,7 @@ from edgedistill.export.onnx import export_onnx, load_onnx_checked
 from edgedistill.export.tensorrt import TrtArtifact
 from edgedistill.fileio import atomic_path
 from edgedistill.ortsession import open_session, run_batched
-from edgedistill.teachers import TeacherConfig, load_teacher
+from edgedistill.teachers import load_teacher, parse_teacher
 
 _RANDOM_INPUTS = 16
 
@@ -131,7 +131,7 @@ def _sources(req: ExportRequest) -> tuple[Path | None, Path | None]:
 
 
 def _from_pt2(req: ExportRequest) -> Path:
-    module = load_teacher(TeacherConfig(path=str(req.model)))
+    module = load_teacher(parse_teacher(str(req.model)))
     x = _data(req.data)[0] if req.data else None
     if x is None:
         raise UserError(f"exporting {req.model} needs example inputs: pass --data inputs.npz (an array x shaped as the model's input)")

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from edgedistill.compress.distill import DistillConfig, ProgressFn, kd_loss
 from edgedistill.distributed import World
-from edgedistill.hf.metrics import mean_cosine
+from edgedistill.tasks.similarity import mean_cosine
 from edgedistill.hf.model import HFModel
 
 _EVAL_BATCH = 64

@@ -47,13 +47,12 @@ class Devices:
 def run(
     cfg: RunConfig,
     out: Path,
-    base: Path = Path("."),
     force: bool = False,
     progress: Progress = Progress(),
     world: World | None = None,
     devices: Devices = Devices(),
 ) -> RunResult | None:
-    """Run every stage of `cfg` into the run directory `out`; relative paths in `cfg` start at `base`.
+    """Run every stage of `cfg` into the run directory `out`.
 
     Under torchrun, rank 0 runs the stages and returns the result; the other ranks only train their
     shards when rank 0 trains, and return None.
@@ -61,20 +60,20 @@ def run(
     world = world or init_world()
     entry = inputs_for(cfg.teacher)
     if not world.is_main:
-        parts = entry.parts(cfg, base)
+        parts = entry.parts(cfg)
         serve(world, lambda order: entry.fit(parts, order, None, world))
         world.close()
         return None
     try:
-        return _run(cfg, out, base, force, progress, world, devices)
+        return _run(cfg, out, force, progress, world, devices)
     finally:
         if world.distributed:
             world.send(None)
             world.close()
 
 
-def _run(cfg: RunConfig, out: Path, base: Path, force: bool, progress: Progress, world: World, devices: Devices) -> RunResult:
-    targets = tuple(load_target(t if not t.endswith(".toml") else str(base / t)) for t in cfg.targets)
+def _run(cfg: RunConfig, out: Path, force: bool, progress: Progress, world: World, devices: Devices) -> RunResult:
+    targets = tuple(load_target(t) for t in cfg.targets)
     _check_latency_targets(cfg, targets)
     m = cfg.measure
     service = LatencyService(
@@ -85,7 +84,7 @@ def _run(cfg: RunConfig, out: Path, base: Path, force: bool, progress: Progress,
         rd.write_json("config.json", cfg)
         entry = inputs_for(cfg.teacher)
         trainer = Trainer(entry, world)
-        prep = entry.prepare(cfg, base, rd, progress, trainer.fit)
+        prep = entry.prepare(cfg, rd, progress, trainer.fit)
         ctx = Context(cfg, rd, entry, prep, targets, service, progress, trainer)
         report = _report(ctx)
         path = rd.write_text("report.json", schema.dumps(report))

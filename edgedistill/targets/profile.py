@@ -11,22 +11,30 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgedistill.errors import UserError
+from edgedistill.export.formats import FORMATS
 from edgedistill.targets.host import host_specs
 from edgedistill.targets.specs import Precision, Specs
-
-Format = Literal["onnx", "ort", "tensorrt"]
-
 
 class ArtifactSpec(BaseModel):
     """One file a target runs: its format and precision."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    format: Format = Field(description="onnx, ort (ONNX Runtime Mobile) or tensorrt (an engine, or its trtexec build).")
+    format: str = Field(description="A registered format: onnx, ort (ONNX Runtime Mobile) or tensorrt (an engine, or its trtexec build).")
     precision: Precision = Field(description="fp32, fp16 or int8.")
+
+    @model_validator(mode="after")
+    def _registered(self) -> "ArtifactSpec":
+        # The format registry says which formats exist and at which precisions each is made.
+        if self.format not in FORMATS:
+            raise ValueError(f"format {self.format!r} is unknown: use one of {', '.join(FORMATS)}")
+        entry = FORMATS[self.format]
+        if self.precision not in (*entry.staged, *entry.precisions):
+            raise ValueError(f"{self.format} is not made at {self.precision}: use one of {', '.join((*entry.staged, *entry.precisions))}")
+        return self
 
 
 class SshSettings(BaseModel):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgedistill.hf.metrics import mean_cosine, neighbour_agreement
+from edgedistill.tasks.similarity import mean_cosine, neighbour_agreement
 from edgedistill.tasks.base import Reference
 
 NEIGHBOURS = 10

@@ -6,7 +6,7 @@ import pytest
 
 from edgedistill.data.base import Inputs
 from edgedistill.data.registry import INPUTS, inputs_for
-from edgedistill.teachers import TeacherConfig
+from edgedistill.teachers import parse_teacher
 
 _METHODS = [name for name, _ in inspect.getmembers(Inputs, inspect.isfunction) if not name.startswith("_")]
 
@@ -21,6 +21,6 @@ def test_every_entry_provides_the_whole_protocol(name):
 
 
 def test_a_teacher_says_which_inputs_it_takes():
-    assert inputs_for(TeacherConfig(hf="models/encoder")).name == "text"
-    assert inputs_for(TeacherConfig(factory="pkg.mod:build")).name == "arrays"
-    assert inputs_for(TeacherConfig(path="teacher.onnx")).name == "arrays"
+    assert inputs_for(parse_teacher({"hf": "models/encoder"})).name == "text"
+    assert inputs_for(parse_teacher("pkg.mod:build")).name == "arrays"
+    assert inputs_for(parse_teacher("teacher.onnx")).name == "arrays"

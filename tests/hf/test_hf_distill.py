@@ -4,7 +4,7 @@ import torch
 from edgedistill.compress.distill import DistillConfig
 from edgedistill.compress.students import HFShrink
 from edgedistill.hf import distill
-from edgedistill.hf.metrics import mean_cosine
+from edgedistill.tasks.similarity import mean_cosine
 from edgedistill.hf.model import load_hf
 from edgedistill.hf.students import _HFShrinkHandler
 from edgedistill.data.text import builtin_sentences, tokenize

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgedistill.errors import UserError
-from edgedistill.hf.metrics import mean_cosine, neighbour_agreement
+from edgedistill.tasks.similarity import mean_cosine, neighbour_agreement
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_partial_agreement_is_the_shared_share():
 
 
 def test_works_in_blocks_larger_than_one(teacher, monkeypatch):
-    import edgedistill.hf.metrics as metrics
+    import edgedistill.tasks.similarity as metrics
 
     other = teacher + np.random.default_rng(5).normal(scale=0.5, size=teacher.shape)
     whole = neighbour_agreement(other, teacher, k=7)

@@ -1,4 +1,5 @@
-"""How well a student's sentence embeddings stand in for the teacher's."""
+"""How well one set of embeddings stands in for another (a student's sentence embeddings for the
+teacher's): the embedding task's measures."""
 
 from __future__ import annotations
 
