@@ -6,7 +6,8 @@ from torch import nn
 
 from conftest import tiny_cnn, tiny_mlp
 from edgedistill.errors import UserError
-from edgedistill.teachers import load_teacher, parse_teacher
+from edgedistill.data.registry import INPUTS
+from edgedistill.teachers import TEACHER_KINDS, load_teacher, parse_teacher
 
 
 def _msg(excinfo) -> str:
@@ -197,3 +198,25 @@ def test_an_onnx_teacher_runs_with_its_size_from_the_graph(tmp_path, digits_xy):
 def test_recorded_and_query_teachers_cannot_be_run_on_new_inputs():
     with pytest.raises(UserError, match="cannot be run on new inputs"):
         load_teacher(parse_teacher("outputs.npz"))
+
+
+_MINIMAL = {
+    "factory": {"factory": "conftest:tiny_cnn"},
+    "pt2": {"path": "t.pt2"},
+    "onnx": {"path": "t.onnx"},
+    "recorded": {"path": "t.npz"},
+    "query": {"command": ["client"], "max_queries": 5},
+    "hf": {"hf": "models/encoder"},
+}
+
+
+@pytest.mark.parametrize("kind_cls", TEACHER_KINDS, ids=lambda c: c.__name__)
+def test_every_teacher_kind_parses_from_its_source_key_and_keys_without_paths(kind_cls, tmp_path):
+    kind = kind_cls.model_fields["kind"].default
+    teacher = parse_teacher(_MINIMAL[kind], tmp_path)
+    assert type(teacher) is kind_cls and teacher.kind == kind and teacher.source
+    assert parse_teacher({"kind": kind, **_MINIMAL[kind]}, tmp_path) == teacher
+    assert not {"path", "weights", "cwd", "hf"} & set(teacher.identity())
+    assert all(f.is_absolute() for f in teacher.files())
+    assert teacher.inputs in INPUTS
+    assert teacher.runnable or not teacher.has_weights
