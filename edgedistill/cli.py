@@ -145,17 +145,18 @@ def export(
             raise UserError(f"--precision {precision!r} is unknown: use fp32, fp16 or int8")
         result = export_model(ExportRequest(model, format, precision, out, data))
         console.print(f"wrote {result.path} ({result.bytes:,} bytes, {result.format} {result.precision})")
-        if result.parity_max_abs_err is not None:
-            verdict = "ok" if result.passed else "[red]FAILED[/]"
+        parity = result.parity
+        if parity.checked:
+            verdict = "ok" if parity.passed else "[red]FAILED[/]"
             console.print(
-                f"parity against its source on {result.inputs}: max abs error {result.parity_max_abs_err:.2e} "
-                f"(tolerance {result.parity_tolerance:.0e}) {verdict}"
+                f"parity against its source on {result.inputs}: max abs error {parity.max_abs_err:.2e} "
+                f"(tolerance {parity.tolerance:.0e}) {verdict}"
             )
         if result.build is not None:
             console.print(result.build.reason if not result.build.built else f"engine built: {result.build.engine}")
             console.print(f"trtexec command: {result.build.command_path}")
         findings = _print_lint(result.lint)
-        if not result.passed or findings:
+        if not parity.passed or findings:
             raise typer.Exit(1)
 
 

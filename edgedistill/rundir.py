@@ -24,7 +24,8 @@ from edgedistill.progress import Progress
 from edgedistill.serialize import from_jsonable, to_jsonable
 
 MANIFEST = "manifest.json"
-MANIFEST_SCHEMA = "edgedistill.manifest/1"
+# /2: stage results of the one run (typed stage ids, parity values); /1 records are not resumed.
+MANIFEST_SCHEMA = "edgedistill.manifest/2"
 
 
 T = TypeVar("T")
@@ -119,8 +120,14 @@ class RunDir:
         and its outputs remain (saying `resumed` on `progress`), else `make()`'s, recorded."""
         done = self.finished(str(sid), key)
         if done is not None:
-            progress.stage(resumed)
-            return from_jsonable(kind, done)
+            try:
+                result = from_jsonable(kind, done)
+            except (TypeError, KeyError, ValueError):
+                # A record of another shape (an older edgedistill) is redone, never half-read.
+                progress.stage(f"{sid}: the run directory's record is of another version; redoing it")
+            else:
+                progress.stage(resumed)
+                return result
         made = make()
         self.finish(str(sid), key, made.result, made.outputs)
         return made.result

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from edgedistill.errors import UserError
-from edgedistill.rundir import MANIFEST, RunDir, input_key
+from edgedistill.progress import Progress
+from edgedistill.rundir import MANIFEST, Made, RunDir, StageId, input_key
 
 
 def _temp_files(root: Path) -> list[Path]:
@@ -126,12 +127,12 @@ def test_input_key_is_stable_and_sensitive():
 @pytest.mark.parametrize(
     "content",
     [
-        pytest.param(b'{"schema": "edgedistill.manifest/1", "stages": {', id="truncated"),
+        pytest.param(b'{"schema": "edgedistill.manifest/2", "stages": {', id="truncated"),
         pytest.param(b"", id="empty"),
         pytest.param(b'{"schema": "other/9", "stages": {"a": 1}}', id="foreign-schema"),
         pytest.param(b"\xff\xfe\x00garbage", id="binary"),
         pytest.param(b"[]", id="not-an-object"),
-        pytest.param(b'{"schema": "edgedistill.manifest/1"}', id="no-stages"),
+        pytest.param(b'{"schema": "edgedistill.manifest/2"}', id="no-stages"),
     ],
 )
 def test_damaged_manifest_is_tolerated(tmp_path, content):
@@ -144,3 +145,23 @@ def test_damaged_manifest_is_tolerated(tmp_path, content):
     assert (tmp_path / "kept.txt").read_text() == "artifact"
     with RunDir(tmp_path) as rd:
         assert rd.finished("a", "k") == 1
+
+
+def test_a_record_of_another_shape_is_redone_not_half_read(tmp_path):
+    @dataclass(frozen=True)
+    class Now:
+        value: int
+        unit: str
+
+    calls = []
+
+    def make():
+        calls.append(1)
+        return Made(Now(3, "ms"))
+
+    with RunDir(tmp_path) as rd:
+        rd.finish("s", "k", {"old_value": 3})  # what an older version recorded under the same key
+        assert rd.stage(StageId("s"), "k", Now, make, Progress(), "resumed") == Now(3, "ms")
+        assert calls == [1]
+        assert rd.stage(StageId("s"), "k", Now, make, Progress(), "resumed") == Now(3, "ms")
+        assert calls == [1]

@@ -21,6 +21,7 @@ from edgedistill.data.base import EpochProgress, Exported, Feed, Fit, FitOrder, 
 from edgedistill.distributed import World
 from edgedistill.errors import UserError
 from edgedistill.export.onnx import OnnxExport, export_onnx
+from edgedistill.export.parity import Parity
 from edgedistill.fileio import atomic_path, file_digest
 from edgedistill.progress import Progress
 from edgedistill.rundir import RunDir, input_key
@@ -98,11 +99,11 @@ class ArrayInputs:
             with atomic_path(dst) as tmp:
                 shutil.copyfile(model.path, tmp)
             names = tuple(i.name for i in model.session.get_inputs())
-            return Exported(dst, names, 0.0, cfg.parity_tolerance)
+            return Exported(dst, names, Parity(0.0, cfg.parity_tolerance))
         val_x = prep.parts.val.x
         how = OnnxExport(opset=cfg.opset, simplify=cfg.simplify, parity_tolerance=cfg.parity_tolerance)
         art = export_onnx(model, val_x[:2], val_x, dst, how)
-        return Exported(art.path, (how.input_name,), art.parity_max_abs_err, art.parity_tolerance)
+        return Exported(art.path, (how.input_name,), art.parity)
 
     def save(self, prep: Prepared, model: nn.Module, rd: RunDir, folder: str) -> Path:
         """The whole module, pickled by torch."""

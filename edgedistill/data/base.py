@@ -21,6 +21,7 @@ from torch import nn
 from edgedistill.compress.budget import Footprint
 from edgedistill.compress.distill import DistillConfig, TeacherOutputs
 from edgedistill.distributed import World
+from edgedistill.export.parity import Parity
 from edgedistill.tasks import Reference, Task
 
 if TYPE_CHECKING:
@@ -102,8 +103,7 @@ class Exported:
 
     path: Path
     inputs: tuple[str, ...]
-    parity_max_abs_err: float
-    parity_tolerance: float
+    parity: Parity
 
 
 @dataclass(frozen=True)

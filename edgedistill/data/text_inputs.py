@@ -137,7 +137,7 @@ class TextInputs:
         (`dst` is its model.onnx) with the tokenizer beside it; checked against PyTorch."""
         sample = prep.parts.val.tokens.take(0, _PARITY_SAMPLES)
         art = export_hf(model, prep.companion, dst.parent, sample, opset=cfg.opset, tolerance=cfg.parity_tolerance)
-        return Exported(art.path, art.inputs, art.parity_max_abs_err, art.parity_tolerance)
+        return Exported(art.path, art.inputs, art.parity)
 
     def save(self, prep: Prepared, model: HFModel, rd: RunDir, folder: str) -> Path:
         """The student folder (weights, task, token map, tokenizer), written whole or not at all."""

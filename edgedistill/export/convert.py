@@ -21,6 +21,7 @@ from edgedistill.export.formats import OnnxFiles, format_for
 from edgedistill.export.fp16 import quantized_ops
 from edgedistill.export.lint import LintResult
 from edgedistill.export.onnx import export_onnx, load_onnx_checked
+from edgedistill.export.parity import Parity
 from edgedistill.export.tensorrt import TrtArtifact
 from edgedistill.fileio import atomic_path
 from edgedistill.ortsession import open_session, run_batched
@@ -54,15 +55,10 @@ class ExportOutcome:
     format: str
     precision: str
     bytes: int
-    parity_max_abs_err: float | None
-    parity_tolerance: float | None
+    parity: Parity
     lint: tuple[LintResult, ...]
     build: TrtArtifact | None
     inputs: str
-
-    @property
-    def passed(self) -> bool:
-        return self.parity_max_abs_err is None or self.parity_max_abs_err <= self.parity_tolerance
 
 
 def export_model(req: ExportRequest) -> ExportOutcome:
@@ -84,7 +80,7 @@ def export_model(req: ExportRequest) -> ExportOutcome:
     if req.precision in entry.staged:
         # The run's own ONNX files (export and quantize stages): placed in the folder as they are.
         final = _place(OnnxFiles(src).at(req.precision), req.out)
-        return ExportOutcome(final, req.format, req.precision, final.stat().st_size, None, None, (), None, described)
+        return ExportOutcome(final, req.format, req.precision, final.stat().st_size, Parity.unchecked(), (), None, described)
     (made,) = deploy(src, {(req.format, req.precision): ()}).made
     return _outcome(made, described)
 
@@ -109,9 +105,7 @@ def _require_data(req: ExportRequest) -> None:
 
 
 def _outcome(d: DeployArtifact, inputs: str) -> ExportOutcome:
-    return ExportOutcome(
-        d.path, d.format, d.precision, d.path.stat().st_size, d.parity_max_abs_err, d.parity_tolerance, d.lint, d.build, inputs
-    )
+    return ExportOutcome(d.path, d.format, d.precision, d.path.stat().st_size, d.parity, d.lint, d.build, inputs)
 
 
 def _sources(req: ExportRequest) -> tuple[Path | None, Path | None]:

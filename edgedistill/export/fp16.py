@@ -14,6 +14,7 @@ import onnx
 
 from edgedistill.errors import UserError
 from edgedistill.export.onnx import load_onnx_checked
+from edgedistill.export.parity import Parity
 from edgedistill.fileio import atomic_path, quiet
 from edgedistill.ortsession import Feed, feed_len, open_session, run_batched
 
@@ -39,22 +40,16 @@ _CONVERTER_LOGGER = "onnxruntime.transformers.float16"
 class Fp16Artifact:
     """An fp16 ONNX file and its parity check against the fp32 model.
 
-    `parity_max_abs_err` is max |fp16 - fp32| over the check inputs and `output_scale` is
-    max |fp32| over the same outputs. `parity_tolerance` is absolute, like every artifact's:
+    `parity.max_abs_err` is max |fp16 - fp32| over the check inputs and `output_scale` is
+    max |fp32| over the same outputs. `parity.tolerance` is absolute, like every artifact's:
     the relative tolerance `to_fp16` was given times `output_scale`.
     """
 
     path: Path
     bytes: int
     keep_io_types: bool
-    parity_max_abs_err: float
-    parity_tolerance: float
+    parity: Parity
     output_scale: float
-
-    @property
-    def passed(self) -> bool:
-        """True when the fp16 model matches the fp32 model within the tolerance."""
-        return self.parity_max_abs_err <= self.parity_tolerance
 
 
 def quantized_ops(graph: onnx.GraphProto) -> set[str]:
@@ -111,8 +106,7 @@ def to_fp16(
         path=out,
         bytes=out.stat().st_size,
         keep_io_types=keep_io_types,
-        parity_max_abs_err=err,
-        parity_tolerance=tolerance * scale,
+        parity=Parity(err, tolerance * scale),
         output_scale=scale,
     )
 

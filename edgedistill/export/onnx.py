@@ -13,6 +13,7 @@ from google.protobuf.message import DecodeError
 from torch import nn
 
 from edgedistill.errors import UserError
+from edgedistill.export.parity import Parity
 from edgedistill.fileio import atomic_path, quiet
 from edgedistill.ortsession import open_session, run_batched
 
@@ -43,13 +44,7 @@ class OnnxArtifact:
     bytes: int
     opset: int
     simplified: bool
-    parity_max_abs_err: float
-    parity_tolerance: float
-
-    @property
-    def passed(self) -> bool:
-        """True when ONNX Runtime matches torch within the tolerance."""
-        return self.parity_max_abs_err <= self.parity_tolerance
+    parity: Parity
 
 
 def export_onnx(
@@ -63,7 +58,7 @@ def export_onnx(
 
     `sample` (batch, ...) fixes the input shape and dtype; `check_inputs` are real inputs on
     which ONNX Runtime and torch are compared. A failed parity check does not raise: the
-    artifact records it and the caller decides (`OnnxArtifact.passed`).
+    artifact records it and the caller decides (`OnnxArtifact.parity`).
     """
     out = Path(out)
     if sample.ndim < 1 or len(sample) == 0 or len(check_inputs) == 0:
@@ -83,8 +78,7 @@ def export_onnx(
         bytes=out.stat().st_size,
         opset=cfg.opset,
         simplified=simplified is not None,
-        parity_max_abs_err=err,
-        parity_tolerance=cfg.parity_tolerance,
+        parity=Parity(err, cfg.parity_tolerance),
     )
 
 

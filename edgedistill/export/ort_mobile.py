@@ -19,6 +19,7 @@ import onnx
 
 from edgedistill.errors import UserError
 from edgedistill.export.onnx import load_onnx_checked
+from edgedistill.export.parity import Parity
 from edgedistill.fileio import quiet
 from edgedistill.ortsession import Feed, feed_len, open_session, run_batched
 
@@ -49,13 +50,7 @@ class OrtArtifact:
     path: Path
     bytes: int
     ops_config: Path
-    parity_max_abs_err: float
-    parity_tolerance: float
-
-    @property
-    def passed(self) -> bool:
-        """True when the .ort model matches the source ONNX model within the tolerance."""
-        return self.parity_max_abs_err <= self.parity_tolerance
+    parity: Parity
 
 
 def export_ort(
@@ -95,8 +90,7 @@ def export_ort(
         path=out,
         bytes=out.stat().st_size,
         ops_config=ops_config,
-        parity_max_abs_err=err,
-        parity_tolerance=tolerance,
+        parity=Parity(err, tolerance),
     )
 
 

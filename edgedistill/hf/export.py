@@ -26,6 +26,7 @@ from torch import nn
 
 from edgedistill.errors import UserError
 from edgedistill.export.onnx import load_onnx_checked
+from edgedistill.export.parity import Parity
 from edgedistill.fileio import quiet
 from edgedistill.data.text import Tokenized
 from edgedistill.ortsession import open_session
@@ -54,14 +55,8 @@ class HFOnnxArtifact:
     bytes: int
     inputs: tuple[str, ...]
     output: str
-    parity_max_abs_err: float
-    parity_tolerance: float
+    parity: Parity
     optimum_validation: str
-
-    @property
-    def passed(self) -> bool:
-        """True when ONNX Runtime matches the torch model within the tolerance on the sample."""
-        return self.parity_max_abs_err <= self.parity_tolerance
 
 
 def export_hf(
@@ -80,7 +75,7 @@ def export_hf(
     model.embedding_dim (the model's projection, when it has one, is in the file).
     `out_dir` is built beside itself and renamed into place once the file is built and
     checked, so it never holds half an export. A failed parity check does not raise: the
-    artifact records it (`passed`).
+    artifact records it (`parity`).
     """
     out_dir = Path(out_dir)
     if len(sample) == 0:
@@ -107,8 +102,7 @@ def export_hf(
         bytes=(out_dir / MODEL_FILE).stat().st_size,
         inputs=inputs,
         output=EMBEDDING_OUTPUT if model.task.kind == "embedding" else LOGITS_OUTPUT,
-        parity_max_abs_err=err,
-        parity_tolerance=tolerance,
+        parity=Parity(err, tolerance),
         optimum_validation=validation,
     )
 

@@ -66,7 +66,7 @@ def measured(ctx: Context, tier: TierConfig, made: Files, dep: Deployment, learn
     def make() -> Made[tuple[schema.Artifact, ...]]:
         fp32 = made.fp32
         specs = [entries.ArtifactSpec(
-            "onnx", "fp32", fp32.path, want.get(("onnx", "fp32"), ()), (fp32.parity_max_abs_err, fp32.parity_tolerance),
+            "onnx", "fp32", fp32.path, want.get(("onnx", "fp32"), ()), fp32.parity,
         )]
         if made.int8 is not None:
             specs.append(entries.ArtifactSpec("onnx", "int8", made.int8.path, want.get(("onnx", "int8"), ()), quant=made.int8))

@@ -9,6 +9,7 @@ from pathlib import Path
 from edgedistill.compress import budget as budgets
 from edgedistill.compress.quantize import QuantResult
 from edgedistill.export.deploy import DeployArtifact
+from edgedistill.export.parity import Parity
 from edgedistill.ortsession import open_session, run_batched
 from edgedistill.report import schema
 from edgedistill.pipeline.context import Context
@@ -27,7 +28,7 @@ class ArtifactSpec:
     precision: str
     path: Path
     targets: tuple[str, ...]
-    parity: tuple[float | None, float | None] = (None, None)
+    parity: Parity = Parity.unchecked()
     quant: QuantResult | None = None
     lint: tuple[dict, ...] = ()
     build: dict | None = None
@@ -47,11 +48,10 @@ def artifact(ctx: Context, spec: ArtifactSpec, ref: Reference) -> schema.Artifac
     notes = () if spec.runs_here else (f"accuracy of its source {evaluated.name}, run with onnxruntime on this CPU",)
     if ctx.prep.companion is not None:
         notes += (f"tokenizer saved beside it in {ctx.rd.relative(spec.path.parent)}",)
-    err, tolerance = spec.parity
     return schema.Artifact(
         format=spec.format, precision=spec.precision, path=ctx.rd.relative(spec.path), bytes=spec.path.stat().st_size,
-        metrics=ctx.prep.task.metrics(out, ref), parity_max_abs_err=err, parity_tolerance=tolerance,
-        passed=err is None or err <= tolerance, latency=latency, quantization=_quantization(spec.quant),
+        metrics=ctx.prep.task.metrics(out, ref), parity_max_abs_err=spec.parity.max_abs_err,
+        parity_tolerance=spec.parity.tolerance, passed=spec.parity.passed, latency=latency, quantization=_quantization(spec.quant),
         targets=spec.targets, lint=spec.lint, build=spec.build, notes=notes, seq_latency=seq_latency,
     )
 
@@ -96,7 +96,7 @@ def deployed(ctx: Context, d: DeployArtifact, runs_here: bool) -> ArtifactSpec:
     """The entry spec of a file made for targets (fp16 ONNX, .ort, TensorRT)."""
     build = None if d.build is None else _relative_paths(ctx, to_jsonable(d.build))
     return ArtifactSpec(
-        d.format, d.precision, d.path, d.targets, (d.parity_max_abs_err, d.parity_tolerance), d.quantization,
+        d.format, d.precision, d.path, d.targets, d.parity, d.quantization,
         tuple(to_jsonable(r) for r in d.lint), build,
         evaluated=None if runs_here else d.source, graph=d.source if d.format != "onnx" else d.path, runs_here=runs_here,
     )

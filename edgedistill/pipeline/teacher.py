@@ -29,7 +29,7 @@ def baseline(ctx: Context) -> schema.Teacher:
         ctx.progress.stage("baseline: exporting and measuring the teacher")
         onnx = ctx.entry.export(ctx.prep, side.model, ctx.onnx("teacher", "teacher"), cfg.export)
         spec = entries.ArtifactSpec(
-            "onnx", "fp32", onnx.path, tuple(t.name for t in ctx.targets), (onnx.parity_max_abs_err, onnx.parity_tolerance)
+            "onnx", "fp32", onnx.path, tuple(t.name for t in ctx.targets), onnx.parity
         )
         art = entries.artifact(ctx, spec, ctx.prep.teacher.reference)
         metrics = ctx.prep.task.metrics(ctx.entry.predict(side.model, ctx.prep.parts.val), ctx.prep.teacher.reference)

@@ -17,14 +17,14 @@ def data(tmp_path_factory, digits_xy):
 
 def test_ort_from_an_onnx_checks_parity_and_lints(mlp_onnx, tmp_path):
     out = export_model(ExportRequest(mlp_onnx, "ort", "fp32", tmp_path))
-    assert out.path.suffix == ".ort" and out.path.is_file() and out.passed
+    assert out.path.suffix == ".ort" and out.path.is_file() and out.parity.passed
     assert "random" in out.inputs
     assert [r.runtime for r in out.lint] == ["ort-mobile"] and out.lint[0].ok
 
 
 def test_fp16_onnx_with_real_inputs(mlp_onnx, data, tmp_path):
     out = export_model(ExportRequest(mlp_onnx, "onnx", "fp16", tmp_path, data))
-    assert out.path.name == "model.fp16.onnx" and out.passed
+    assert out.path.name == "model.fp16.onnx" and out.parity.passed
     assert str(data) in out.inputs
 
 
@@ -37,7 +37,7 @@ def test_int8_onnx_and_ort_from_data(mlp_onnx, data, tmp_path):
     onnx_out = export_model(ExportRequest(mlp_onnx, "onnx", "int8", tmp_path / "a", data))
     assert onnx_out.path.name == "model.int8.onnx"
     ort_out = export_model(ExportRequest(mlp_onnx, "ort", "int8", tmp_path / "b", data))
-    assert ort_out.path.name == "model.int8.ort" and ort_out.passed
+    assert ort_out.path.name == "model.int8.ort" and ort_out.parity.passed
 
 
 def test_tensorrt_int8_writes_a_trtexec_script_from_a_symmetric_model(mlp_onnx, data, tmp_path):
@@ -86,7 +86,7 @@ def test_an_int8_model_gives_ort_and_tensorrt_as_it_is(mlp_onnx, digits_xy, tmp_
     int8 = tmp_path / "mlp.sym.onnx"
     quantize(mlp_onnx, int8, [Int8StaticSymmetric()], x[:128], lambda _o: 1.0, x[:32], max_drop=1.0, timing_runs=1)
     ort_out = export_model(ExportRequest(int8, "ort", "int8", tmp_path / "ort"))
-    assert ort_out.path.name == "model.int8.ort" and ort_out.passed and ort_out.lint[0].runtime == "ort-mobile"
+    assert ort_out.path.name == "model.int8.ort" and ort_out.parity.passed and ort_out.lint[0].runtime == "ort-mobile"
     trt_out = export_model(ExportRequest(int8, "tensorrt", "int8", tmp_path / "trt"))
     assert trt_out.build.onnx == int8 and trt_out.lint[0].ok  # not re-quantized
     assert not (tmp_path / "trt" / "model.int8-symmetric.onnx").exists()

@@ -55,8 +55,8 @@ def test_every_format_makes_a_checked_file(name, precision, mlp_onnx, int8_mlp, 
     assert [r.runtime for r in art.lint] == ([entry.lint_runtime] if entry.lint_runtime else [])
     assert all(r.ok for r in art.lint), art.lint
     # Checked against its source where onnxruntime runs it here; and only there.
-    assert (art.parity_max_abs_err is not None) == entry.runs_here == _opens_here(art.path)
-    assert art.passed, art
+    assert art.parity.checked == entry.runs_here == _opens_here(art.path)
+    assert art.parity.passed, art
     if art.build is not None and not art.build.built:  # TensorRT without a GPU here
         assert art.path == art.build.command_path and "trtexec" in art.path.read_text()
 
@@ -90,8 +90,8 @@ def test_a_transformer_gets_an_int8_ort_from_named_feeds(bert_folder, tmp_path):
     made = {d.format: d for d in deploy(src, {("ort", "int8"): ("pixel-8",), ("onnx", "fp16"): ("jetson",)}).made}
     ort_file, fp16 = made["ort"], made["onnx"]
     assert ort_file.source == int8.path and ort_file.path.name == "model.int8.ort"
-    assert ort_file.passed and ort_file.parity_max_abs_err <= ort_file.parity_tolerance, ort_file
+    assert ort_file.parity.passed and ort_file.parity.max_abs_err <= ort_file.parity.tolerance, ort_file
     assert [r.runtime for r in ort_file.lint] == ["ort-mobile"]
     got = run_batched(open_session(ort_file.path), val_x)
     assert got.shape == (len(val), 32) and np.isfinite(got).all()
-    assert fp16.source == exported.path and fp16.passed, fp16
+    assert fp16.source == exported.path and fp16.parity.passed, fp16

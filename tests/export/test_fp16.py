@@ -5,6 +5,7 @@ import pytest
 from edgedistill.compress.quantize import Int8Dynamic, quantize
 from edgedistill.errors import UserError
 from edgedistill.export.fp16 import DEFAULT_TOLERANCE, Fp16Artifact, to_fp16
+from edgedistill.export.parity import Parity
 from edgedistill.ortsession import open_session, run_batched
 
 
@@ -24,9 +25,9 @@ def test_fp16_halves_the_file_and_keeps_float32_io(model, request, digits_xy, tm
     assert onnx.TensorProto.FLOAT16 in {init.data_type for init in proto.graph.initializer}
     assert artifact.keep_io_types
     # Within tolerance, relative to the scale of the logits; and the error is a real fp16 error.
-    assert 0 < artifact.parity_max_abs_err <= DEFAULT_TOLERANCE * artifact.output_scale
-    assert artifact.parity_tolerance == pytest.approx(DEFAULT_TOLERANCE * artifact.output_scale)
-    assert artifact.passed
+    assert 0 < artifact.parity.max_abs_err <= DEFAULT_TOLERANCE * artifact.output_scale
+    assert artifact.parity.tolerance == pytest.approx(DEFAULT_TOLERANCE * artifact.output_scale)
+    assert artifact.parity.passed
     assert [p.name for p in tmp_path.iterdir()] == ["m.fp16.onnx"]
 
 
@@ -45,7 +46,7 @@ def test_fp16_io_when_asked(mlp_onnx, digits_xy, tmp_path):
     artifact = to_fp16(mlp_onnx, tmp_path / "io16.onnx", x[:200], keep_io_types=False)
     proto = onnx.load(str(artifact.path))
     assert _elem_types(proto.graph.input) == _elem_types(proto.graph.output) == {onnx.TensorProto.FLOAT16}
-    assert not artifact.keep_io_types and artifact.passed
+    assert not artifact.keep_io_types and artifact.parity.passed
     session = open_session(artifact.path)
     (out,) = session.run(None, {"input": x[:3].astype(np.float16)})
     assert out.dtype == np.float16 and out.shape == (3, 10)
@@ -71,7 +72,7 @@ def test_bad_arguments_raise_user_error(mlp_onnx, digits_xy, tmp_path):
 
 
 def test_passed_compares_error_with_tolerance(tmp_path):
-    fields = dict(path=tmp_path / "m.onnx", bytes=1, keep_io_types=True, parity_tolerance=0.1, output_scale=10.0)
-    assert Fp16Artifact(parity_max_abs_err=0.1, **fields).passed
-    assert not Fp16Artifact(parity_max_abs_err=0.2, **fields).passed
-    assert not Fp16Artifact(parity_max_abs_err=float("inf"), **fields).passed
+    fields = dict(path=tmp_path / "m.onnx", bytes=1, keep_io_types=True, output_scale=10.0)
+    assert Fp16Artifact(parity=Parity(0.1, 0.1), **fields).parity.passed
+    assert not Fp16Artifact(parity=Parity(0.2, 0.1), **fields).parity.passed
+    assert not Fp16Artifact(parity=Parity(float("inf"), 0.1), **fields).parity.passed

@@ -7,6 +7,7 @@ from conftest import tiny_cnn
 
 from edgedistill.errors import UserError
 from edgedistill.export.onnx import OnnxArtifact, OnnxExport, export_onnx, load_onnx_checked
+from edgedistill.export.parity import Parity
 from edgedistill.ortsession import open_session
 
 
@@ -26,8 +27,8 @@ def test_export_writes_one_checked_file_that_passes_parity(exported):
     assert artifact.path.is_file()
     assert artifact.bytes == artifact.path.stat().st_size
     assert artifact.opset == 18 and artifact.simplified
-    assert artifact.parity_max_abs_err <= 1e-4
-    assert artifact.passed
+    assert artifact.parity.max_abs_err <= 1e-4
+    assert artifact.parity.passed
     # Only the artifact: no temp file and no external-data file beside it.
     assert [p.name for p in artifact.path.parent.iterdir()] == ["cnn.onnx"]
     proto = load_onnx_checked(artifact.path)
@@ -63,15 +64,15 @@ def test_static_batch_export_and_zero_tolerance(tmp_path, digits_xy):
     assert proto.graph.input[0].name == "pixels"
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
     assert not artifact.simplified
-    assert artifact.parity_max_abs_err <= 1e-4
-    assert artifact.passed == (artifact.parity_max_abs_err == 0.0)
+    assert artifact.parity.max_abs_err <= 1e-4
+    assert artifact.parity.passed == (artifact.parity.max_abs_err == 0.0)
 
 
 def test_passed_compares_error_with_tolerance(tmp_path):
-    fields = dict(path=tmp_path / "m.onnx", bytes=1, opset=18, simplified=True, parity_tolerance=1e-4)
-    assert OnnxArtifact(parity_max_abs_err=1e-4, **fields).passed
-    assert not OnnxArtifact(parity_max_abs_err=2e-4, **fields).passed
-    assert not OnnxArtifact(parity_max_abs_err=float("inf"), **fields).passed
+    fields = dict(path=tmp_path / "m.onnx", bytes=1, opset=18, simplified=True)
+    assert OnnxArtifact(parity=Parity(1e-4, 1e-4), **fields).parity.passed
+    assert not OnnxArtifact(parity=Parity(2e-4, 1e-4), **fields).parity.passed
+    assert not OnnxArtifact(parity=Parity(float("inf"), 1e-4), **fields).parity.passed
 
 
 def test_load_onnx_checked_rejects_truncated_file(exported, tmp_path):

@@ -10,6 +10,7 @@ from edgedistill.errors import UserError
 from edgedistill.export.fp16 import to_fp16
 from edgedistill.export.onnx import export_onnx
 from edgedistill.export.ort_mobile import DEFAULT_TOLERANCE, OrtArtifact, export_ort
+from edgedistill.export.parity import Parity
 from edgedistill.ortsession import open_session, run_batched
 
 
@@ -33,8 +34,8 @@ def test_fp32_cnn_round_trip(cnn_onnx, digits_xy, tmp_path):
     out = tmp_path / "cnn.ort"
     artifact = export_ort(cnn_onnx, out, x[:200])
     assert artifact.path == out and artifact.bytes == out.stat().st_size > 0
-    assert artifact.parity_tolerance == DEFAULT_TOLERANCE
-    assert artifact.parity_max_abs_err <= 1e-4 and artifact.passed
+    assert artifact.parity.tolerance == DEFAULT_TOLERANCE
+    assert artifact.parity.max_abs_err <= 1e-4 and artifact.parity.passed
     # onnxruntime loads it as an ORT-format model and gives the source model's answers.
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     (y,) = session.run(None, {"input": x[:5]})
@@ -53,8 +54,8 @@ def test_fp32_cnn_round_trip(cnn_onnx, digits_xy, tmp_path):
 def test_int8_qdq_mlp_round_trip(int8_mlp_onnx, digits_xy, tmp_path):
     x, _ = digits_xy
     artifact = export_ort(int8_mlp_onnx, tmp_path / "mlp.int8.ort", x[1000:])
-    assert artifact.passed
-    assert artifact.parity_max_abs_err <= 1e-4
+    assert artifact.parity.passed
+    assert artifact.parity.max_abs_err <= 1e-4
     assert artifact.ops_config == tmp_path / "mlp.int8.required_operators.config"
     ops = _config_ops(artifact.ops_config)
     # The QDQ pairs around each Gemm were fused into int8 kernels at conversion.
@@ -106,7 +107,7 @@ def test_bad_arguments_raise_user_error(cnn_onnx, digits_xy, tmp_path):
 
 
 def test_passed_compares_error_with_tolerance(tmp_path):
-    fields = dict(path=tmp_path / "m.ort", bytes=1, ops_config=tmp_path / "m.config", parity_tolerance=1e-4)
-    assert OrtArtifact(parity_max_abs_err=1e-4, **fields).passed
-    assert not OrtArtifact(parity_max_abs_err=2e-4, **fields).passed
-    assert not OrtArtifact(parity_max_abs_err=float("inf"), **fields).passed
+    fields = dict(path=tmp_path / "m.ort", bytes=1, ops_config=tmp_path / "m.config")
+    assert OrtArtifact(parity=Parity(1e-4, 1e-4), **fields).parity.passed
+    assert not OrtArtifact(parity=Parity(2e-4, 1e-4), **fields).parity.passed
+    assert not OrtArtifact(parity=Parity(float("inf"), 1e-4), **fields).parity.passed

@@ -53,7 +53,7 @@ def _torch(model, tokenized):
 def test_embedding_export_matches_torch_with_dynamic_axes(embedder, exported):
     model, tokenizer = embedder
     art = exported
-    assert art.passed and art.parity_max_abs_err <= 1e-4
+    assert art.parity.passed and art.parity.max_abs_err <= 1e-4
     assert art.optimum_validation == "passed at atol 0.0001"
     assert art.output == "sentence_embedding" and art.path.name == "model.onnx"
     assert art.inputs == ("input_ids", "attention_mask", "token_type_ids")
@@ -72,7 +72,7 @@ def test_every_pooling_matches_torch(embedder, sample, tmp_path, pooling, normal
     model, tokenizer = embedder
     variant = HFModel(model.backbone, HFTask("embedding", pooling, normalize), model.pad_token_id)
     art = export_hf(variant, tokenizer, tmp_path / pooling, sample)
-    assert art.passed, art
+    assert art.parity.passed, art
     np.testing.assert_allclose(_run(art.path, sample), _torch(variant, sample), atol=1e-4)
 
 
@@ -80,7 +80,7 @@ def test_classifier_export_gives_logits(bert_classifier_folder, tmp_path):
     model, tokenizer = load_hf(bert_classifier_folder)
     sample = tokenize(tokenizer, builtin_sentences()[:16], MAX_LENGTH)
     art = export_hf(model, tokenizer, tmp_path / "cls", sample)
-    assert art.output == "logits" and art.passed and art.optimum_validation.startswith("passed")
+    assert art.output == "logits" and art.parity.passed and art.optimum_validation.startswith("passed")
     assert _run(art.path, sample, "logits").shape == (16, 3)
 
 
@@ -95,7 +95,7 @@ def test_token_map_lets_a_pruned_table_take_the_tokenizers_ids(embedder, sample,
     backbone.config.vocab_size = len(keep)
     pruned = HFModel(backbone, model.task, model.pad_token_id, torch.from_numpy(token_map))
     art = export_hf(pruned, tokenizer, tmp_path / "pruned", sample)
-    assert art.passed, art
+    assert art.parity.passed, art
     # the sample uses only kept tokens, so the pruned file gives the full model's embeddings
     np.testing.assert_allclose(_run(art.path, sample), _torch(model, sample), atol=1e-4)
     shapes = [tuple(init.dims) for init in onnx.load(str(art.path)).graph.initializer]
@@ -119,7 +119,7 @@ def test_a_width_students_projection_is_in_the_file(embedder, sample, tmp_path):
         student.projection.weight.add_(0.05 * torch.randn_like(student.projection.weight))  # as if trained
         student.projection.bias.add_(0.05 * torch.randn_like(student.projection.bias))
     art = export_hf(student, tokenizer, tmp_path / "width", sample)
-    assert art.passed and art.parity_max_abs_err <= 1e-4, art
+    assert art.parity.passed and art.parity.max_abs_err <= 1e-4, art
     got = _run(art.path, sample, "sentence_embedding")
     assert got.shape == (len(sample), 32) and _declared_width(art.path) == 32  # the teacher's size, not 16
     np.testing.assert_allclose(got, _torch(student, sample), atol=1e-4)
@@ -143,7 +143,7 @@ def test_a_projection_without_normalising_or_bias_on_a_pruned_table(embedder, sa
         projected, sample.input_ids.ravel().tolist(), unk_id=tokenizer.unk_token_id, special_ids=tokenizer.all_special_ids
     )
     art = export_hf(pruned, tokenizer, tmp_path / "cls", sample)
-    assert art.passed, art
+    assert art.parity.passed, art
     assert _run(art.path, sample).shape == (len(sample), 24) and _declared_width(art.path) == 24
     np.testing.assert_allclose(_run(art.path, sample), _torch(projected, sample), atol=1e-4)
 
@@ -198,7 +198,7 @@ def test_a_failed_optimum_validation_is_recorded_not_raised(embedder, sample, tm
     monkeypatch.setattr(optimum_onnx, "validate_model_outputs", fail)
     art = export_hf(model, tokenizer, tmp_path / "onnx", sample)
     assert art.optimum_validation == "failed at atol 0.0001: last_hidden_state: max diff = 0.002"
-    assert art.passed  # edgedistill's own check on real text decides
+    assert art.parity.passed  # edgedistill's own check on real text decides
 
 
 def test_bad_arguments_are_user_errors(embedder, sample, tmp_path):

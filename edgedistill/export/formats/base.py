@@ -22,6 +22,7 @@ from edgedistill.compress.quantize import Int8StaticSymmetric, QuantResult, quan
 from edgedistill.errors import UserError
 from edgedistill.export.fp16 import Fp16Artifact, to_fp16
 from edgedistill.export.lint import LintResult, lint
+from edgedistill.export.parity import Parity
 from edgedistill.export.tensorrt import TrtArtifact
 from edgedistill.ortsession import Feed
 
@@ -62,16 +63,10 @@ class DeployArtifact:
     path: Path
     source: Path
     targets: tuple[str, ...]
-    parity_max_abs_err: float | None
-    parity_tolerance: float | None
+    parity: Parity
     lint: tuple[LintResult, ...]
     build: TrtArtifact | None = None
     quantization: QuantResult | None = None
-
-    @property
-    def passed(self) -> bool:
-        """Parity held where it was checked."""
-        return self.parity_max_abs_err is None or self.parity_max_abs_err <= self.parity_tolerance
 
 
 @dataclass(frozen=True)

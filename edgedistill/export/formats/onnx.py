@@ -17,7 +17,7 @@ class OnnxFormat(DeployFormat):
         art = files.fp16
         source = files.at("fp32")
         return DeployArtifact(
-            self.name, precision, art.path, source, targets, art.parity_max_abs_err, art.parity_tolerance,
+            self.name, precision, art.path, source, targets, art.parity,
             self.lint_source(art.path),
         )
 

@@ -18,7 +18,7 @@ class OrtFormat(DeployFormat):
         source, quant = self.source(precision, files)
         art = export_ort(source, files.folder / f"model.{precision}.ort", files.src.val_x)
         return DeployArtifact(
-            self.name, precision, art.path, source, targets, art.parity_max_abs_err, art.parity_tolerance,
+            self.name, precision, art.path, source, targets, art.parity,
             self.lint_source(source), quantization=quant,
         )
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from edgedistill.compress.budget import Precision
 from edgedistill.export.formats.base import DeployArtifact, DeployFormat, OnnxFiles, register
+from edgedistill.export.parity import Parity
 from edgedistill.export.tensorrt import PRECISIONS, TrtBuild, build_tensorrt
 
 
@@ -21,7 +22,9 @@ class TensorRTFormat(DeployFormat):
         cache = files.src.timing_cache or files.folder.parent / "tensorrt.cache"
         art = build_tensorrt(TrtBuild(source, precision), files.folder, timing_cache=cache)
         path = art.engine if art.built else art.command_path
-        return DeployArtifact(self.name, precision, path, source, targets, None, None, self.lint_source(source), art, quant)
+        return DeployArtifact(
+            self.name, precision, path, source, targets, Parity.unchecked(), self.lint_source(source), art, quant
+        )
 
 
 TENSORRT = register(
