@@ -16,11 +16,41 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichBar
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
 
 from edgedistill.errors import EdgeDistillError
 from edgedistill.progress import Advance, Progress
 
+
+class _Group(TyperGroup):
+    """The command group, with flags shown as flags in every command's help.
+
+    Typer's rich help (0.2x) fills the type column of every option from its annotation, so a flag
+    reads `--force <bool>` as if it took a value; an empty metavar leaves that cell blank. Plain
+    (non-rich) help already omits it.
+    """
+
+    def get_params(self, ctx: typer.Context) -> list:
+        return _untyped_flags(super().get_params(ctx))
+
+    def get_command(self, ctx: typer.Context, cmd_name: str):
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _untyped_flags(command.get_params(ctx))  # --help included: click caches that option
+        return command
+
+
+def _untyped_flags(params: list) -> list:
+    """`params`, with each flag that has no metavar of its own given an empty one."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
 app = typer.Typer(
+    cls=_Group,
     add_completion=False,
     no_args_is_help=True,
     help="Distil a teacher into budgeted, quantized, exported students, and measure them.",
@@ -273,13 +303,14 @@ def bench(
         for r in rows:
             spread = (f"{r.p90_ms:.3f}", f"{r.p99_ms:.3f}") if r.p90_ms is not None else (f"≥{r.low_ms:.3f}", f"≤{r.high_ms:.3f}")
             table.add_row(
-                r.target, r.source, f"{r.p50_ms:.3f}", *spread,
+                r.target, f"{r.source}, noisy" if r.noisy else r.source, f"{r.p50_ms:.3f}", *spread,
                 "-" if r.throughput_per_s is None else f"{r.throughput_per_s:,.0f}", f"{r.peak_activation_bytes / 1024:,.1f} KiB",
             )
         console.print(table)
         console.print(f"file: {rows[0].file_bytes:,} bytes" if rows else "no targets")
         for r in rows:
-            console.print(f"{r.target}: {r.detail}", highlight=False)
+            # A noisy figure's line stands out: its figures should not be taken as the model's.
+            console.print(f"{r.target}: {r.detail}", style="yellow" if r.noisy else None, highlight=False)
         if json_out is not None:
             with atomic_path(json_out) as tmp:
                 tmp.write_text(json.dumps(to_jsonable(rows), indent=2) + "\n")
@@ -328,21 +359,58 @@ def _print_lint(results) -> int:
     return count
 
 
-def _print_table(report) -> None:
+def _print_table(report, out: Console | None = None) -> None:
+    """The run's summary and budgets, fitted to the console's width (80 columns in a log):
+    cells that may wrap do, and numbers, names and files never shrink to "…"."""
+    from edgedistill.report.rows import budget_rows, noisy_note
+
+    out = out or console
+    quality = "cosine to the teacher and neighbour agreement" if report.task == "embedding" else "accuracy"
+    out.print(_summary_table(report, f"{report.name}: validation {quality}; p50 latency measured on this CPU, batch 1"))
+    if note := noisy_note(report):
+        out.print(note, highlight=False)
+    rows = budget_rows(report)
+    if rows:
+        table = _table("budgets: limit and value in the budget's unit")
+        for col in ("student", "budget", "limit", "value", "ok", "value from"):
+            # A long check name or source wraps; the figures beside it stay whole.
+            wraps = col in ("budget", "value from")
+            table.add_column(col, no_wrap=not wraps, overflow="fold", justify="right" if col in ("limit", "value") else "left")
+        for r in rows:
+            table.add_row(r.student, r.budget, r.limit, r.value, "yes" if r.ok else "NO", r.source,
+                          style=None if r.ok else "red")
+        out.print(table)
+
+
+def _summary_table(report, title: str) -> Table:
+    """One block per model: its name, its generator under it, beside its artifacts' rows."""
+    from itertools import groupby
+
     from edgedistill.report.rows import SHORT_COLUMNS, headers, summary_rows
 
-    quality = "cosine to the teacher and neighbour agreement" if report.task == "embedding" else "accuracy"
-    table = Table(
-        title=f"{report.name}: validation {quality}; p50 latency measured on this CPU, batch 1",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        collapse_padding=True,
-    )
-    for col, title in zip(SHORT_COLUMNS, headers(SHORT_COLUMNS, report.task)):
-        table.add_column(title, no_wrap=True, justify="left" if col in ("model", "generator", "precision", "budget") else "right")
-    for row in summary_rows(report):
-        table.add_row(*row.pick(SHORT_COLUMNS), style=None if row.ok else "red")
-    console.print(table)
+    table = _table(title)
+    groups = [(name, list(rows)) for name, rows in groupby(summary_rows(report), key=lambda r: r.cells["model"])]
+    for col, head in zip(SHORT_COLUMNS, headers(SHORT_COLUMNS, report.task)):
+        # Only words wrap (a verdict, a generator under its model's name): figures and names stay whole.
+        table.add_column(
+            head, no_wrap=col not in ("model", "budget"), overflow="fold",
+            min_width=max((len(name) for name, _ in groups), default=0) if col == "model" else None,
+            justify="left" if col in ("model", "budget") else "right",
+        )
+    for name, rows in groups:
+        gen = "" if name == "teacher" else rows[0].cells["generator"]
+        labels = [Text(name), Text(gen, style="dim"), *[""] * (len(rows) - 2)]
+        if len(rows) == 1 and gen:
+            labels = [Text(name) + "\n" + Text(gen, style="dim")]
+        for i, (label, row) in enumerate(zip(labels, rows)):
+            cells = [Text(c) for c in row.pick(SHORT_COLUMNS)[1:]]
+            table.add_row(label, *cells, style=None if row.ok else "red", end_section=i == len(rows) - 1)
+    return table
+
+
+def _table(title: str) -> Table:
+    """A table in the CLI's style: a rule under the header, no outer padding."""
+    return Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
 
 
 class _Terminated(BaseException):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from edgedistill.compress.budget import Budget
+from edgedistill.compress.budget import Budget, Limit
 from edgedistill.compress.distill import DistillConfig
 from edgedistill.compress.quantize import QuantizeConfig
 from edgedistill.compress.students import Prune, StudentSpec
@@ -90,14 +90,41 @@ class TierConfig(_Section):
         return v
 
     def budget_text(self) -> str:
-        """The tier's limits as progress shows them: "params <= 20%, bytes <= 32KB"."""
-        spec = self.budget.model_dump(mode="json", exclude_none=True)
-        return ", ".join(f"{k} <= {v}" for k, v in spec.items() if k != "precision")
+        """The tier's limits as progress shows them, as a config says them:
+        "params <= 10%, bytes <= 96 KB, latency on raspberry-pi-5 <= 0.3 ms"."""
+        b = self.budget
+        parts = [
+            f"{label} <= {_limit_text(limit, kind)}"
+            for label, limit, kind in (
+                ("params", b.params, "count"), ("macs", b.macs, "count"),
+                ("bytes", b.bytes, "bytes"), ("peak memory", b.peak_memory, "bytes"),
+            )
+            if limit is not None
+        ]
+        parts += [f"latency on {target} <= {ms:g} ms" for target, ms in (b.latency_ms or {}).items()]
+        return ", ".join(parts)
 
     @property
     def parent(self) -> str | None:
         """The tier whose student teaches this one, or None when the run's teacher does."""
         return self.teacher.removeprefix(TIER_PREFIX) if self.teacher else None
+
+
+# Largest first, decimal before binary: 96000 reads "96 KB" and 262144 "256 KiB", as they were written.
+_BYTE_UNITS = (("GB", 1e9), ("MB", 1e6), ("KB", 1e3), ("GiB", 1024.0**3), ("MiB", 1024.0**2), ("KiB", 1024.0))
+
+
+def _limit_text(limit: Limit, kind: str) -> str:
+    """A budget limit as a person writes it: "10%", "200,000", "5M", "96 KB", "256 KiB"."""
+    if limit.relative:
+        return f"{100 * limit.value:g}%"
+    if kind == "count":
+        return f"{limit.value / 1e6:g}M" if limit.value >= 1e6 else f"{limit.value:,.0f}"
+    for unit, scale in _BYTE_UNITS:
+        q = limit.value / scale
+        if q >= 1 and abs(q - round(q, 2)) < 1e-9:
+            return f"{q:g} {unit}"
+    return f"{limit.value:,.0f} B"
 
 
 class ExportConfig(_Section):

@@ -140,3 +140,20 @@ def test_targets_lists_the_profiles():
     assert result.exit_code == 0
     for name in ("host-cpu", "pixel-8", "jetson-orin-nano"):
         assert name in result.output
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["export"], ["lint"], ["gate"], ["targets"], ["bench"], ["calibrate"]])
+def test_help_shows_no_type_for_flags(command):
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    assert "<bool>" not in result.output
+    assert "--help" in result.output
+
+
+def test_progress_line_says_the_budget_as_a_config_does():
+    from edgedistill.config import TierConfig
+
+    tier = TierConfig(name="pi-fast", budget={"params": "10%", "bytes": "96KB", "latency_ms": {"raspberry-pi-5": 0.3}})
+    assert tier.budget_text() == "params <= 10%, bytes <= 96 KB, latency on raspberry-pi-5 <= 0.3 ms"
+    tier = TierConfig(name="t", budget={"macs": "5M", "peak_memory": "64KiB", "params": 200000})
+    assert tier.budget_text() == "params <= 200,000, macs <= 5M, peak memory <= 64 KiB"

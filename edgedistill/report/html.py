@@ -10,7 +10,9 @@ import html
 import io
 from collections.abc import Sequence
 
-from edgedistill.report.rows import COLUMNS, headers, score_change, summary_rows
+from edgedistill.report.rows import (
+    BUDGET_HEADER, COLUMNS, NOISY_MARK, budget_rows, headers, marked_noisy, noisy_note, score_change, summary_rows,
+)
 from edgedistill.report.schema import Artifact, Latency, Report, Student
 
 # Students' colours; red is kept for budgets and failures, black for the teacher.
@@ -104,17 +106,18 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]], classes: Seq
 def _summary(report: Report) -> str:
     """The summary table: the same rows and cells as report.md and the CLI."""
     rows = summary_rows(report)
-    return _table(headers(COLUMNS, report.task), [r.pick(COLUMNS) for r in rows], ["" if r.ok else "bad" for r in rows])
+    table = _table(headers(COLUMNS, report.task), [r.pick(COLUMNS) for r in rows], ["" if r.ok else "bad" for r in rows])
+    note = noisy_note(report)
+    return table + (f'<p class="meta">{_e(note)}</p>\n' if note else "")
 
 
 def _budgets(report: Report) -> str:
-    """Every budget check: limit, value, headroom, verdict and where the value came from."""
-    checks = [(s, c) for s in report.students for c in s.checks]
+    """Every budget check, named with its unit: limit, value, headroom, verdict and where the value came from."""
+    rows = budget_rows(report)
     return _table(
-        ("student", "budget", "limit", "value", "headroom", "ok", "value from"),
-        [(s.name, c.name, f"{c.limit:,.0f}", f"{c.value:,.0f}", f"{100 * c.margin:.1f}%", "yes" if c.ok else "NO", c.source)
-         for s, c in checks],
-        ["" if c.ok else "bad" for _, c in checks],
+        BUDGET_HEADER,
+        [(r.student, r.budget, r.limit, r.value, r.headroom, "yes" if r.ok else "NO", r.source) for r in rows],
+        ["" if r.ok else "bad" for r in rows],
     )
 
 
@@ -133,17 +136,23 @@ def _source(lat: Latency) -> str:
     if lat.source == "predicted":
         band = f"within ×{1 + lat.error_band:.2g} either way" if lat.error_band is not None else "unknown band"
         return f"predicted ({lat.profile} profile, {lat.calibration or 'uncalibrated'}, {band})"
+    noisy = "; noisy: rerun on a quiet machine" if marked_noisy(lat) else ""
     return (f"{lat.source} ({lat.runner} on {lat.device}, {lat.runtime}, {lat.provider}, "
-            f"threads {lat.threads or 'default'}, {lat.runs} runs)")
+            f"threads {lat.threads or 'default'}, {lat.runs} runs{noisy})")
 
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _p50(lat: Latency) -> str:
+    """A p50 cell: marked when its spread says the machine was busy (the summary's footnote says so)."""
+    return _ms(lat.p50_ms) + (NOISY_MARK if marked_noisy(lat) else "")
+
+
 def _latencies(report: Report) -> str:
     """Every latency figure on every target, with its full source."""
-    rows = [(name, _kind(a), target, _ms(lat.p50_ms), _ms(lat.p90_ms), _ms(lat.p99_ms),
+    rows = [(name, _kind(a), target, _p50(lat), _ms(lat.p90_ms), _ms(lat.p99_ms),
              "-" if lat.throughput_per_s is None else f"{lat.throughput_per_s:,.0f}", _source(lat))
             for name, _, arts in _models(report) for a in arts for target, lat in sorted(a.latency.items())]
     return _table(("model", "artifact", "target", "p50 ms", "p90 ms", "p99 ms", "items/s", "source"), rows)

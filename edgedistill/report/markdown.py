@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from edgedistill.report.rows import COLUMNS, headers, score_change, summary_rows
+from edgedistill.report.rows import (
+    BUDGET_HEADER, COLUMNS, NOISY_MARK, budget_rows, headers, marked_noisy, noisy_note, score_change, summary_rows,
+)
 from edgedistill.report.schema import Report
 
 
@@ -15,15 +17,15 @@ def render(report: Report) -> str:
         *_teacher_outputs(report),
         "",
         *_table(headers(COLUMNS, report.task), [r.pick(COLUMNS) for r in summary_rows(report)]),
+        *([""] + [note] if (note := noisy_note(report)) else []),
         "",
         "## Budgets",
         "",
         *_table(
-            ("student", "budget", "limit", "value", "headroom", "ok", "value from"),
+            BUDGET_HEADER,
             [
-                (s.name, c.name, f"{c.limit:,.0f}", f"{c.value:,.0f}", f"{100 * c.margin:.1f}%", "yes" if c.ok else "**no**", c.source)
-                for s in report.students
-                for c in s.checks
+                (r.student, r.budget, r.limit, r.value, r.headroom, "yes" if r.ok else "**no**", r.source)
+                for r in budget_rows(report)
             ],
         ),
         "",
@@ -108,7 +110,7 @@ def _transformers(report: Report) -> list[str]:
 
 def _p50(a, tokens: int) -> str:
     lat = a.seq_latency.get(str(tokens))
-    return f"{lat.p50_ms:.2f}" if lat else "-"
+    return f"{lat.p50_ms:.2f}{NOISY_MARK if marked_noisy(lat) else ''}" if lat else "-"
 
 
 def _targets(report: Report) -> list[str]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from edgedistill.report.schema import Artifact, Report
+from edgedistill.compress.budget import LATENCY_PREFIX
+from edgedistill.report.schema import Artifact, Check, Latency, Report, Student
 
 HOST = "host-cpu"
 _SHORT_FORMAT = {"tensorrt": "trt"}
@@ -12,8 +14,11 @@ COLUMNS = (
     "model", "generator", "params", "MACs", "artifact", "file", "accuracy",
     "p50 ms", "p99 ms", "items/s", "latency", "budget",
 )
-# The terminal is often 80 columns wide: the CLI shows these, report.md shows all.
-SHORT_COLUMNS = ("model", "generator", "params", "artifact", "file", "accuracy", "p50 ms", "budget")
+# The terminal is often 80 columns wide: the CLI shows these, report.md shows all. The CLI puts the
+# generator under the model's name and "score" is the quality without the words its header says.
+SHORT_COLUMNS = ("model", "params", "artifact", "file", "score", "p50 ms", "budget")
+BUDGET_HEADER = ("student", "budget", "limit", "value", "headroom", "ok", "value from")
+NOISY_MARK = "*"
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,8 @@ def _row(name: str, gen: str, params: int, macs: int, a: Artifact, verdict: str,
         "artifact": short_name(a.format, a.precision),
         "file": "script" if a.build is not None and not a.build.get("built") else _kib(a.bytes),
         "accuracy": quality(a.metrics),
-        "p50 ms": f"{lat.p50_ms:.3f}" if lat else "-",
+        "score": quality(a.metrics, short=True),
+        "p50 ms": f"{lat.p50_ms:.3f}{NOISY_MARK if marked_noisy(lat) else ''}" if lat else "-",
         "p99 ms": f"{lat.p99_ms:.3f}" if lat and lat.p99_ms is not None else "-",
         "items/s": f"{lat.throughput_per_s:,.0f}" if lat and lat.throughput_per_s is not None else "-",
         "latency": f"{lat.source} ({lat.runner}, {lat.provider}, threads {lat.threads or 'default'})" if lat else _unmeasured(a),
@@ -61,17 +67,22 @@ def _row(name: str, gen: str, params: int, macs: int, a: Artifact, verdict: str,
 def headers(columns: tuple[str, ...], task: str) -> tuple[str, ...]:
     """Column titles for a report's task: a sentence encoder's quality column is cosine and
     neighbour agreement, not accuracy."""
-    return tuple("cos · nbr@10" if c == "accuracy" and task == "embedding" else c for c in columns)
+    return tuple(
+        "cos · nbr@10" if c in ("accuracy", "score") and task == "embedding" else "accuracy" if c == "score" else c
+        for c in columns
+    )
 
 
-def quality(metrics: dict[str, float]) -> str:
+def quality(metrics: dict[str, float], short: bool = False) -> str:
     """An artifact's quality as tables show it: accuracy in %, or a sentence encoder's cosine to
-    the teacher and neighbour agreement."""
+    the teacher and neighbour agreement; `short` leaves out the words "cos" and "nbr" (for a
+    table whose header names them)."""
     if "accuracy" in metrics:
         return f"{100 * metrics['accuracy']:.2f}%"
     if "cosine" in metrics:
-        nbr = next((f" · nbr {v:.3f}" for k, v in metrics.items() if k.startswith("neighbours@")), "")
-        return f"cos {metrics['cosine']:.4f}{nbr}"
+        cos, nbr = ("", "·") if short else ("cos ", " · nbr ")
+        agreement = next((f"{nbr}{v:.3f}" for k, v in metrics.items() if k.startswith("neighbours@")), "")
+        return f"{cos}{metrics['cosine']:.4f}{agreement}"
     if "agreement" in metrics:
         return f"{100 * metrics['agreement']:.2f}% agree"
     return "-"
@@ -92,7 +103,87 @@ def short_name(fmt: str, precision: str) -> str:
 
 
 def _kib(n: int) -> str:
+    # Past 10 MiB a transformer's file reads shorter, and as precisely, in MiB.
+    if n >= 10 * 1024**2:
+        return f"{n / 1024**2:,.1f} MiB"
     return f"{n / 1024:,.0f} KiB" if n >= 10240 else f"{n / 1024:.1f} KiB"
+
+
+def marked_noisy(lat: Latency) -> bool:
+    """Whether a table marks this figure: a measurement the latency service found noisy."""
+    return lat.source == "measured" and lat.noisy
+
+
+def noisy_note(report: Report) -> str | None:
+    """The footnote for figures marked noisy in a table; None when no figure is."""
+    figures = [lat for _, arts in _artifacts(report) for a in arts for lat in a.latency.values() if marked_noisy(lat)]
+    if not figures:
+        return None
+    spreads = [lat.spread_p99 for lat in figures if lat.spread_p99 is not None]
+    loads = [lat.load for lat in figures if lat.load is not None]
+    said = f"p99/p50 up to {max(spreads):.1f}x" if spreads else "p99/p50"
+    if loads:
+        said += f", load {max(loads):.2f} per core"
+    return f"{NOISY_MARK} noisy: the spread ({said}) says the machine was busy; rerun on a quiet machine"
+
+
+def _artifacts(report: Report) -> list[tuple[str, tuple[Artifact, ...]]]:
+    return [("teacher", report.teacher.artifacts), *((s.name, s.artifacts) for s in report.students)]
+
+
+@dataclass(frozen=True)
+class BudgetRow:
+    """One budget check of a student as people read it: the check named with its unit, limit and
+    value in that unit, and where the value came from."""
+
+    student: str
+    budget: str
+    limit: str
+    value: str
+    headroom: str
+    ok: bool
+    source: str
+
+
+def budget_rows(report: Report) -> list[BudgetRow]:
+    """Every budget check of every student, formatted for report.md, report.html and the CLI."""
+    return [_budget_row(s, c) for s in report.students for c in s.checks]
+
+
+def _budget_row(s: Student, c: Check) -> BudgetRow:
+    precision = s.budget.get("precision", "")
+    label, fmt = _BUDGET_UNITS.get(c.name, (c.name, _plain))
+    if c.name == "bytes":
+        label = f"{precision} file size (KiB)".strip()
+    elif c.name.startswith(LATENCY_PREFIX):
+        label, fmt = f"p50 latency on {c.name.removeprefix(LATENCY_PREFIX)} (ms)", _ms
+    known = c.value is not None and not math.isnan(c.value)  # a latency nothing measured nor predicted
+    return BudgetRow(
+        s.name, label, fmt(c.limit), fmt(c.value) if known else "none",
+        f"{100 * c.margin:.1f}%" if known else "-", c.ok, c.source,
+    )
+
+
+def _plain(v: float) -> str:
+    return f"{v:,.0f}" if float(v).is_integer() else f"{v:,.3g}"
+
+
+def _kib_number(v: float) -> str:
+    return f"{v / 1024:,.1f}"
+
+
+def _ms(v: float) -> str:
+    # 3 significant digits at least: a 0.069 ms model under a 0.3 ms limit must not read "0 | 0".
+    return f"{v:,.0f}" if v >= 1000 else f"{v:.3g}"
+
+
+# budget name -> (label with its unit, value format)
+_BUDGET_UNITS = {
+    "params": ("params", lambda v: f"{v:,.0f}"),
+    "macs": ("MACs", lambda v: _si(v)),
+    "bytes": ("file size (KiB)", _kib_number),
+    "peak_memory": ("peak memory (KiB)", _kib_number),
+}
 
 
 def _unmeasured(a: Artifact) -> str:

@@ -16,10 +16,15 @@ from edgedistill.targets.profile import Target
 
 Mode = Literal["auto", "measure", "predict"]
 
+NOISY = "noisy: rerun on a quiet machine"
+
 
 @dataclass(frozen=True)
 class BenchRow:
-    """One target's figures for the model. `detail` says how they were obtained."""
+    """One target's figures for the model. `detail` says how they were obtained and, measured,
+    their spread (p90/p50, p99/p50) and the device's load per CPU; `noisy` says the spread or the
+    load says the device was busy (`targets.latency.is_noisy`), and `detail` then ends with
+    `NOISY`."""
 
     target: str
     source: str
@@ -32,6 +37,10 @@ class BenchRow:
     file_bytes: int
     peak_activation_bytes: int
     detail: str
+    noisy: bool = False
+    spread_p90: float | None = None
+    spread_p99: float | None = None
+    load: float | None = None
 
 
 def bench(
@@ -76,12 +85,24 @@ def _row(model: Path, target: Target, lat: Latency, peak: int) -> BenchRow:
         where = f" at {lat.address}" if lat.address else ""
         detail = (
             f"{lat.runner} runner on {lat.device}{where}: {lat.runtime}, {lat.provider}, "
-            f"threads {lat.threads or 'default'}, {lat.runs} runs"
+            f"threads {lat.threads or 'default'}, {lat.runs} runs{_conditions(lat)}"
         )
     else:
         how = lat.calibration or "uncalibrated defaults"
         detail = f"roofline on the {target.name} profile, {how}, within ×{1 + lat.error_band:.2g} either way"
     return BenchRow(
         target.name, lat.source, lat.p50_ms, lat.p90_ms, lat.p99_ms, lat.low_ms, lat.high_ms, lat.throughput_per_s,
-        model.stat().st_size, peak, detail,
+        model.stat().st_size, peak, detail, lat.noisy, lat.spread_p90, lat.spread_p99, lat.load,
     )
+
+
+def _conditions(lat: Latency) -> str:
+    """`; spread p90 1.2x p99 2.0x of p50, load 0.58 per CPU`, with what is known, and the
+    noisy mark."""
+    parts = []
+    if lat.spread_p90 is not None and lat.spread_p99 is not None:
+        parts.append(f"spread p90 {lat.spread_p90:.2f}x p99 {lat.spread_p99:.2f}x of p50")
+    parts.append("load unknown" if lat.load is None else f"load {lat.load:.2f} per CPU")
+    if lat.noisy:
+        parts.append(NOISY)
+    return "; " + ", ".join(parts)

@@ -24,12 +24,20 @@ from edgedistill.targets.runners import RUNNERS, Measurement, Reach
 # The name this machine's own measurements are filed under in a report.
 HOST = "host-cpu"
 
+# Above these a measurement is noisy (see `is_noisy` for the figures that chose them).
+NOISY_P99_SPREAD = 5.0
+NOISY_LOAD = 1.0
+
 
 @dataclass(frozen=True)
 class Latency:
     """One latency figure at batch 1. `source` is "measured" (runner, runtime, provider, device,
     threads, runs, and the address where it is not this machine) or "predicted" (profile,
-    calibration, error band and its low/high range)."""
+    calibration, error band and its low/high range).
+
+    A measured figure also says its spread (`spread_p90` = p90/p50, `spread_p99` = p99/p50), the
+    device's load per CPU when it was taken, and whether those say the device was busy (`noisy`:
+    rerun on a quiet machine; see `is_noisy`). A predicted figure has none of them and is never noisy."""
 
     p50_ms: float
     source: str
@@ -51,6 +59,10 @@ class Latency:
     high_ms: float | None = None
     seq_len: int | None = None
     address: str | None = None
+    noisy: bool = False
+    spread_p90: float | None = None
+    spread_p99: float | None = None
+    load: float | None = None
 
 
 @dataclass(frozen=True)
@@ -155,13 +167,32 @@ class LatencyService:
 
 
 def measured(m: Measurement, address: str | None = None) -> Latency:
-    """A runner's measurement as a `Latency`."""
+    """A runner's measurement as a `Latency`, with its spread and whether it is noisy."""
+    spread_p90, spread_p99 = (m.p90_ms / m.p50_ms, m.p99_ms / m.p50_ms) if m.p50_ms > 0 else (None, None)
     return Latency(
         p50_ms=m.p50_ms, p90_ms=m.p90_ms, p99_ms=m.p99_ms, source=m.source, runner=m.runner,
         runtime=m.runtime, provider=m.provider, device=m.device, threads=m.threads, batch=m.batch,
         runs=m.runs, throughput_batch=m.throughput_batch, throughput_per_s=m.throughput_per_s, seq_len=m.seq_len,
-        address=address,
+        address=address, noisy=is_noisy(spread_p99, m.load), spread_p90=spread_p90, spread_p99=spread_p99, load=m.load,
     )
+
+
+def is_noisy(spread_p99: float | None, load: float | None) -> bool:
+    """Whether a measurement says the device was busy while it was taken: its p99 is over
+    `NOISY_P99_SPREAD` times its p50, or the load per CPU was over `NOISY_LOAD`.
+
+    A busy CPU does not slow every run a little: the scheduler takes it away for whole time
+    slices (milliseconds), so a few runs take tens of times the others and the p99 leaves the p50
+    behind while the p90 barely moves. Timing a 0.05 ms CNN on this 2-CPU machine for 0.2 s gave
+    p99/p50 1.9-2.0 idle (load 0.58 per CPU, from other work) and 55-170 while two or three
+    processes burned the CPUs (load 0.82-1.19, still rising); a 0.013 ms one reached 3.7 idle,
+    as a few microseconds of jitter is a large ratio there. Hence 5: far above what an idle
+    machine shows, far below what a busy one does. The load is the 1-minute average, so it lags
+    a burst, but over 1 per CPU it says others were waiting for the CPUs all along, even when the
+    timed runs happened to miss them. A figure that is unknown (None: no load average on the
+    device) does not count either way.
+    """
+    return (spread_p99 is not None and spread_p99 > NOISY_P99_SPREAD) or (load is not None and load > NOISY_LOAD)
 
 
 def parse_addresses(pairs: Sequence[str]) -> dict[str, str]:

@@ -51,7 +51,7 @@ def test_the_devices_artifacts_are_measured_over_ssh(pi_run, sshd):
         lat = a["latency"]["raspberry-pi-5"]
         assert lat["source"] == "measured" and lat["runner"] == "ssh"
         assert lat["address"] == f"{getpass.getuser()}@127.0.0.1:{sshd['port']}"
-        assert lat["p50_ms"] > 0 and lat["runs"] == 5
+        assert lat["p50_ms"] > 0 and lat["runs"] >= 5  # at least the count asked, and for at least the minimum time
     (check,) = [c for c in student["checks"] if c["name"] == "latency_ms:raspberry-pi-5"]
     assert check["ok"] and check["source"].startswith("measured (ssh ")
 

@@ -100,7 +100,7 @@ def test_html_has_tables_plots_and_escapes_every_name():
     # the only addresses left are the SVG namespaces, which are names, not fetches
     assert set(re.findall(r"https?://[^\"' ]*", page)) <= {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}
     # the broken budget and the failed parity stand out; the predicted latency is labelled
-    assert re.search(r'<tr class="bad"><td>broken</td><td>bytes</td>.*?<td>NO</td>', page)
+    assert re.search(r'<tr class="bad"><td>broken</td><td>int8 file size \(KiB\)</td>.*?<td>NO</td>', page)
     assert "predicted (pixel-8 profile, uncalibrated, within ×1.5 either way)" in page
     assert "NonZero" in page and "not built here (tensorrt is not importable)" in page
     assert "int8-static within 1 point of fp32" in page

@@ -14,7 +14,8 @@ class Measurement:
     """A latency measured on a device, with everything needed to reproduce it.
 
     `threads` is the intra-op thread count asked of the runtime; 0 means the runtime's default
-    (onnxruntime: one thread per physical core).
+    (onnxruntime: one thread per physical core). `runs` is the count of timed runs actually taken:
+    at least the count asked, more where those did not fill the minimum time.
     """
 
     target: str
@@ -32,6 +33,9 @@ class Measurement:
     throughput_batch: int
     throughput_per_s: float
     seq_len: int | None = None  # the length given to dynamic sequence axes (transformers), else None
+    # The device's 1-minute load average per CPU at the end of the measurement; None where the
+    # device has no load average (Windows, or a runner that cannot read it, as adb's perf_test).
+    load: float | None = None
 
     def to_dict(self) -> dict[str, object]:
         """The measurement as plain JSON-ready values."""

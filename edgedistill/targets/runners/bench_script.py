@@ -8,7 +8,8 @@ imports from edgedistill, no `X | Y` annotations, no `match`. The host reads it 
 
 Output on stdout: optional `progress DONE TOTAL` lines, then ONE JSON line:
   {"p50_ms", "p90_ms", "p99_ms", "runs", "batch", "throughput_batch", "throughput_per_s",
-   "runtime", "provider", "threads", "device"}
+   "runtime", "provider", "threads", "device", "seq_len", "load"}
+`runs` is the count actually timed: at least --runs, more where those last under --min-time.
 Failures print one line `edgedistill-bench: ...` on stderr and exit with one of the codes below,
 which the host turns into a message naming the fix.
 """
@@ -96,17 +97,38 @@ def _feed(session, batch, np, seq_len=0):
     return feed
 
 
-def _time(fn, warmup, runs, on_run=None):
+# Timed runs stop here even before the minimum time, so a microsecond model does not fill memory
+# with samples (the host's MAX_RUNS, repeated: this file imports nothing from the host).
+MAX_RUNS = 10000
+
+
+def _time(fn, warmup, runs, min_time_s, on_run=None):
+    """Samples in ms of at least `runs` timed calls lasting at least `min_time_s` seconds in all
+    (at most max(runs, MAX_RUNS) calls): a fast model's hundred runs last milliseconds, too short
+    to see a busy moment of the device. `on_run(done)` follows each of the first `runs` calls."""
     for _ in range(warmup):
         fn()
+    most = max(runs, MAX_RUNS)
     samples = []
-    for i in range(runs):
+    first = end = time.perf_counter()
+    while len(samples) < runs or (end - first < min_time_s and len(samples) < most):
         start = time.perf_counter()
         fn()
-        samples.append((time.perf_counter() - start) * 1000.0)
-        if on_run is not None:
-            on_run(i + 1)
+        end = time.perf_counter()
+        samples.append((end - start) * 1000.0)
+        if on_run is not None and len(samples) <= runs:
+            on_run(len(samples))
     return samples
+
+
+def load_per_core():
+    """The device's 1-minute load average per CPU it lets this process use; None without one."""
+    try:
+        one_minute = os.getloadavg()[0]
+    except (AttributeError, OSError):  # Windows, or no /proc/loadavg
+        return None
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return one_minute / max(1, cpus)
 
 
 def main(argv=None):
@@ -117,7 +139,8 @@ def main(argv=None):
     )
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads; 0 = onnxruntime's default")
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=100, help="the least count of timed runs")
+    parser.add_argument("--min-time", type=float, default=0.2, help="the least seconds of timed runs")
     parser.add_argument("--throughput-batch", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=0, help="size of dynamic axes after the batch; 0 = none")
     parser.add_argument("--progress", type=int, default=0, help="print a progress line every N timed runs")
@@ -177,10 +200,10 @@ def main(argv=None):
             sys.stdout.flush()
 
     feed = _feed(session, batch, np, args.seq_len)
-    latency = _time(lambda: session.run(None, feed), args.warmup, args.runs, report)
+    latency = _time(lambda: session.run(None, feed), args.warmup, args.runs, args.min_time, report)
     tp_feed = _feed(session, tp_batch, np, args.seq_len)
     # Batched runs are long and steady, so fewer of them give a stable median.
-    batched = _time(lambda: session.run(None, tp_feed), max(1, args.warmup // 5), max(5, args.runs // 5))
+    batched = _time(lambda: session.run(None, tp_feed), max(1, args.warmup // 5), max(5, args.runs // 5), args.min_time)
     p50, p90, p99 = _percentiles(latency, np)
     tp_p50 = _percentiles(batched, np)[0]
     result = {
@@ -196,6 +219,7 @@ def main(argv=None):
         "threads": args.threads,
         "device": device_name(),
         "seq_len": args.seq_len or None,
+        "load": load_per_core(),
     }
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()

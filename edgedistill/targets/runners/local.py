@@ -14,7 +14,7 @@ import onnxruntime as ort
 from edgedistill.errors import UserError
 from edgedistill.ortsession import ORT_DTYPES, open_session
 from edgedistill.targets.runners.base import Measurement, Reach, register_runner
-from edgedistill.timing import time_calls
+from edgedistill.timing import MIN_TIME_S, load_per_core, time_calls
 
 
 @register_runner("local")
@@ -55,7 +55,8 @@ class LocalRunner:
         target: str = "host-cpu",
         progress: Callable[[int, int], None] | None = None,
     ) -> Measurement:
-        """Time batch-1 latency (`runs` runs) and batched throughput of `model_path`.
+        """Time batch-1 latency (at least `runs` runs, and at least the minimum time of
+        `time_calls`) and batched throughput of `model_path`, and read the machine's load.
 
         `progress(done, total)` is called after each timed latency run.
         """
@@ -63,7 +64,8 @@ class LocalRunner:
         batch, tp_batch = _batches(session, self.throughput_batch)
         latency_feed = _random_feed(session, batch, self.seq_len)
         latency = time_calls(
-            lambda: session.run(None, latency_feed), warmup=self.warmup, runs=self.runs, progress=progress
+            lambda: session.run(None, latency_feed), warmup=self.warmup, runs=self.runs, progress=progress,
+            min_time_s=MIN_TIME_S,
         )
         tp_feed = _random_feed(session, tp_batch, self.seq_len)
         # Batched runs are long and steady, so fewer of them give a stable median.
@@ -86,6 +88,7 @@ class LocalRunner:
             throughput_batch=tp_batch,
             throughput_per_s=tp_batch * 1000.0 / batched.p50_ms,
             seq_len=self.seq_len,
+            load=load_per_core(),
         )
 
 

@@ -172,6 +172,7 @@ class SshRunner:
                 throughput_batch=int(result.get("throughput_batch", self.throughput_batch)),
                 throughput_per_s=float(result["throughput_per_s"]),
                 seq_len=self.seq_len,
+                load=None if result.get("load") is None else float(result["load"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise UserError(

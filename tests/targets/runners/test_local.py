@@ -28,7 +28,9 @@ def test_measure_reports_a_measured_latency(cnn_onnx):
     assert isinstance(m, Measurement)
     assert m.source == "measured" and m.runner == "local" and m.target == "host-cpu"
     assert m.runtime.startswith("onnxruntime ") and m.provider == "CPUExecutionProvider"
-    assert m.threads == 1 and m.batch == 1 and m.runs == 20 and m.throughput_batch == 8
+    # At least the runs asked; more where twenty do not fill the minimum time.
+    assert m.threads == 1 and m.batch == 1 and m.runs >= 20 and m.throughput_batch == 8
+    assert m.load is None or m.load >= 0
     assert 0 < m.p50_ms <= m.p90_ms <= m.p99_ms
     assert m.throughput_per_s > 0
     assert m.device
