@@ -95,10 +95,12 @@ def _quantization(q: QuantResult | None) -> schema.QuantizationInfo | None:
 def deployed(ctx: Context, d: DeployArtifact, runs_here: bool) -> ArtifactSpec:
     """The entry spec of a file made for targets (fp16 ONNX, .ort, TensorRT)."""
     build = None if d.build is None else _relative_paths(ctx, to_jsonable(d.build))
+    # A file that is an ONNX graph is priced as itself; an .ort or an engine by the ONNX it came from.
+    graph = d.path if d.path.suffix == ".onnx" else d.source
     return ArtifactSpec(
         d.format, d.precision, d.path, d.targets, d.parity, d.quantization,
         tuple(to_jsonable(r) for r in d.lint), build,
-        evaluated=None if runs_here else d.source, graph=d.source if d.format != "onnx" else d.path, runs_here=runs_here,
+        evaluated=None if runs_here else d.source, graph=graph, runs_here=runs_here,
     )
 
 
