@@ -48,9 +48,9 @@ class Part(Protocol):
 class Parts:
     """Train, validation and calibration parts of the run's data."""
 
-    train: Any
-    val: Any
-    calib: Any
+    train: Part
+    val: Part
+    calib: Part
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,8 @@ class Trained:
     epochs_run: int
     val_score: float
     metric: str
+    # What the entry says of the trained model for the report (a transformer's depth and width).
+    details: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -146,11 +148,11 @@ class Inputs(Protocol):
         """Distil (or train) a copy of `order.model` on the training part."""
         ...
 
-    def predict(self, model: nn.Module, part: Any) -> np.ndarray:
+    def predict(self, model: nn.Module, part: Part) -> np.ndarray:
         """The model's outputs on a part, batched, in eval mode."""
         ...
 
-    def feed(self, part: Any, names: Sequence[str], count: int | None = None) -> Feed:
+    def feed(self, part: Part, names: Sequence[str], count: int | None = None) -> Feed:
         """onnxruntime's feed of a part (its first `count` samples) for graph inputs `names`."""
         ...
 

@@ -90,7 +90,9 @@ class TextInputs:
             order.model, parts.train.tokens.input_ids, order.outputs.logits, parts.val.tokens.input_ids,
             order.reference.teacher, order.cfg, order.seed, progress, parts.train.labels, parts.val.labels, world,
         )
-        return Trained(r.model, r.best_epoch, r.epochs_run, r.val_score, r.metric)
+        config = r.model.backbone.config
+        shape = {"layers": config.num_hidden_layers, "hidden": config.hidden_size}
+        return Trained(r.model, r.best_epoch, r.epochs_run, r.val_score, r.metric, shape)
 
     def predict(self, model: HFModel, part: TextPart) -> np.ndarray:
         """The model's embeddings or logits on the part's texts."""

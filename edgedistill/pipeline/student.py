@@ -112,7 +112,7 @@ def distilled(ctx: Context, tier: TierConfig, learn: Lesson) -> Distilled:
         path = ctx.entry.save(ctx.prep, trained.model, ctx.rd, folder)
         record = StudentRecord(
             cand.knob, cand.footprint, cand.checks, cand.evaluations, trained.val_score, trained.metric,
-            trained.best_epoch, trained.epochs_run, generations, {**start.details, **_architecture(trained.model)},
+            trained.best_epoch, trained.epochs_run, generations, {**start.details, **trained.details},
         )
         return Made(record, (path,))
 
@@ -162,9 +162,3 @@ def _born_again(ctx: Context, tier: TierConfig, architecture: nn.Module, learn: 
         results.append(_fit(ctx, fresh, before, seed, f"distil {tier.name} gen {generation}"))
     best = max(results, key=lambda r: r.val_score)
     return best, tuple(r.val_score for r in results)
-
-
-def _architecture(model: nn.Module) -> dict:
-    """A transformer student's depth and width, for the report; nothing for other modules."""
-    config = getattr(getattr(model, "backbone", None), "config", None)
-    return {} if config is None else {"layers": config.num_hidden_layers, "hidden": config.hidden_size}
