@@ -61,6 +61,20 @@ class DataConfig(_Section):
 
 BUILTIN_SOURCES = ("digits", "pydoc")
 TIER_PREFIX = "tier:"
+# A run or tier name becomes one folder name: short enough for every filesystem with the files
+# beside it, and never a path of its own.
+NAME_MAX = 64
+
+
+def check_name(value: str) -> str:
+    """A run or tier name, which names a folder of the run directory: one path component."""
+    if not value.strip():
+        raise ValueError("must not be empty: give a short name such as \"small\"")
+    if len(value) > NAME_MAX:
+        raise ValueError(f"is {len(value)} characters long: use at most {NAME_MAX}")
+    if value in (".", "..") or any(c in value for c in "/\\") or not value.isprintable() or value.startswith("."):
+        raise ValueError("must be a plain folder name (no '/', '\\', leading '.' or control characters): rename it")
+    return value
 
 
 class TierConfig(_Section):
@@ -81,6 +95,11 @@ class TierConfig(_Section):
         description="Self-distillation: each generation after the first is the same architecture, re-initialised "
         "and distilled from the one before; the best by validation accuracy is kept.",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _tier_name(cls, v: str) -> str:
+        return check_name(v)
 
     @field_validator("teacher")
     @classmethod
@@ -170,6 +189,17 @@ class RunConfig(_Section):
     export: ExportConfig = Field(default_factory=ExportConfig, description="ONNX export and parity check.")
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig, description="int8 quantization.")
     measure: MeasureConfig = Field(default_factory=MeasureConfig, description="Latency measurement.")
+    allow_weak_teacher: bool = Field(
+        False,
+        strict=True,
+        description="Distill a teacher whose validation score is near chance or a constant predictor's "
+        "(the run stops on one otherwise).",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _run_name(cls, v: str) -> str:
+        return check_name(v)
 
     @field_validator("targets")
     @classmethod
@@ -264,4 +294,4 @@ def describe(exc: ValidationError) -> str:
     got = err.get("input")
     shown = f" (got {got!r})" if got is not None and not isinstance(got, (dict, list, tuple)) else ""
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{where}: {err['msg']}{shown}{more}"
+    return f"{where}: {err['msg'].removeprefix('Value error, ')}{shown}{more}"
