@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichBar
 from rich.table import Table
@@ -65,7 +66,7 @@ class RichProgress(Progress):
     """Stage lines and transient progress bars on the terminal."""
 
     def stage(self, text: str) -> None:
-        console.print(f"[bold cyan]•[/] {text}")
+        console.print(f"[bold cyan]•[/] {escape(text)}")
 
     @contextlib.contextmanager
     def task(self, text: str, total: int) -> Iterator[Advance]:
@@ -137,6 +138,8 @@ def run(
         cfg = load_config(config)
         if teacher is not None:
             cfg = with_teacher(cfg, teacher)
+        if out is not None and out.exists() and not out.is_dir():
+            raise UserError(f"--out {out} is a file: a run directory is a folder; give a new folder or a finished run's")
         out_dir = out or Path("runs") / cfg.name
         devices = Devices(parse_addresses(address), perf_test)
         world = init_world()
@@ -144,13 +147,13 @@ def run(
             # Under torchrun the other ranks only train their shards; rank 0 speaks for the run.
             run_pipeline(cfg, out_dir, force, world=world)
             return
-        console.print(f"[bold]edgedistill run[/] {cfg.name} → {out_dir}" + (f" ({world.size} processes)" if world.distributed else ""))
+        console.print(f"[bold]edgedistill run[/] {escape(cfg.name)} → {escape(str(out_dir))}" + (f" ({world.size} processes)" if world.distributed else ""))
         result = run_pipeline(cfg, out_dir, force, RichProgress(), world, devices)
         _print_table(result.report)
-        console.print(f"report: {result.report_path} (report.md and report.html beside it)")
+        console.print(f"report: {result.report_path} (report.md and report.html beside it)", markup=False)
         if result.report.failures:
             for failure in result.report.failures:
-                err_console.print(f"[red]failed:[/] {failure}")
+                err_console.print(f"[red]failed:[/] {escape(failure)}")
             raise typer.Exit(1)
 
 
@@ -163,7 +166,10 @@ def export(
     data: Annotated[Optional[Path], typer.Option(help=".npz with x (and y): real inputs for parity checks and int8 calibration.")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
 ) -> None:
-    """Export one model to one format and precision, checked against its source and linted for its runtime."""
+    """Export one model to one format and precision, checked against its source and linted for its runtime.
+
+    An ONNX file with a fixed batch is made from a copy with a dynamic batch axis, checked to give the same outputs.
+    """
     from edgedistill.errors import UserError
     from edgedistill.export.convert import ExportRequest, export_model
     from edgedistill.export.formats import format_names
@@ -174,7 +180,9 @@ def export(
         if precision not in ("fp32", "fp16", "int8"):
             raise UserError(f"--precision {precision!r} is unknown: use fp32, fp16 or int8")
         result = export_model(ExportRequest(model, format, precision, out, data))
-        console.print(f"wrote {result.path} ({result.bytes:,} bytes, {result.format} {result.precision})")
+        console.print(f"wrote {result.path} ({result.bytes:,} bytes, {result.format} {result.precision})", markup=False)
+        for note in result.notes:
+            console.print(note, markup=False, highlight=False)
         parity = result.parity
         if parity.checked:
             verdict = "ok" if parity.passed else "[red]FAILED[/]"
@@ -183,8 +191,8 @@ def export(
                 f"(tolerance {parity.tolerance:.0e}) {verdict}"
             )
         if result.build is not None:
-            console.print(result.build.reason if not result.build.built else f"engine built: {result.build.engine}")
-            console.print(f"trtexec command: {result.build.command_path}")
+            console.print(result.build.reason if not result.build.built else f"engine built: {result.build.engine}", markup=False)
+            console.print(f"trtexec command: {result.build.command_path}", markup=False)
         findings = _print_lint(result.lint)
         if not parity.passed or findings:
             raise typer.Exit(1)
@@ -195,20 +203,17 @@ def lint(
     model: Annotated[Path, typer.Argument(help="The .onnx file to check.", show_default=False)],
     runtime: Annotated[str, typer.Option(help="tensorrt or ort-mobile.")] = "tensorrt",
     ops_config: Annotated[Optional[Path], typer.Option(help="ort-mobile: the reduced build's required-operators config (default: ONNX Runtime's mobile package).")] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the findings as JSON to this file.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the findings as JSON to this file (an earlier JSON file there is replaced; any other file is refused).")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
 ) -> None:
     """Check an ONNX file against what a runtime accepts; exit 1 when any node is not."""
-    import json
-
     from edgedistill.export.lint import lint as run_lint
-    from edgedistill.fileio import atomic_path
 
     with _errors(debug):
+        _check_json_out(json_out, "lint.json")
         result = run_lint(model, runtime, ops_config)
         if json_out is not None:
-            with atomic_path(json_out) as tmp:
-                tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+            _write_json(json_out, result.to_dict())
         if _print_lint((result,)):
             raise typer.Exit(1)
 
@@ -278,14 +283,11 @@ def bench(
     address: Annotated[list[str], typer.Option("--address", help="NAME=ADDRESS of a device: user@host:port for ssh, a serial for adb.")] = [],
     perf_test: Annotated[Optional[Path], typer.Option(help="adb targets: onnxruntime_perf_test built for Android.")] = None,
     seq_len: Annotated[Optional[int], typer.Option(help="Size of dynamic axes after the batch (a transformer's sequence length).", show_default=False)] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON to this file.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON to this file (an earlier JSON file there is replaced; any other file is refused).")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
 ) -> None:
     """Latency of one model on each target: measured where a runner reaches it, predicted elsewhere, each labelled."""
-    import json
-
     from edgedistill.errors import UserError
-    from edgedistill.fileio import atomic_path
     from edgedistill.serialize import to_jsonable
     from edgedistill.targets.bench import bench as run_bench
     from edgedistill.targets.latency import parse_addresses
@@ -294,6 +296,7 @@ def bench(
     with _errors(debug):
         if mode not in ("auto", "measure", "predict"):
             raise UserError(f"--mode {mode!r} is unknown: use auto, measure or predict")
+        _check_json_out(json_out, "bench.json")
         rows = run_bench(
             model, [load_target(t) for t in target], mode, parse_addresses(address), perf_test=perf_test, seq_len=seq_len
         )
@@ -310,10 +313,9 @@ def bench(
         console.print(f"file: {rows[0].file_bytes:,} bytes" if rows else "no targets")
         for r in rows:
             # A noisy figure's line stands out: its figures should not be taken as the model's.
-            console.print(f"{r.target}: {r.detail}", style="yellow" if r.noisy else None, highlight=False)
+            console.print(f"{r.target}: {r.detail}", style="yellow" if r.noisy else None, highlight=False, markup=False)
         if json_out is not None:
-            with atomic_path(json_out) as tmp:
-                tmp.write_text(json.dumps(to_jsonable(rows), indent=2) + "\n")
+            _write_json(json_out, to_jsonable(rows))
 
 
 @app.command()
@@ -347,15 +349,66 @@ def calibrate(
         )
 
 
+# An earlier --json file is small; a larger file is not one, and is not read to find out.
+_JSON_MAX_BYTES = 16 * 1024**2
+
+
+def _check_json_out(path: Path | None, example: str) -> None:
+    """Refuse, before any work, a --json path that cannot be written or whose writing would
+    destroy something: a folder, a path under a file, or a file that holds anything but JSON.
+    An earlier --json file (or an empty one) is replaced, atomically."""
+    from edgedistill.errors import UserError
+
+    if path is None:
+        return
+    if path.is_dir():
+        raise UserError(f"--json {path} is a folder: give a file path, such as {path / example}")
+    if path.exists() and not _holds_json(path):
+        raise UserError(f"--json {path} exists and does not hold JSON: give a new path, or an earlier --json file to replace")
+    folder = next(p for p in path.absolute().parents if p.exists())
+    if not folder.is_dir():
+        raise UserError(f"--json {path}: {folder} is a file, not a folder: give a path in a folder")
+
+
+def _holds_json(path: Path) -> bool:
+    """Whether the file at `path` is empty or holds JSON (what --json writes)."""
+    import json
+
+    try:
+        if not path.is_file() or path.stat().st_size > _JSON_MAX_BYTES:
+            return False
+        text = path.read_text()
+        if text.strip():
+            json.loads(text)
+        return True
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+
+
+def _write_json(path: Path, data: object) -> None:
+    """Write `data` as JSON to `path` atomically; a failure is one line."""
+    import json
+
+    from edgedistill.errors import UserError
+    from edgedistill.fileio import atomic_path
+
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(data, indent=2) + "\n")
+    except OSError as exc:
+        raise UserError(f"cannot write --json {path} ({exc.strerror or exc}): choose another path") from exc
+
+
 def _print_lint(results) -> int:
     """Print each finding on one line; the number of findings."""
     count = 0
     for r in results:
         for f in r.findings:
-            console.print(f"[yellow]{r.runtime}:[/] node {f.node} ({f.domain or 'ai.onnx'}::{f.op}): {f.reason}", highlight=False)
+            line = f"node {f.node} ({f.domain or 'ai.onnx'}::{f.op}): {f.reason}"
+            console.print(f"[yellow]{r.runtime}:[/] {escape(line)}", highlight=False)
         count += len(r.findings)
         if r.ok:
-            console.print(f"{r.runtime}: {Path(r.model).name} is clean (checked against {r.reference})", highlight=False)
+            console.print(f"{r.runtime}: {Path(r.model).name} is clean (checked against {r.reference})", highlight=False, markup=False)
     return count
 
 
@@ -435,7 +488,8 @@ def _errors(debug: bool) -> Iterator[None]:
     except EdgeDistillError as exc:
         if debug:
             raise
-        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # The message may quote the user's input: "[/x]" in it is text, not a style.
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except (KeyboardInterrupt, _Terminated) as exc:
         err_console.print("interrupted: finished stages are kept in the run directory; rerun to resume")

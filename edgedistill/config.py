@@ -5,7 +5,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from edgedistill.compress.budget import Budget, Limit
 from edgedistill.compress.distill import DistillConfig
@@ -57,6 +57,17 @@ class DataConfig(_Section):
         if v not in (1, 3):
             raise ValueError("must be 1 or 3")
         return v
+
+    @model_validator(mode="after")
+    def _training_share(self) -> DataConfig:
+        # Said here, at load, naming both fields: later it would read as too few samples.
+        total = self.val_fraction + self.calib_fraction
+        if total >= 1:
+            raise ValueError(
+                f"val_fraction ({self.val_fraction:g}) + calib_fraction ({self.calib_fraction:g}) = {total:g} "
+                "leaves no samples to train on: make their sum less than 1, e.g. 0.2 and 0.1"
+            )
+        return self
 
 
 BUILTIN_SOURCES = ("digits", "pydoc")
@@ -278,15 +289,48 @@ def parse_config(raw: dict, origin: str, base: Path | None = None) -> RunConfig:
     """Validate a config dict; `origin` names it in errors. Relative paths in it are made absolute
     against `base`, the config's folder (left as given without one)."""
     try:
-        return RunConfig.model_validate(raw, context={"base": base})
+        cfg = RunConfig.model_validate(raw, context={"base": base})
     except ValidationError as exc:
         raise UserError(f"{origin}: {describe(exc)}") from exc
+    if (where := _boolean_number(raw, cfg, "")) is not None:
+        raise UserError(f"{origin}: {where}: a boolean (true or false) is not a number: write the number itself")
+    return cfg
+
+
+def _boolean_number(raw: object, value: object, where: str) -> str | None:
+    """Where the TOML says true or false and the validated config holds a number, if anywhere.
+
+    pydantic reads a bool as 1 or 0 for an int or float field, so `epochs = true` would train one
+    epoch. Walking the input beside what it became catches it in every section, whoever defines
+    it, while a TOML int still serves for a float field.
+    """
+    if isinstance(raw, bool):
+        return where if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if isinstance(raw, dict):
+        pairs = [(key, item, _member(value, key)) for key, item in raw.items()]
+    elif isinstance(raw, list) and isinstance(value, (list, tuple)) and len(raw) == len(value):
+        pairs = list(zip(range(len(raw)), raw, value))
+    else:
+        return None
+    for key, item, sub in pairs:
+        if (found := _boolean_number(item, sub, f"{where}.{key}" if where else str(key))) is not None:
+            return found
+    return None
+
+
+def _member(value: object, key: object) -> object:
+    """What the input's `key` became: a model's field or a dict's entry (None when neither)."""
+    if isinstance(value, BaseModel):
+        return getattr(value, key) if key in type(value).model_fields else None
+    return value.get(key) if isinstance(value, dict) else None
 
 
 def describe(exc: ValidationError) -> str:
     """The first validation error as one line: where, what is wrong, what was expected."""
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    # A key of the user's own (an address name) may hold a newline: the message stays one line.
+    where = "".join(c if c.isprintable() else repr(c)[1:-1] for c in where)
     if err["type"] == "extra_forbidden":
         return f"unknown key {where!r}: remove it or check its spelling"
     if err["type"] == "missing":

@@ -20,7 +20,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter,
 from torch import nn
 
 from edgedistill.errors import UserError
-from edgedistill.fileio import config_relative
+from edgedistill.fileio import config_relative, quiet
 from edgedistill.importing import import_object
 
 if TYPE_CHECKING:
@@ -222,15 +222,21 @@ def load_teacher(cfg: _Teacher) -> nn.Module:
 
 
 def _load_factory(cfg: FactoryTeacher) -> nn.Module:
-    model = import_object(cfg.factory)()
+    factory = import_object(cfg.factory)
+    try:
+        model = factory()
+    except Exception as exc:  # the user's code: whatever it raises is theirs to fix, said in one line
+        raise UserError(
+            f"teacher factory {cfg.factory!r} raised {type(exc).__name__} ({_first_line(exc)}): fix the factory; "
+            "--debug shows the traceback"
+        ) from exc
     if not isinstance(model, nn.Module):
         raise UserError(f"teacher factory {cfg.factory!r} returned {type(model).__name__}, not a torch.nn.Module: return the model")
     if cfg.weights:
         try:
             model.load_state_dict(_load_state_dict(Path(cfg.weights)))
         except RuntimeError as exc:
-            first = str(exc).splitlines()[0]
-            raise UserError(f"teacher weights {cfg.weights} do not fit {cfg.factory!r} ({first}): give the matching factory") from exc
+            raise UserError(f"teacher weights {cfg.weights} do not fit {cfg.factory!r} ({_first_line(exc)}): give the matching factory") from exc
     return model.eval()
 
 
@@ -238,10 +244,18 @@ def _load_pt2(path: Path) -> nn.Module:
     if not path.exists():
         raise UserError(f"teacher file {path} does not exist: save one with torch.export.save(program, path)")
     try:
-        program = torch.export.load(str(path))
+        # torch logs a traceback of each format it tried before raising; the one line below says it.
+        with quiet("torch.export"):
+            program = torch.export.load(str(path))
     except Exception as exc:
         raise UserError(f"{path} is not a torch.export program ({type(exc).__name__}): save it with torch.export.save") from exc
     return ExportedTeacher(program.module())
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class ExportedTeacher(nn.Module):

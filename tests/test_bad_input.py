@@ -57,6 +57,13 @@ CASES = {
     "unreachable budget": (_with(lambda c: c.update(tiers=[{"name": "t", "budget": {"params": 10}}])), "smallest student"),
     "factory not importable": (_with(lambda c: c["teacher"].update(factory="no_such_pkg.models:build")), "cannot import module"),
     "factory not a module": (_with(lambda c: c["teacher"].update(factory="os:getcwd")), "not a torch.nn.Module"),
+    "fractions leave no training data": (
+        _with(lambda c: c.update(data={"val_fraction": 0.6, "calib_fraction": 0.4})), "val_fraction (0.6) + calib_fraction (0.4)"
+    ),
+    "a boolean as a number": (_with(lambda c: c["distill"].update(epochs=True)), "distill.epochs: a boolean"),
+    "a count in B": (_with(lambda c: c.update(tiers=[{"name": "t", "budget": {"params": "1B"}}])), 'a billion is "1G"'),
+    # "B" is a byte: the smallest student's size is said in bytes at the deployed precision.
+    "a bytes budget of 1 B": (_with(lambda c: c.update(tiers=[{"name": "t", "budget": {"bytes": "1B"}}])), "bytes at int8"),
 }
 
 
@@ -128,3 +135,108 @@ def test_a_full_disk_is_one_line_and_keeps_finished_work(tmp_path, tiny_config, 
     stages = json.loads((out / "manifest.json").read_text())["stages"]
     assert {"teacher", "teacher-outputs", "baseline"} <= set(stages)
     assert not list(out.rglob("*.tmp"))
+
+
+def test_a_teacher_factory_that_raises_is_one_line(tmp_path):
+    (tmp_path / "raising_teacher.py").write_text("def build():\n    raise RuntimeError('no weights here')\n")
+    line = _run(tmp_path, _with(lambda c: c["teacher"].update(factory="raising_teacher:build")))
+    assert "teacher factory 'raising_teacher:build' raised RuntimeError (no weights here)" in line
+
+
+@pytest.mark.parametrize("name", ["../../x", "", "..", ".hidden", "a" * 65, "a/b"])
+@pytest.mark.parametrize("where", ["run", "tier"])
+def test_a_bad_name_writes_nothing(tmp_path, monkeypatch, name, where):
+    monkeypatch.chdir(tmp_path)
+    config = tiny_run_config()
+    if where == "run":
+        config["name"] = name
+    else:
+        config["tiers"][0]["name"] = name
+    (tmp_path / "run.toml").write_bytes(tomli_w.dumps(config).encode())
+    line = _error_line(runner.invoke(app, ["run", "run.toml"]))
+    assert ("name:" if where == "run" else "tiers.0.name:") in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.toml"]  # no runs/ folder
+
+
+def test_an_out_that_is_a_file_is_one_line(tmp_path):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("mine")
+    path = tmp_path / "run.toml"
+    path.write_bytes(tomli_w.dumps(tiny_run_config()).encode())
+    line = _error_line(runner.invoke(app, ["run", str(path), "--out", str(blocker)]))
+    assert "is a file" in line and blocker.read_text() == "mine"
+
+
+def test_a_bad_budget_on_rerun_leaves_the_finished_run_as_it_was(tmp_path):
+    """A rerun stopped by bad input changes no file of the run: config.json and report.json
+    still describe the run that made them."""
+    config = _with(lambda c: c.update(tiers=c["tiers"][:1]))
+    path = tmp_path / "run.toml"
+    path.write_bytes(tomli_w.dumps(config).encode())
+    out = tmp_path / "out"
+    assert runner.invoke(app, ["run", str(path), "--out", str(out)]).exit_code == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    # A latency budget on a target the run does not build for.
+    config["tiers"][0]["budget"]["latency_ms"] = {"pixel-8": 5.0}
+    path.write_bytes(tomli_w.dumps(config).encode())
+    assert "not among the run's targets" in _error_line(runner.invoke(app, ["run", str(path), "--out", str(out)]))
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    # A budget no student meets stops later, inside the run: the config and report stay a pair.
+    config["tiers"][0]["budget"] = {"params": 10}
+    path.write_bytes(tomli_w.dumps(config).encode())
+    assert "cannot be met" in _error_line(runner.invoke(app, ["run", str(path), "--out", str(out)]))
+    for name in ("config.json", "report.json"):
+        assert (out / name).read_bytes() == before[out / name], name
+
+
+def test_a_folder_given_as_the_model_is_one_line(tmp_path):
+    (tmp_path / "model.onnx").mkdir()
+    for command in ("lint", "bench"):
+        line = _error_line(runner.invoke(app, [command, str(tmp_path / "model.onnx")]))
+        assert "is a folder: give the .onnx file in it" in line
+
+
+@pytest.mark.parametrize("command", [["lint", "--runtime", "tensorrt"], ["bench", "--target", "host-cpu"]])
+def test_json_out_replaces_only_its_own_kind_of_file(tmp_path, cnn_onnx, command):
+    def invoke(json_out):
+        return runner.invoke(app, [command[0], str(cnn_onnx), *command[1:], "--json", str(json_out)])
+
+    folder = tmp_path / "results"
+    folder.mkdir()
+    assert "is a folder: give a file path" in _error_line(invoke(folder))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    assert "does not hold JSON" in _error_line(invoke(notes))
+    assert "is a file, not a folder" in _error_line(invoke(notes / "x.json"))
+    assert notes.read_text() == "my notes" and list(folder.iterdir()) == []
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text('{"old": true}')
+    result = invoke(earlier)
+    assert result.exit_code == 0, result.output
+    assert "old" not in json.loads(earlier.read_text())
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_export_out_that_is_a_file_is_one_line(tmp_path, cnn_onnx):
+    blocker = tmp_path / "export"
+    blocker.write_text("mine")
+    line = _error_line(runner.invoke(app, ["export", str(cnn_onnx), "--format", "ort", "--out", str(blocker)]))
+    assert "is a file: export writes its files into a folder" in line and blocker.read_text() == "mine"
+
+
+def test_a_graph_that_holds_its_fixed_batch_is_one_line(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    # Reshape to [1, 64]: the batch of 1 is written into the graph, so no other batch runs.
+    shape = numpy_helper.from_array(np.array([1, 64], dtype=np.int64), "shape")
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], initializer=[shape],
+    )
+    model = tmp_path / "fixed.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(model))
+    out = tmp_path / "out"
+    line = _error_line(runner.invoke(app, ["export", str(model), "--format", "ort", "--out", str(out)]))
+    assert "has a fixed batch of 1 that its graph relies on" in line and "re-export it with a dynamic batch axis" in line
+    assert list(out.iterdir()) == []

@@ -157,3 +157,11 @@ def test_progress_line_says_the_budget_as_a_config_does():
     assert tier.budget_text() == "params <= 10%, bytes <= 96 KB, latency on raspberry-pi-5 <= 0.3 ms"
     tier = TierConfig(name="t", budget={"macs": "5M", "peak_memory": "64KiB", "params": 200000})
     assert tier.budget_text() == "params <= 200,000, macs <= 5M, peak memory <= 64 KiB"
+
+
+@pytest.mark.parametrize("key", ["[/x]", "[bold]"])
+def test_an_error_quoting_brackets_prints_them_as_text(tmp_path, tiny_config, key):
+    # Rich reads "[...]" as a style: unescaped, "[/x]" raised MarkupError and "[bold]" vanished.
+    tiny_config[key] = 1
+    line = _one_line_error(runner.invoke(app, ["run", str(_write(tmp_path, tiny_config))]))
+    assert f"unknown key '{key}'" in line

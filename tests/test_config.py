@@ -150,3 +150,72 @@ def test_every_config_field_has_a_description():
     _, fields = _all_fields()
     missing = sorted(name for name, info in fields if not info.description)
     assert missing == []
+
+
+BAD_NAMES = ["../../x", "", "..", ".hidden", "a" * 65, "a/b"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_a_run_name_must_be_one_plain_folder_name(tmp_path, name):
+    msg = _error(_write(tmp_path, f"name = {name!r}\n" + BASE))
+    assert "name:" in msg
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_a_tier_name_must_be_one_plain_folder_name(tmp_path, name):
+    msg = _error(_write(tmp_path, BASE.replace('name = "a"', f"name = {name!r}")))
+    assert "tiers.0.name" in msg
+
+
+def test_names_at_the_limits_are_kept(tmp_path):
+    cfg = load_config(_write(tmp_path, f'name = "{"r" * 64}"\n' + BASE.replace('name = "a"', 'name = "a.b-c_1"')))
+    assert cfg.name == "r" * 64 and cfg.tiers[0].name == "a.b-c_1"
+
+
+@pytest.mark.parametrize("val, calib", [(0.6, 0.4), (0.7, 0.5), (0.9, 0.1)])
+def test_fractions_that_leave_nothing_to_train_on_name_both_fields(tmp_path, val, calib):
+    msg = _error(_write(tmp_path, BASE + f"[data]\nval_fraction = {val}\ncalib_fraction = {calib}\n"))
+    assert "val_fraction" in msg and "calib_fraction" in msg and "less than 1" in msg
+
+
+@pytest.mark.parametrize(
+    "extra, where",
+    [
+        ("[distill]\nepochs = true\n", "distill.epochs"),
+        ("[distill]\nweight_decay = false\n", "distill.weight_decay"),
+        ("[measure]\nruns = true\n", "measure.runs"),
+        ("[data]\nimage_size = [true, 8]\n", "data.image_size.0"),
+        ('[[tiers]]\nname = "b"\nbudget = { latency_ms = { host-cpu = true } }\n', "tiers.1.budget.latency_ms.host-cpu"),
+    ],
+)
+def test_a_boolean_is_not_taken_as_a_number(tmp_path, extra, where):
+    msg = _error(_write(tmp_path, BASE + extra))
+    assert f"{where}: a boolean" in msg
+
+
+def test_toml_ints_serve_for_float_fields_and_bools_for_bool_fields(tmp_path):
+    cfg = load_config(_write(tmp_path, BASE + "[distill]\nlr = 1\ntemperature = 2\n[export]\nsimplify = false\n"))
+    assert cfg.distill.lr == 1.0 and cfg.distill.temperature == 2.0 and cfg.export.simplify is False
+
+
+def test_a_bytes_budget_in_b_is_bytes(tmp_path):
+    cfg = load_config(_write(tmp_path, BASE.replace('{ params = "50%" }', '{ bytes = "1B", peak_memory = "2 b" }')))
+    assert cfg.tiers[0].budget.bytes.value == 1 and cfg.tiers[0].budget.peak_memory.value == 2
+    assert cfg.tiers[0].budget_text() == "bytes <= 1 B, peak memory <= 2 B"
+
+
+@pytest.mark.parametrize("given", ["1B", "7b", "5KB"])
+def test_a_count_budget_says_which_suffixes_it_takes(tmp_path, given):
+    msg = _error(_write(tmp_path, BASE.replace('"50%"', f'"{given}"')))
+    assert "tiers.0.budget.params" in msg and 'a count takes k, M or G (a billion is "1G"' in msg
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0"])
+def test_a_latency_budget_is_positive_and_finite(tmp_path, value):
+    msg = _error(_write(tmp_path, BASE.replace('{ params = "50%" }', f"{{ latency_ms = {{ host-cpu = {value} }} }}")))
+    assert "positive, finite milliseconds" in msg
+
+
+def test_a_key_of_the_users_own_stays_on_one_line(tmp_path):
+    msg = _error(_write(tmp_path, '[addresses]\n"pixel\\n8" = 3\n' + BASE))
+    assert "addresses.pixel\\n8" in msg

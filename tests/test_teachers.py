@@ -123,6 +123,25 @@ def test_non_pt2_file_raises_user_error(tmp_path, content):
     assert "torch.export" in _msg(exc)
 
 
+@pytest.mark.parametrize("content", ["text", "truncated"])
+def test_a_corrupt_pt2_is_one_line_and_logs_nothing(tmp_path, pt2_file, capfd, caplog, content):
+    path = tmp_path / "teacher.pt2"
+    data = pt2_file[0].read_bytes()
+    path.write_bytes(b"not a program" if content == "text" else data[: len(data) // 2])
+    with pytest.raises(UserError) as exc:
+        load_teacher(parse_teacher({"path": str(path)}))
+    assert "is not a torch.export program" in _msg(exc)
+    # torch logs a traceback of each format it tried; the one line above is all the user sees.
+    assert "Traceback" not in capfd.readouterr().err and "Traceback" not in caplog.text
+
+
+def test_a_factory_that_raises_is_one_line():
+    with pytest.raises(UserError) as exc:
+        load_teacher(parse_teacher({"factory": "json:loads"}))  # called without its argument
+    assert "teacher factory 'json:loads' raised TypeError (" in _msg(exc)
+    assert isinstance(exc.value.__cause__, TypeError)  # --debug shows its traceback
+
+
 def test_missing_pt2_raises_user_error(tmp_path):
     with pytest.raises(UserError) as exc:
         load_teacher(parse_teacher(dict(path="gone.pt2"), tmp_path))

@@ -31,7 +31,13 @@ _BYTE_SUFFIXES = {
 }
 _FORMS = {
     "count": '200000, "200k", "1.5M", "2G" or "20%" of the teacher',
-    "bytes": '2048, "256KB" (1000 B), "256KiB" (1024 B), "1.5MB", "2MiB" or "20%" of the teacher',
+    "bytes": '2048 or "2048B" (bytes), "256KB" (1000 B), "256KiB" (1024 B), "1.5MB", "2MiB" or "20%" of the teacher',
+}
+# Said when a suffix is wrong for the kind: "7B" parameters is a billion in papers, while "B" is
+# the byte of a bytes budget, so a count refuses it rather than guess.
+_SUFFIXES_TAKEN = {
+    "count": 'a count takes k, M or G (a billion is "1G"; B, KB and KiB are byte units)',
+    "bytes": "bytes take B, KB, MB, GB (powers of 1000) or KiB, MiB, GiB (powers of 1024)",
 }
 _QUANTITY = re.compile(r"^\s*((?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-z%]*)\s*$")
 _BYTES_PER_PARAM = {"fp32": 4, "fp16": 2, "int8": 1}
@@ -57,21 +63,27 @@ def parse_quantity(value: int | float | str, kind: Literal["count", "bytes"]) ->
     """
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise UserError(f"{value!r} is not a valid {kind} limit: give {_FORMS[kind]}")
-    number, suffix = (float(value), "") if isinstance(value, (int, float)) else _split(value, kind)
-    if not (number > 0 and math.isfinite(number)):
-        raise UserError(f"{value!r} is not a valid {kind} limit: it must be positive; give {_FORMS[kind]}")
+    try:
+        number, suffix = (float(value), "") if isinstance(value, (int, float)) else _split(value, kind)
+    except OverflowError:  # an int past float's range
+        number, suffix = math.inf, ""
     if suffix == "%":
-        return Limit(number / 100.0, relative=True)
-    suffixes = _COUNT_SUFFIXES if kind == "count" else _BYTE_SUFFIXES
-    return Limit(number * suffixes[suffix], relative=False)
+        number /= 100.0
+    elif suffix:
+        number *= (_COUNT_SUFFIXES if kind == "count" else _BYTE_SUFFIXES)[suffix]
+    if not (number > 0 and math.isfinite(number)):
+        raise UserError(f"{value!r} is not a valid {kind} limit: it must be positive and finite; give {_FORMS[kind]}")
+    return Limit(number, relative=suffix == "%")
 
 
 def _split(value: str, kind: Literal["count", "bytes"]) -> tuple[float, str]:
     """Split "1.5MB" into (1.5, "mb"), checking the suffix suits `kind`."""
     match = _QUANTITY.match(value)
     suffixes = _COUNT_SUFFIXES if kind == "count" else _BYTE_SUFFIXES
-    if match is None or (match.group(2) != "%" and match.group(2).lower() not in suffixes):
+    if match is None:
         raise UserError(f"{value!r} is not a valid {kind} limit: give {_FORMS[kind]}")
+    if match.group(2) != "%" and match.group(2).lower() not in suffixes:
+        raise UserError(f"{value!r} is not a valid {kind} limit: {_SUFFIXES_TAKEN[kind]}; give {_FORMS[kind]}")
     return float(match.group(1)), match.group(2).lower()
 
 
@@ -102,8 +114,9 @@ class Budget(BaseModel):
     @field_validator("latency_ms")
     @classmethod
     def _positive(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        if value is not None and any(v <= 0 for v in value.values()):
-            raise ValueError("latency limits must be positive milliseconds")
+        # NaN fails every comparison, so `v <= 0` let it through; `not v > 0` refuses it.
+        if value is not None and any(not (v > 0 and math.isfinite(v)) for v in value.values()):
+            raise ValueError("latency limits must be positive, finite milliseconds")
         return value
 
     @field_validator("params", "macs", mode="before")

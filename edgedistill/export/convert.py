@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 
 from edgedistill.compress.budget import Precision
 from edgedistill.compress.quantize import QuantizeConfig, quantize
@@ -28,6 +29,8 @@ from edgedistill.ortsession import open_session, run_batched
 from edgedistill.teachers import load_teacher, parse_teacher
 
 _RANDOM_INPUTS = 16
+# The symbolic batch axis given to a file exported with a fixed batch (as `export_onnx` names it).
+_BATCH_AXIS = "batch"
 
 
 @dataclass(frozen=True)
@@ -59,14 +62,21 @@ class ExportOutcome:
     lint: tuple[LintResult, ...]
     build: TrtArtifact | None
     inputs: str
+    notes: tuple[str, ...] = ()
 
 
 def export_model(req: ExportRequest) -> ExportOutcome:
-    """Make one artifact from `req.model`; the sources it needs (fp32/int8 ONNX) are made in `req.out`."""
-    req.out.mkdir(parents=True, exist_ok=True)
+    """Make one artifact from `req.model`; the sources it needs (fp32/int8 ONNX) are made in `req.out`.
+    A file with a fixed batch is made from a copy with a dynamic one (said in the outcome's notes)."""
+    _make_folder(req.out)
     entry = format_for(req.format)
-    fp32, int8 = _sources(req)
-    x, y, described = _inputs(req, fp32 or int8)
+    given = _sources(req)
+    x, y, described = _inputs(req, given[0] or given[1])
+    fp32, int8 = (_with_dynamic_batch(path, x, req.out) if path else None for path in given)
+    notes = tuple(
+        f"{old.name} has a fixed batch: made from {new.name}, its graph with a dynamic batch axis (checked to give the same outputs)"
+        for old, new in zip(given, (fp32, int8)) if old != new
+    )
     if fp32 is None and req.precision != "int8":
         raise UserError(f"{req.model} is an int8 model: {req.format} {req.precision} needs the fp32 model")
     if req.precision == "int8" and fp32 is not None and (int8 is None or entry.symmetric_int8):
@@ -80,9 +90,73 @@ def export_model(req: ExportRequest) -> ExportOutcome:
     if req.precision in entry.staged:
         # The run's own ONNX files (export and quantize stages): placed in the folder as they are.
         final = _place(OnnxFiles(src).at(req.precision), req.out)
-        return ExportOutcome(final, req.format, req.precision, final.stat().st_size, Parity.unchecked(), (), None, described)
+        return ExportOutcome(final, req.format, req.precision, final.stat().st_size, Parity.unchecked(), (), None, described, notes)
     (made,) = deploy(src, {(req.format, req.precision): ()}).made
-    return _outcome(made, described)
+    return _outcome(made, described, notes)
+
+
+def _make_folder(out: Path) -> None:
+    """Create the folder the files are written into; a file in its place is one line."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: export writes its files into a folder; give a folder path")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the folder {out} ({exc.strerror}): give another --out") from exc
+
+
+def _with_dynamic_batch(path: Path, x: np.ndarray, out: Path) -> Path:
+    """`path` when its batch axis is dynamic; else a copy in `out` whose batch axis is, checked
+    to give the outputs `path` gives. The parity checks and int8 calibration run many inputs at
+    once, which a graph fixed at batch 1 refuses."""
+    proto = onnx.load(str(path))
+    initializers = {t.name for t in proto.graph.initializer}
+    inputs = [v for v in proto.graph.input if v.name not in initializers]
+    first = inputs[0].type.tensor_type.shape.dim if inputs else ()
+    if not first or not first[0].dim_value:
+        return path
+    batch = first[0].dim_value
+    for value in (*inputs, *proto.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if dims and dims[0].dim_value == batch:
+            dims[0].dim_param = _BATCH_AXIS  # a dim is a size or a name: naming it drops the size
+    del proto.graph.value_info[:]  # shapes inferred at the fixed batch would contradict the new axis
+    copy = out / f"{path.stem}.dynamic-batch.onnx"
+    with atomic_path(copy) as tmp:
+        onnx.save(proto, str(tmp))
+    _check_same_outputs(path, copy, batch, x)
+    return copy
+
+
+def _check_same_outputs(path: Path, copy: Path, batch: int, x: np.ndarray) -> None:
+    """Raise UserError (removing `copy`) unless `copy` run on 2 x `batch` inputs at once gives what
+    `path` gives on them `batch` at a time: a graph may hold its batch in a reshape."""
+    probe = np.resize(x, (2 * batch, *x.shape[1:]))
+    want = run_batched(open_session(path), probe, batch)
+    try:
+        got = _run_quietly(copy, probe)
+    except Exception as exc:  # onnxruntime raises several unrelated types
+        copy.unlink(missing_ok=True)
+        raise UserError(_fixed_batch_error(path, batch, "fails")) from exc
+    if got.shape != want.shape or not np.allclose(got, want, rtol=1e-4, atol=1e-5):
+        copy.unlink(missing_ok=True)
+        raise UserError(_fixed_batch_error(path, batch, "gives other outputs"))
+
+
+def _run_quietly(path: Path, x: np.ndarray) -> np.ndarray:
+    """The first output of `path` on `x` in one batch, with onnxruntime's own log off: it would
+    print a failing node's error beside the one line the caller says."""
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4  # fatal only
+    session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    return run_batched(session, x, len(x))
+
+
+def _fixed_batch_error(path: Path, batch: int, why: str) -> str:
+    return (
+        f"{path.name} has a fixed batch of {batch} that its graph relies on (with a dynamic batch axis it {why} "
+        f"at batch {2 * batch}): re-export it with a dynamic batch axis"
+    )
 
 
 def _sources_for(req: ExportRequest, fp32: Path | None, int8: Path | None, x: np.ndarray, y: np.ndarray | None) -> Sources:
@@ -104,8 +178,8 @@ def _require_data(req: ExportRequest) -> None:
         raise UserError("int8 from an fp32 model needs calibration inputs: pass --data inputs.npz (x, and y for accuracy)")
 
 
-def _outcome(d: DeployArtifact, inputs: str) -> ExportOutcome:
-    return ExportOutcome(d.path, d.format, d.precision, d.path.stat().st_size, d.parity, d.lint, d.build, inputs)
+def _outcome(d: DeployArtifact, inputs: str, notes: tuple[str, ...]) -> ExportOutcome:
+    return ExportOutcome(d.path, d.format, d.precision, d.path.stat().st_size, d.parity, d.lint, d.build, inputs, notes)
 
 
 def _sources(req: ExportRequest) -> tuple[Path | None, Path | None]:

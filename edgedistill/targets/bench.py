@@ -54,6 +54,8 @@ def bench(
 ) -> tuple[BenchRow, ...]:
     """Figures of `model` on each target: `auto` measures where it can and predicts elsewhere.
     `seq_len` sizes the dynamic axes after the batch (a transformer's sequence length)."""
+    if model.is_dir():
+        raise UserError(f"{model} is a folder: give the .onnx file in it to benchmark, such as {model / 'model.onnx'}")
     addresses = dict(addresses or {})
     unknown = sorted(set(addresses) - {t.name for t in targets})
     if unknown:

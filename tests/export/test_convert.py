@@ -94,3 +94,46 @@ def test_an_int8_model_gives_ort_and_tensorrt_as_it_is(mlp_onnx, digits_xy, tmp_
         export_model(ExportRequest(int8, "ort", "fp16", tmp_path / "fp16"))
     with pytest.raises(UserError, match="tensorrt has no precision 'fp32'"):
         ExportRequest(int8, "tensorrt", "fp32", tmp_path / "x")
+
+
+@pytest.fixture
+def fixed_batch_onnx(mlp_onnx, tmp_path):
+    """The MLP with its batch axis fixed at 1, as a graph exported for batch 1 declares it."""
+    import onnx
+
+    proto = onnx.load(str(mlp_onnx))
+    for value in (*proto.graph.input, *proto.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = 1
+    path = tmp_path / "fixed.onnx"
+    onnx.save(proto, str(path))
+    return path
+
+
+@pytest.mark.parametrize("fmt, precision", [("ort", "fp32"), ("onnx", "fp16"), ("ort", "int8"), ("onnx", "int8")])
+def test_a_fixed_batch_of_1_exports_from_a_checked_dynamic_copy(fixed_batch_onnx, data, tmp_path, fmt, precision):
+    before = fixed_batch_onnx.read_bytes()
+    out = export_model(ExportRequest(fixed_batch_onnx, fmt, precision, tmp_path / "out", data))
+    assert out.path.is_file() and out.path.parent == tmp_path / "out"
+    assert out.parity.passed or not out.parity.checked
+    assert out.notes == (
+        (
+            "fixed.onnx has a fixed batch: made from fixed.dynamic-batch.onnx, its graph with a dynamic batch axis "
+            "(checked to give the same outputs)"
+        ),
+    )
+    assert fixed_batch_onnx.read_bytes() == before
+
+
+def test_a_dynamic_batch_file_is_used_as_it_is(mlp_onnx, tmp_path):
+    out = export_model(ExportRequest(mlp_onnx, "ort", "fp32", tmp_path))
+    assert out.notes == () and not list(tmp_path.glob("*dynamic-batch*"))
+
+
+def test_an_out_that_is_a_file(mlp_onnx, tmp_path):
+    blocker = tmp_path / "out"
+    blocker.write_text("mine")
+    with pytest.raises(UserError, match="is a file: export writes its files into a folder"):
+        export_model(ExportRequest(mlp_onnx, "ort", "fp32", blocker))
+    with pytest.raises(UserError, match="cannot create the folder"):
+        export_model(ExportRequest(mlp_onnx, "ort", "fp32", blocker / "inside"))
+    assert blocker.read_text() == "mine"

@@ -193,3 +193,8 @@ def test_bad_input_raises_user_error(tmp_path, students):
     bad.write_text("ai.onnx;eighteen;Relu\n")
     with pytest.raises(UserError, match="not a required-operators config"):
         lint(students["mlp"]["fp32"], "ort-mobile", bad)
+
+
+def test_a_folder_is_not_a_model(tmp_path):
+    with pytest.raises(UserError, match="is a folder: give the .onnx file in it to lint"):
+        lint(tmp_path, "tensorrt")

@@ -82,3 +82,16 @@ def test_calibrate_then_targets_shows_it(tmp_path):
 def test_calibrate_an_unreachable_target_is_one_line():
     result = runner.invoke(app, ["calibrate", "--target", "pixel-8"])
     assert result.exit_code == 2 and "--address" in result.stderr
+
+
+def test_a_folder_is_not_a_model(tmp_path):
+    with pytest.raises(UserError, match="is a folder: give the .onnx file in it to benchmark"):
+        bench(tmp_path, [load_target("host-cpu")])
+
+
+def test_bench_json_replaces_an_earlier_one(model, tmp_path):
+    out = tmp_path / "b.json"
+    out.write_text('[{"target": "old"}]')
+    result = runner.invoke(app, ["bench", str(model), "--mode", "predict", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert [r["target"] for r in json.loads(out.read_text())] == ["host-cpu"]

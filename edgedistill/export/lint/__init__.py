@@ -38,6 +38,8 @@ def lint(path: Path, runtime: str, ops_config: Path | None = None) -> LintResult
     if runtime not in LINTERS:
         raise UserError(f"unknown runtime {runtime!r} for lint: use one of {', '.join(runtimes())}")
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder: give the .onnx file in it to lint, such as {path / 'model.onnx'}")
     model = load_onnx_checked(path)
     try:
         model = onnx.shape_inference.infer_shapes(model)
