@@ -94,24 +94,15 @@ def _quantization(q: QuantResult | None) -> schema.QuantizationInfo | None:
 
 def deployed(ctx: Context, d: DeployArtifact, runs_here: bool) -> ArtifactSpec:
     """The entry spec of a file made for targets (fp16 ONNX, .ort, TensorRT)."""
-    build = None if d.build is None else _relative_paths(ctx, to_jsonable(d.build))
+    # Paths of the run directory relative to it, so the report holds when the folder moves.
+    build = None if d.build is None else to_jsonable(d.build, ctx.rd.root)
     # A file that is an ONNX graph is priced as itself; an .ort or an engine by the ONNX it came from.
     graph = d.path if d.path.suffix == ".onnx" else d.source
     return ArtifactSpec(
         d.format, d.precision, d.path, d.targets, d.parity, d.quantization,
-        tuple(to_jsonable(r) for r in d.lint), build,
+        tuple(to_jsonable(r, ctx.rd.root) for r in d.lint), build,
         evaluated=None if runs_here else d.source, graph=graph, runs_here=runs_here,
     )
-
-
-def _relative_paths(ctx: Context, build: dict) -> dict:
-    """A TensorRT build record with its paths relative to the report, so the run directory can move."""
-    root = ctx.rd.root.resolve()
-    out = dict(build)
-    for key in ("onnx", "command_path", "engine"):
-        if out.get(key) and Path(out[key]).resolve().is_relative_to(root):
-            out[key] = ctx.rd.relative(Path(out[key]))
-    return out
 
 
 def checks(

@@ -52,7 +52,7 @@ def students(tmp_path_factory, digits_xy):
 def test_every_registered_linter_names_its_reference(runtime, students):
     result = lint(students["cnn"]["fp32"], runtime)
     assert isinstance(result, LintResult) and result.runtime == runtime
-    assert result.model == str(students["cnn"]["fp32"]) and result.reference
+    assert result.model == students["cnn"]["fp32"] and result.reference
     assert all(isinstance(f, Finding) for f in result.findings)
     as_dict = json.loads(json.dumps(result.to_dict()))
     assert as_dict["ok"] == result.ok and len(as_dict["findings"]) == len(result.findings)

@@ -36,7 +36,7 @@ class LintResult:
     """The findings of one runtime's linter on one model, and what it checked against."""
 
     runtime: str
-    model: str
+    model: Path
     reference: str
     findings: tuple[Finding, ...]
 
@@ -49,7 +49,7 @@ class LintResult:
         """A JSON-ready dict of the result, `ok` included."""
         return {
             "runtime": self.runtime,
-            "model": self.model,
+            "model": str(self.model),
             "reference": self.reference,
             "ok": self.ok,
             "findings": [asdict(f) for f in self.findings],

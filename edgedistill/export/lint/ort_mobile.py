@@ -142,7 +142,7 @@ def lint_ort_mobile(job: LintJob) -> LintResult:
         findings += [
             Finding(node=ref.name, op=ref.node.op_type, domain=ref.domain, reason=r) for r in reasons if r
         ]
-    return LintResult(RUNTIME, str(job.path), reference, tuple(findings))
+    return LintResult(RUNTIME, job.path, reference, tuple(findings))
 
 
 def _lint_full_build(job: LintJob) -> LintResult:
@@ -165,7 +165,7 @@ def _lint_full_build(job: LintJob) -> LintResult:
         f"CPU kernels of ONNX Runtime {onnxruntime.__version__} (the full ONNX Runtime Mobile package of "
         "that version); pass a required-operators config to check a reduced build"
     )
-    return LintResult(RUNTIME, str(job.path), reference, tuple(findings))
+    return LintResult(RUNTIME, job.path, reference, tuple(findings))
 
 
 def _op_reason(ref: NodeRef, required: dict[str, dict[int, frozenset[str]]] | None) -> str | None:

@@ -108,7 +108,7 @@ def lint_tensorrt(job: LintJob) -> LintResult:
     findings = _opset_findings(job.model)
     for ref in iter_nodes(job.model):
         findings.extend(_node_findings(ref, graph))
-    return LintResult(RUNTIME, str(job.path), reference(), tuple(findings))
+    return LintResult(RUNTIME, job.path, reference(), tuple(findings))
 
 
 def _constants(model: onnx.ModelProto) -> tuple[frozenset[str], dict[str, onnx.TensorProto]]:
