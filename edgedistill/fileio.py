@@ -43,12 +43,12 @@ def atomic_path(final: Path) -> Iterator[Path]:
     in one step (same folder, so one filesystem). On failure `final` keeps its old content."""
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=TMP_SUFFIX)
+    # Before the block, so a writer that sets a mode of its own (an executable script) keeps it.
+    os.fchmod(fd, FILE_MODE)
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
-        if tmp.is_file():
-            os.chmod(tmp, FILE_MODE)
         os.replace(tmp, final)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:

@@ -20,6 +20,7 @@ from edgedistill.data.arrays import Splits
 from edgedistill.data.base import EpochProgress, FitOrder, Trained
 from edgedistill.errors import UserError
 from edgedistill.fileio import file_digest
+from edgedistill.finite import Diverged, nonfinite
 from edgedistill.progress import Progress
 from edgedistill.recorded import load_recorded, log_probabilities
 from edgedistill.rundir import Made, RunDir, StageId, input_key
@@ -70,13 +71,18 @@ def load(
         progress.stage(f"teacher: training {t.factory} on labels")
         with progress.task("train teacher", cfg.teacher_training.epochs) as advance:
             order = FitOrder(model, cfg.teacher_training, cfg.seed, None, None)
-            result = fit(order, lambda e, _n, acc: advance(e, f"val acc {acc:.3f}"))
+            try:
+                result = fit(order, lambda e, _n, acc: advance(e, f"val acc {acc:.3f}"))
+            except Diverged as exc:
+                # The same loop trains students; the learning rate to lower is the teacher's own.
+                raise exc.of("teacher_training") from None
         path = rd.save_torch("teacher/teacher.pt", result.model.state_dict())
         return Made({"val_accuracy": result.val_score, "best_epoch": result.best_epoch}, (path,))
 
     rd.stage(StageId("teacher"), key, dict, train, progress, "teacher: trained earlier, loaded from the run directory")
     model.load_state_dict(torch.load(rd.path("teacher/teacher.pt"), weights_only=True))
-    return LoadedTeacher(model.eval(), key, footprint(model, splits.input_shape))
+    # What follows is keyed on the trained weights themselves: a retrained teacher is a new one.
+    return LoadedTeacher(model.eval(), rd.made_key(StageId("teacher")), footprint(model, splits.input_shape))
 
 
 def footprint(model: nn.Module, input_shape: tuple[int, ...]) -> budgets.Footprint:
@@ -99,6 +105,7 @@ def outputs(
 
     def make() -> Made[OutputsInfo]:
         out, info = _compute(cfg, rd, teacher, splits, layers, progress)
+        check_finite(cfg, out)
         if out.logits.shape[1] < splits.num_classes:
             raise UserError(
                 f"the teacher gives {out.logits.shape[1]} outputs per input but the labels go up to {splits.num_classes - 1}: "
@@ -113,7 +120,7 @@ def outputs(
     with np.load(rd.path(rel)) as saved:
         features = {k.removeprefix("feature:"): saved[k] for k in saved.files if k.startswith("feature:")}
         known = saved["known"] if "known" in saved.files else None
-        return TeacherOutputs(saved["logits"], features, known), info, key
+        return TeacherOutputs(saved["logits"], features, known), info, rd.made_key(StageId("teacher-outputs"))
 
 
 def _compute(
@@ -160,6 +167,21 @@ def _query(t: QueryTeacher, rd: RunDir, splits: Splits, progress: Progress) -> t
 
 
 _UNRUNNABLE = {RecordedTeacher: _recorded, QueryTeacher: _query}
+
+
+def check_finite(cfg: RunConfig, out: TeacherOutputs) -> None:
+    """Fail in one line, before they are cached, when the teacher's outputs hold NaN or Inf: every
+    student would learn them. Rows the teacher did not answer (`known` False) are NaN by design."""
+    rows = slice(None) if out.known is None else out.known
+    arrays = {"logits": out.logits, **{f"layer {k!r}": v for k, v in out.features.items()}}
+    for name, values in arrays.items():
+        bad = nonfinite(values[rows])
+        if bad:
+            raise UserError(
+                f"the {cfg.teacher.kind} teacher {cfg.teacher.source} gives NaN or Inf in {bad:,} of the "
+                f"{values[rows].size:,} values of its {name} on the training split: mend the teacher so that it "
+                "gives finite outputs for every input"
+            )
 
 
 def check_fit(model: nn.Module, splits: Splits) -> None:

@@ -168,3 +168,19 @@ def test_born_again_generations_are_each_reported_and_the_best_kept(tmp_path):
     generations = student.distill["generations"]
     assert len(generations) == 3
     assert student.metrics["accuracy"] == max(generations)
+
+
+def test_teacher_outputs_with_nan_are_refused_but_unanswered_rows_are_not():
+    from edgedistill import teaching
+    from edgedistill.compress.distill import TeacherOutputs
+
+    cfg = parse_config(tiny_run_config(), "test")
+    logits = np.zeros((4, 3), np.float32)
+    logits[2] = np.nan
+    known = np.array([True, True, False, True])
+    teaching.check_finite(cfg, TeacherOutputs(logits, known=known))  # row 2 was never answered
+    with pytest.raises(UserError, match=r"teacher conftest:tiny_cnn gives NaN or Inf in 3 of the 12 values of its logits"):
+        teaching.check_finite(cfg, TeacherOutputs(logits))
+    features = {"features.2": np.full((4, 2), np.inf, np.float32)}
+    with pytest.raises(UserError, match=r"of its layer 'features.2'"):
+        teaching.check_finite(cfg, TeacherOutputs(np.zeros((4, 3), np.float32), features))

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Samp
 from edgedistill.data.arrays import Dataset
 from edgedistill.distributed import World
 from edgedistill.errors import UserError
+from edgedistill.finite import check_epoch
 
 
 class FeaturePair(BaseModel):
@@ -141,6 +142,7 @@ def fit(
     """Train a copy of `model`: KD + cross-entropy against `teacher`, or cross-entropy alone without one.
 
     Early-stops on validation accuracy (ties go to the lower validation loss) and returns the best epoch.
+    A loss, validation outputs or weights that stop being finite raise `finite.Diverged` (exit 1).
     In a distributed `world` every rank calls this with the same arguments and trains its shard;
     the ranks' weights stay equal, so each one validates and stops alike.
     """
@@ -179,6 +181,7 @@ def fit(
             count += len(xb)
         scheduler.step()
         val_logits = predict(student, val.x)
+        check_epoch(epoch, total / count, val_logits, student, cfg.lr)
         val_acc = accuracy(val_logits, val.y)
         val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(val.y)))
         history.append(EpochLog(epoch, total / count, val_acc, val_loss))

@@ -8,7 +8,6 @@ most sensitive layers of the most accurate one in float until the tolerance hold
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +26,9 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgedistill.errors import UserError
-from edgedistill.fileio import quiet, working_directory
+from edgedistill.errors import EdgeDistillError, UserError
+from edgedistill.fileio import quiet, scratch_dir, working_directory
+from edgedistill.finite import nonfinite
 from edgedistill.ortsession import Feed, feed_len, feed_slice, open_session, run_batched, session_feed
 from edgedistill.timing import time_calls
 
@@ -221,10 +221,11 @@ def quantize(
     _check_inputs(methods, calib_x, val_x, timing_runs)
     out.parent.mkdir(parents=True, exist_ok=True)
     # In out's directory, so the final os.replace is an atomic rename; removed on exit.
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+    with scratch_dir(out.parent, f".{out.name}.") as tmp:
         workdir = Path(tmp)
         src = _preprocess(Path(fp32_path), workdir / "fp32.onnx")
         fp32_out = run_batched(open_session(src), val_x)
+        _check_finite(fp32_path, fp32_out)
         fp32_score = float(score(fp32_out))
         # Numbered paths: two configs of one technique (e.g. two calibrations) must not collide.
         paths = [
@@ -268,6 +269,17 @@ def _check_inputs(
         raise UserError("quantization needs calibration and validation inputs: the split is empty")
     if timing_runs < 1:
         raise UserError(f"timing_runs must be >= 1, got {timing_runs}")
+
+
+def _check_finite(fp32_path: Path, fp32_out: np.ndarray) -> None:
+    """One line, not onnxruntime's calibration AssertionError, for a model whose outputs hold NaN or
+    Inf: neither int8 ranges nor a score drop can be judged on them."""
+    bad = nonfinite(fp32_out)
+    if bad:
+        raise EdgeDistillError(
+            f"{Path(fp32_path).name} gives {bad:,} non-finite outputs (NaN or Inf) on the validation inputs, "
+            "so it cannot be quantized: retrain it (with a lower distill.lr) or set quantize.enabled = false"
+        )
 
 
 def _preprocess(fp32_path: Path, dst: Path) -> Path:
@@ -363,7 +375,9 @@ def _rank_by_sensitivity(
         dst = workdir / f"sensitivity-{i}.onnx"
         path = _run(method, QuantJob(src, dst, calib_x, workdir, only=(node,)))
         quant_out = run_batched(open_session(path), val_x)
-        errors[node] = float(np.mean(np.abs(quant_out.astype(np.float64) - fp32_out)))
+        err = float(np.mean(np.abs(quant_out.astype(np.float64) - fp32_out)))
+        # A node whose int8 form gives NaN or Inf is the most sensitive, not unordered (NaN sorts anywhere).
+        errors[node] = err if np.isfinite(err) else np.inf
     # Ties broken by graph order, so the ranking is deterministic.
     return sorted(nodes, key=lambda n: -errors[n])
 

@@ -9,8 +9,10 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from edgedistill.errors import UserError
+from edgedistill.finite import nonfinite
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+MAX_CLASSES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -49,17 +51,39 @@ class Splits:
 def load_arrays(source: str, image_size: tuple[int, int] = (32, 32), channels: int = 3) -> tuple[
     np.ndarray, np.ndarray, tuple[str, ...]
 ]:
-    """Load all inputs and labels of a source: "digits", a `.npz` file or a folder of class folders."""
+    """Load all inputs and labels of a source: "digits", a `.npz` file or a folder of class folders.
+
+    Inputs with NaN or Inf and labels of a single class are refused in one line (UserError)."""
     if source == "digits":
         return _digits()
     path = Path(source)
     if not path.exists():
         raise UserError(f"data source {source!r} does not exist: give \"digits\", a .npz file or an image folder")
     if path.is_dir():
-        return _image_folder(path, image_size, channels)
-    if path.suffix == ".npz":
-        return _npz(path)
-    raise UserError(f"data source {source!r} is not a .npz file or a folder: give \"digits\", a .npz with x and y, or an image folder")
+        x, y, classes = _image_folder(path, image_size, channels)
+    elif path.suffix == ".npz":
+        x, y, classes = _npz(path)
+    else:
+        raise UserError(f"data source {source!r} is not a .npz file or a folder: give \"digits\", a .npz with x and y, or an image folder")
+    _check_loaded(path, x, y, classes)
+    return x, y, classes
+
+
+def _check_loaded(path: Path, x: np.ndarray, y: np.ndarray, classes: tuple[str, ...]) -> None:
+    """Refuse what would train a NaN teacher or teach nothing: non-finite inputs, one class."""
+    bad = nonfinite(x)
+    if bad:
+        raise UserError(
+            f"{path}: x holds NaN or Inf (or numbers beyond float32's range) in {bad:,} of its {x.size:,} values: "
+            "replace them or drop those samples"
+        )
+    present = np.unique(y)
+    if len(present) < 2:
+        name = classes[present[0]] if classes else str(present[0])
+        raise UserError(
+            f"{path}: every sample has the label {name}: distillation scores a classifier against its labels, "
+            "which needs two or more classes: add samples of the other classes"
+        )
 
 
 def split(
@@ -117,31 +141,44 @@ def _npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
             x, y = arrays["x"], arrays["y"]
     except (OSError, ValueError, EOFError) as exc:
         raise UserError(f"{path} is not a readable .npz of numeric arrays ({exc}): save it with numpy.savez(path, x=inputs, y=labels)") from exc
+    if x.ndim == 0:
+        raise UserError(f"{path}: x is a single value (a 0-d array), not samples: save x with one row per sample, shape (N, ...)")
     if len(x) == 0:
         raise UserError(f"{path} holds no samples: x and y are empty")
-    if not np.issubdtype(x.dtype, np.number):
-        raise UserError(f"{path}: x has dtype {x.dtype}, expected numbers: store inputs as a float array")
-    if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1:
+    # Integers and floats only: a complex value would lose its imaginary part, a bool or a date is no input.
+    if x.dtype.kind not in "iuf":
+        raise UserError(f"{path}: x has dtype {x.dtype}, expected real numbers: store inputs as a float array")
+    if y.dtype.kind not in "iu" or y.ndim != 1:
         raise UserError(f"{path}: y must be a 1-D integer array of class indices, got {y.dtype} with shape {y.shape}")
     if len(x) != len(y):
         raise UserError(f"{path}: x has {len(x)} samples but y has {len(y)}: give one label per input")
     if y.min() < 0:
         raise UserError(f"{path}: y holds negative label {int(y.min())}: labels must be class indices 0..C-1")
-    return x.astype(np.float32), y.astype(np.int64), ()
+    if y.max() >= MAX_CLASSES:
+        # Larger labels are ids, not class indices: every split, count and output row would take that many.
+        raise UserError(f"{path}: y holds label {int(y.max())}: labels must be class indices 0..C-1, with C at most {MAX_CLASSES:,}")
+    # Values beyond float32's range become Inf here, which `_check_loaded` reports.
+    with np.errstate(over="ignore"):
+        return x.astype(np.float32), y.astype(np.int64), ()
 
 
 def _image_folder(path: Path, image_size: tuple[int, int], channels: int) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     from PIL import Image, UnidentifiedImageError
 
-    class_dirs = sorted(d for d in path.iterdir() if d.is_dir())
+    # Hidden folders (.ipynb_checkpoints, .git) are a tool's, not a class.
+    class_dirs = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not class_dirs:
         raise UserError(f"image folder {path} has no class folders: put each class's images in {path}/<class>/")
     mode = {1: "L", 3: "RGB"}[channels]
     xs, ys = [], []
     for label, class_dir in enumerate(class_dirs):
-        for file in sorted(class_dir.iterdir()):
-            if file.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
+        files = [f for f in sorted(class_dir.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+        if not files:
+            # An empty class would still take a label and an output, which nothing could teach.
+            raise UserError(
+                f"class folder {class_dir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}): add its images or remove the folder"
+            )
+        for file in files:
             try:
                 with Image.open(file) as img:
                     arr = np.asarray(img.convert(mode).resize(image_size[::-1]), dtype=np.float32) / 255.0
@@ -149,6 +186,4 @@ def _image_folder(path: Path, image_size: tuple[int, int], channels: int) -> tup
                 raise UserError(f"{file} is not a readable image ({exc}): remove or replace it") from exc
             xs.append(arr[None] if channels == 1 else arr.transpose(2, 0, 1))
             ys.append(label)
-    if not xs:
-        raise UserError(f"image folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return np.stack(xs), np.asarray(ys, dtype=np.int64), tuple(d.name for d in class_dirs)

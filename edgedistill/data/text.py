@@ -112,11 +112,16 @@ def load_texts(
         labels = None
     elif path.suffix == ".jsonl":
         texts, raw_labels = _read_jsonl(path, column, label_column)
-        labels = None if raw_labels is None else _class_ids(raw_labels, classes, path)
+        labels = None if raw_labels is None or not texts else _class_ids(raw_labels, classes, path)
     else:
         raise UserError(f"text source {source!r} is not a .txt or .jsonl file: give \"pydoc\", a .txt or a .jsonl file")
     if not texts:
         raise UserError(f"{path} holds no texts: put one text per line")
+    if labels is not None and len(np.unique(labels)) < 2:
+        raise UserError(
+            f"{path}: every text has the same label in {label_column!r}: scoring a classifier against labels needs "
+            "two or more classes: add texts of the other classes, or drop label_column to score against the teacher"
+        )
     return texts, labels
 
 

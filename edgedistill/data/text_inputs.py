@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
+from edgedistill import teaching
 from edgedistill.compress import budget as budgets
 from edgedistill.compress.distill import TeacherOutputs
 from edgedistill.compress.students import HFShrink, Prune
@@ -66,7 +67,7 @@ class TextInputs:
         progress.stage(f"data: {cfg.data.source}, tokenized to at most {cfg.data.max_length} tokens")
         parts, data_key = _parts(cfg, tokenizer, model)
         key = input_key(cfg.teacher.identity(), file_digest(folder))
-        train, val = _teacher_outputs(rd, model, parts, input_key(key, data_key), progress)
+        train, val = _teacher_outputs(cfg, rd, model, parts, input_key(key, data_key), progress)
         # Students are keyed on the outputs they learn from, as they were written.
         outputs_key = rd.made_key(StageId("teacher-outputs"))
         info = {"form": model.task.kind, "use": _use(model), "covered": len(train), "missing": 0}
@@ -198,13 +199,16 @@ def _parts(cfg: RunConfig, tokenizer: object, teacher: HFModel) -> tuple[Parts, 
     return parts, input_key(d.identity(), cfg.seed, digest)
 
 
-def _teacher_outputs(rd: RunDir, teacher: HFModel, parts: Parts, key: str, progress: Progress) -> tuple[np.ndarray, np.ndarray]:
+def _teacher_outputs(
+    cfg: RunConfig, rd: RunDir, teacher: HFModel, parts: Parts, key: str, progress: Progress
+) -> tuple[np.ndarray, np.ndarray]:
     """The teacher's embeddings (or logits) on the training and validation texts, computed once."""
     rel = "teacher/outputs.npz"
 
     def make() -> Made[dict]:
         progress.stage("teacher-outputs: running the teacher once over the training and validation texts")
         train, val = distill.outputs(teacher, parts.train.tokens.input_ids), distill.outputs(teacher, parts.val.tokens.input_ids)
+        teaching.check_finite(cfg, TeacherOutputs(train))
         with rd.atomic(rel) as tmp, open(tmp, "wb") as f:
             np.savez(f, train=train, val=val)
         return Made({"train": len(train), "val": len(val)}, (rd.path(rel),))

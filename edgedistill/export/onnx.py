@@ -13,7 +13,7 @@ from google.protobuf.message import DecodeError
 from torch import nn
 
 from edgedistill.errors import UserError
-from edgedistill.export.parity import Parity
+from edgedistill.export.parity import Parity, max_abs_err
 from edgedistill.fileio import atomic_path, quiet
 from edgedistill.ortsession import open_session, run_batched
 
@@ -155,7 +155,8 @@ def _simplify(proto: onnx.ModelProto, cfg: OnnxExport) -> onnx.ModelProto | None
 def _parity_max_abs_err(
     model: nn.Module, path: Path, check_inputs: np.ndarray, dynamic_batch: bool
 ) -> float:
-    """Max |torch - onnxruntime| over the first output on `check_inputs`."""
+    """Max |torch - onnxruntime| over the first output on `check_inputs`; Inf when the shapes
+    differ or either holds NaN or Inf."""
     batch = _PARITY_BATCH if dynamic_batch else 1
     session = open_session(path)
     got = run_batched(session, check_inputs, batch_size=batch)
@@ -167,9 +168,7 @@ def _parity_max_abs_err(
                 for i in range(0, len(check_inputs), batch)
             ]
         )
-    if got.shape != want.shape:
-        return float("inf")
-    return float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64))))
+    return max_abs_err(got, want)
 
 
 def _first_output(out: object) -> np.ndarray:

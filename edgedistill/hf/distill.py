@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from edgedistill.compress.distill import DistillConfig, ProgressFn, kd_loss
 from edgedistill.distributed import World
+from edgedistill.finite import check_epoch
 from edgedistill.tasks.similarity import mean_cosine
 from edgedistill.hf.model import HFModel
 
@@ -73,7 +74,8 @@ def fit(
     teacher's classes where the text has no labels).
 
     In a distributed `world` every rank calls this with the same arguments: each takes its share
-    of every epoch's batches and the gradients are averaged, so the ranks' weights stay equal."""
+    of every epoch's batches and the gradients are averaged, so the ranks' weights stay equal.
+    A loss, validation outputs or weights that stop being finite raise `finite.Diverged` (exit 1)."""
     torch.manual_seed(seed)
     student = copy.deepcopy(model).train()
     embedding = student.task.kind == "embedding"
@@ -87,6 +89,7 @@ def fit(
     best, best_state, best_epoch, epochs_run = -np.inf, None, 0, 0
     for epoch in range(1, cfg.epochs + 1):
         student.train()
+        total, count = 0.0, 0
         for idx in _shard(_batches(ids_t, student.pad_token_id, cfg.batch_size, generator), world):
             out = student(_trim(ids_t[idx], student.pad_token_id))
             if embedding:
@@ -98,9 +101,12 @@ def fit(
             if world.distributed:
                 world.average_gradients(list(student.parameters()))
             optimizer.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
         scheduler.step()
         epochs_run = epoch
         val_out = outputs(student, val_ids)
+        check_epoch(epoch, total / max(1, count), val_out, student, cfg.lr)
         score = mean_cosine(val_out, teacher_val) if embedding else float((val_out.argmax(axis=1) == val_target).mean())
         if progress is not None:
             progress(epoch, cfg.epochs, score)

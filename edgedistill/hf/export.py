@@ -12,7 +12,6 @@ import importlib.util
 import os
 import subprocess
 import sys
-import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,8 @@ from torch import nn
 
 from edgedistill.errors import UserError
 from edgedistill.export.onnx import load_onnx_checked
-from edgedistill.export.parity import Parity
-from edgedistill.fileio import quiet
+from edgedistill.export.parity import Parity, max_abs_err
+from edgedistill.fileio import quiet, scratch_dir
 from edgedistill.data.text import Tokenized
 from edgedistill.ortsession import open_session
 
@@ -83,7 +82,7 @@ def export_hf(
     if opset < MIN_OPSET:
         raise UserError(f"opset {opset} is too old for transformer exports: use opset >= {MIN_OPSET}")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.") as work:
+    with scratch_dir(out_dir.parent, f".{out_dir.name}.") as work:
         work = Path(work)
         source, exported, build = work / "source", work / "optimum", work / "build"
         model.backbone.save_pretrained(source)
@@ -277,7 +276,8 @@ def _opset(proto: onnx.ModelProto) -> int:
 
 
 def _parity(model: HFModel, path: Path, sample: Tokenized) -> tuple[tuple[str, ...], float]:
-    """The file's input names and max |onnxruntime - torch| of its output on `sample`."""
+    """The file's input names and max |onnxruntime - torch| of its output on `sample` (Inf where
+    the shapes differ or either holds NaN or Inf)."""
     session = open_session(path)
     names = tuple(i.name for i in session.get_inputs())
     was_training = model.training
@@ -289,9 +289,8 @@ def _parity(model: HFModel, path: Path, sample: Tokenized) -> tuple[tuple[str, .
             got = session.run(None, batch.feed(names))[0]
             with torch.no_grad():
                 want = model(torch.from_numpy(batch.input_ids)).cpu().numpy()
-            if got.shape != want.shape:
-                return names, float("inf")
-            err = max(err, float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)))))
+            # max_abs_err is Inf, never NaN, where either side is not finite: max() would skip a NaN.
+            err = max(err, max_abs_err(got, want))
     finally:
         model.train(was_training)  # leave the caller's model as it was
         del session  # release the file before its folder is renamed

@@ -32,3 +32,8 @@ class Task(Protocol):
     def metrics(self, out: np.ndarray, ref: Reference) -> dict[str, float]:
         """The report's metric columns for these outputs."""
         ...
+
+    def weakness(self, metrics: dict[str, float], ref: Reference) -> str | None:
+        """Why a teacher with these validation `metrics` teaches nothing, in words (its score is no
+        better than chance, or than a constant predictor's, for this task); None when it does."""
+        ...

@@ -17,6 +17,12 @@ def mean_cosine(student: np.ndarray, teacher: np.ndarray) -> float:
     return float(np.mean(np.sum(s * t, axis=1)))
 
 
+def cosine_to_mean(embeddings: np.ndarray) -> float:
+    """Mean cosine of each row to the rows' mean direction: 1.0 when every row points the same way."""
+    unit = _unit(embeddings)
+    return float(np.mean(unit @ _unit(unit.mean(axis=0, keepdims=True))[0]))
+
+
 def neighbour_agreement(student: np.ndarray, teacher: np.ndarray, k: int = 10) -> float:
     """Mean share of each row's k nearest other rows (by cosine) under the teacher that the
     student also ranks among its k nearest: 1.0 when the student keeps every neighbourhood.

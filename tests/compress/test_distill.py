@@ -4,7 +4,8 @@ import torch
 
 from edgedistill.compress.distill import DistillConfig, FeaturePair, accuracy, fit, predict, teacher_outputs
 from edgedistill.data.arrays import Dataset
-from edgedistill.errors import UserError
+from edgedistill.errors import EdgeDistillError, UserError
+from edgedistill.finite import Diverged
 
 from conftest import tiny_cnn
 
@@ -98,3 +99,43 @@ def test_feature_matching_names_a_missing_layer(splits):
     pair = FeaturePair(student="nope", teacher="features.2")
     with pytest.raises(UserError, match="nope"):
         fit(tiny_cnn(0.5), train, val, DistillConfig(epochs=1, features=(pair,)), seed=0, teacher=outputs)
+
+
+def test_a_diverged_fit_names_the_epoch_and_the_learning_rate_to_lower(splits):
+    train, val = splits
+    with pytest.raises(Diverged) as exc:
+        fit(tiny_cnn(0.5), train, val, DistillConfig(epochs=3, lr=1e12), seed=0, teacher=teacher_outputs(tiny_cnn(), train.x))
+    assert exc.value.epoch == 1 and isinstance(exc.value, EdgeDistillError) and exc.value.exit_code == 1
+    msg = str(exc.value)
+    assert "\n" not in msg and msg.startswith("training diverged in epoch 1:") and "lower distill.lr (now 1e+12)" in msg
+    assert "lower teacher_training.lr" in str(exc.value.of("teacher_training"))
+
+
+def test_a_diverged_transformer_fit_names_the_epoch(bert_folder):
+    from edgedistill.data.text import builtin_sentences, tokenize
+    from edgedistill.hf import distill as hf_distill
+    from edgedistill.hf.model import load_hf
+
+    teacher, tokenizer = load_hf(bert_folder)
+    ids = tokenize(tokenizer, builtin_sentences()[:64], 24).input_ids
+    train, val = ids[:48], ids[48:]
+    t_train, t_val = hf_distill.outputs(teacher, train), hf_distill.outputs(teacher, val)
+    with pytest.raises(Diverged, match="diverged in epoch 1"):
+        hf_distill.fit(teacher, train, t_train, val, t_val, DistillConfig(epochs=2, lr=1e12, batch_size=16), seed=0)
+
+
+def test_weights_that_stop_being_finite_stop_the_fit(splits, monkeypatch):
+    """Weights can go NaN while the epoch's loss still reads finite (the last step made them so)."""
+    import edgedistill.compress.distill as distill_module
+    from edgedistill.finite import check_epoch
+
+    def poisoned(epoch, loss, val_out, model, lr):
+        if epoch == 2:
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+        check_epoch(epoch, loss, np.zeros(1), model, lr)
+
+    monkeypatch.setattr(distill_module, "check_epoch", poisoned)
+    train, val = splits
+    with pytest.raises(Diverged, match="epoch 2: the weights became NaN or Inf"):
+        fit(tiny_cnn(0.5), train, val, DistillConfig(epochs=3, alpha=0.0), seed=0)

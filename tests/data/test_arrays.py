@@ -203,3 +203,67 @@ def test_unsupported_file_raises_user_error(tmp_path):
     with pytest.raises(UserError) as exc:
         load_arrays(str(tmp_path / "data.csv"))
     assert "data.csv" in _one_line_user_error(exc)
+
+
+def _load_error(tmp_path, x, y) -> str:
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    with pytest.raises(UserError) as exc:
+        load_arrays(str(tmp_path / "d.npz"))
+    return _one_line_user_error(exc)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_inputs_are_counted_and_the_file_named(tmp_path, bad):
+    x = np.zeros((6, 2, 2), np.float32)
+    x[1, 0, 0] = x[4, 1, 1] = bad
+    msg = _load_error(tmp_path, x, np.arange(6) % 2)
+    assert str(tmp_path / "d.npz") in msg and "x holds NaN or Inf" in msg and "in 2 of its 24 values" in msg
+
+
+def test_inputs_beyond_float32_are_refused_not_turned_into_inf(tmp_path):
+    msg = _load_error(tmp_path, np.array([[1.0], [1e300], [2.0], [3.0]]), np.arange(4) % 2)
+    assert "beyond float32's range" in msg and "1 of its 4 values" in msg
+
+
+@pytest.mark.parametrize(
+    "x,y,expect",
+    [
+        (np.float32(1.0), np.arange(4) % 2, "x is a single value (a 0-d array)"),
+        (np.zeros((4, 2), np.float32), np.int64(1), "y must be a 1-D integer array"),
+        (np.zeros((4, 2), np.complex64), np.arange(4) % 2, "expected real numbers"),
+        (np.zeros((4, 2), bool), np.arange(4) % 2, "expected real numbers"),
+        (np.zeros((4, 2), np.float32), np.zeros(4, np.int64), "every sample has the label 0"),
+        (np.zeros((4, 2), np.float32), np.array([0, 1, 0, 2**64 - 1], np.uint64), "with C at most 1,000,000"),
+        (np.zeros((4, 2), np.float32), np.array([0, 1, 0, 10**12]), "y holds label 1000000000000"),
+    ],
+)
+def test_npz_that_cannot_teach_is_one_line(tmp_path, x, y, expect):
+    assert expect in _load_error(tmp_path, x, y)
+
+
+def test_an_empty_class_folder_is_named(tmp_path):
+    root = _image_folder(tmp_path / "imgs")
+    (root / "emu").mkdir()
+    (root / "emu" / "notes.txt").write_text("the images are still on the camera")
+    with pytest.raises(UserError) as exc:
+        load_arrays(str(root), image_size=(4, 4), channels=1)
+    msg = _one_line_user_error(exc)
+    assert f"class folder {root / 'emu'} holds no images" in msg
+
+
+def test_one_class_folder_is_a_single_class(tmp_path):
+    root = _image_folder(tmp_path / "imgs")
+    for file in (root / "dog").iterdir():
+        file.unlink()
+    (root / "dog").rmdir()
+    with pytest.raises(UserError) as exc:
+        load_arrays(str(root), image_size=(4, 4), channels=1)
+    assert "every sample has the label cat" in _one_line_user_error(exc)
+
+
+def test_hidden_folders_are_not_classes(tmp_path):
+    root = _image_folder(tmp_path / "imgs")
+    (root / ".ipynb_checkpoints").mkdir()
+    _, y, classes = load_arrays(str(root), image_size=(4, 4), channels=1)
+    assert classes == ("cat", "dog") and set(y.tolist()) == {0, 1}
+

@@ -90,3 +90,21 @@ def test_load_onnx_checked_rejects_text_and_missing_files(tmp_path):
         load_onnx_checked(text)
     with pytest.raises(UserError, match="does not exist"):
         load_onnx_checked(tmp_path / "missing.onnx")
+
+
+class _NaNHead(torch.nn.Module):
+    """A model whose every output is NaN: torch and onnxruntime 'agree' on NaN."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1)) * float("nan")
+
+
+def test_nan_outputs_fail_parity_instead_of_passing_with_no_error(tmp_path, digits_xy):
+    x, _ = digits_xy
+    artifact = export_onnx(_NaNHead(), x[:2], x[:16], tmp_path / "nan.onnx")
+    assert artifact.parity.max_abs_err == float("inf")
+    assert artifact.parity.checked and not artifact.parity.passed

@@ -46,3 +46,36 @@ def test_stage_results_round_trip_through_the_manifest_json():
     assert to_jsonable(exported)["parity"] == {"max_abs_err": 3e-6, "tolerance": 1e-4}
     back = from_jsonable(Deployment, json.loads(json.dumps(to_jsonable(deployment))))
     assert [d.parity.passed for d in back.made] == [False, True]
+
+
+def test_a_nan_error_is_kept_as_inf_and_fails_through_the_manifest():
+    parity = Parity(float("nan"), 1e-4)
+    assert parity.max_abs_err == float("inf") and parity.checked and not parity.passed
+    back = from_jsonable(Exported, json.loads(json.dumps(to_jsonable(Exported(Path("m.onnx"), ("input",), parity)))))
+    assert back.parity == parity and not back.parity.passed
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("where", ["got", "want", "both"])
+def test_max_abs_err_is_inf_where_either_output_is_not_finite(bad, where):
+    import numpy as np
+
+    from edgedistill.export.parity import max_abs_err
+
+    clean = np.zeros((4, 3), np.float32)
+    dirty = clean.copy()
+    dirty[2, 1] = bad
+    got, want = (dirty if where in ("got", "both") else clean), (dirty if where in ("want", "both") else clean)
+    assert max_abs_err(got, want) == float("inf")
+    assert not Parity(max_abs_err(got, want), 1e-4).passed
+
+
+def test_max_abs_err_of_finite_outputs_and_of_mismatched_shapes():
+    import numpy as np
+
+    from edgedistill.export.parity import max_abs_err
+
+    a = np.array([[0.0, 1.0], [2.0, 3.0]], np.float32)
+    assert max_abs_err(a, a + np.float32(0.5)) == pytest.approx(0.5)
+    assert max_abs_err(a, a[:1]) == float("inf")
+    assert max_abs_err(a[:0], a[:0]) == 0.0

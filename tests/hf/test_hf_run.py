@@ -105,6 +105,7 @@ def test_a_classifier_teacher_is_distilled_on_labelled_text(bert_classifier_fold
     data.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     config = _config(bert_classifier_folder, data={"source": str(data), "label_column": "label", "max_length": 16})
     config["tiers"] = config["tiers"][:1]
+    config["allow_weak_teacher"] = True  # a random BERT: near the majority class's share
     report = pipeline.run(parse_config(config, "test"), tmp_path / "run").report
     assert report.task == "classification"
     (student,) = report.students

@@ -168,6 +168,7 @@ def pt2_teacher(tmp_path):
 
 def test_a_pt2_teacher_serves_scale_students(tiny_config, tmp_path, pt2_teacher):
     tiny_config["teacher"] = {"path": str(pt2_teacher)}
+    tiny_config["allow_weak_teacher"] = True  # the pt2 program is the untrained TinyCNN
     tiny_config["tiers"] = [{"name": "s", "budget": {"params": "50%"}, "student": {"kind": "scale", "family": "conftest:tiny_cnn"}}]
     result = pipeline.run(parse_config(tiny_config, "test"), tmp_path / "run")
     (student,) = result.report.students
@@ -176,6 +177,7 @@ def test_a_pt2_teacher_serves_scale_students(tiny_config, tmp_path, pt2_teacher)
 
 def test_a_pt2_teacher_cannot_be_pruned(tiny_config, tmp_path, pt2_teacher):
     tiny_config["teacher"] = {"path": str(pt2_teacher)}
+    tiny_config["allow_weak_teacher"] = True  # the pt2 program is the untrained TinyCNN
     with pytest.raises(UserError, match="scale or custom"):
         pipeline.run(parse_config(tiny_config, "test"), tmp_path / "run")
 
@@ -188,6 +190,7 @@ def test_a_latency_budget_changes_which_student_the_search_picks(tmp_path):
         "tiers": [{"name": "free", "budget": {"params": "50%", "latency_ms": {"raspberry-pi-5": 1000.0}}}],
         "distill": {"epochs": 1},
         "measure": {"warmup": 1, "runs": 5, "throughput_batch": 4},
+        "allow_weak_teacher": True,  # the digits teacher untrained: only its size matters here
     }
     free = pipeline.run(parse_config(config, "test"), tmp_path / "free").report.students[0]
     check = next(c for c in free.checks if c.name == "latency_ms:raspberry-pi-5")
