@@ -16,6 +16,12 @@ def import_object(spec: str) -> object:
         obj: object = importlib.import_module(module_name)
     except ImportError as exc:
         raise UserError(f"cannot import module {module_name!r} for {spec!r} ({exc}): check the name and that it is on PYTHONPATH") from exc
+    except Exception as exc:  # the user's module fails as it loads (a SyntaxError, an error at import time)
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise UserError(
+            f"importing {module_name!r} for {spec!r} raised {type(exc).__name__} ({first}): fix that module; "
+            "--debug shows the traceback"
+        ) from exc
     for part in attr_path.split("."):
         if not hasattr(obj, part):
             raise UserError(f"{spec!r}: module {module_name!r} has no attribute {attr_path!r}: check the name after the colon")

@@ -63,7 +63,9 @@ CASES = {
     "a boolean as a number": (_with(lambda c: c["distill"].update(epochs=True)), "distill.epochs: a boolean"),
     "a count in B": (_with(lambda c: c.update(tiers=[{"name": "t", "budget": {"params": "1B"}}])), 'a billion is "1G"'),
     # "B" is a byte: the smallest student's size is said in bytes at the deployed precision.
-    "a bytes budget of 1 B": (_with(lambda c: c.update(tiers=[{"name": "t", "budget": {"bytes": "1B"}}])), "bytes at int8"),
+    "a bytes budget of 1 B": (
+        _with(lambda c: c.update(tiers=[{"name": "t", "budget": {"bytes": "1B"}}])), "budget bytes <= 1 B cannot be met"
+    ),
 }
 
 

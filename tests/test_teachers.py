@@ -239,3 +239,12 @@ def test_every_teacher_kind_parses_from_its_source_key_and_keys_without_paths(ki
     assert all(f.is_absolute() for f in teacher.files())
     assert teacher.inputs in INPUTS
     assert teacher.runnable or not teacher.has_weights
+
+
+@pytest.mark.parametrize("body", ["def broken(:\n", "raise RuntimeError('no GPU found')\n"])
+def test_a_factory_module_that_fails_as_it_loads_is_one_line(tmp_path, monkeypatch, body):
+    (tmp_path / "badmodels.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(UserError) as exc:
+        load_teacher(parse_teacher({"factory": "badmodels:build"}))
+    assert "importing 'badmodels' for 'badmodels:build' raised" in _msg(exc) and "fix that module" in _msg(exc)

@@ -41,7 +41,7 @@ class DistillConfig(BaseModel):
 
     epochs: int = Field(60, ge=1, description="Most epochs to train; early stopping may end sooner.")
     batch_size: int = Field(64, ge=1, description="Training batch size.")
-    lr: float = Field(3e-3, gt=0, description="AdamW learning rate (cosine-annealed over the epochs).")
+    lr: float = Field(3e-3, gt=0, le=1.0, description="AdamW learning rate (cosine-annealed over the epochs); at most 1.")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
     temperature: float = Field(4.0, gt=0, description="KD softmax temperature.")
     alpha: float = Field(0.7, ge=0, le=1, description="Weight of the KD loss; 1 - alpha weights cross-entropy on labels.")

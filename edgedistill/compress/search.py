@@ -151,7 +151,12 @@ def _unreachable(smallest: Candidate, spec: BaseModel, handler: StudentHandler, 
             f"generator makes is predicted at {broken.value:.3g} ms there; raise the budget or {handler.shrink_hint}"
         )
     unit = _UNITS.get(broken.name, f"bytes at {budget.precision}")
+    # Bytes read with their unit on both sides, and what they count: at int8 a byte is a parameter.
+    limit = f"{broken.limit:,.0f} B" if broken.name in ("bytes", "peak_memory") else f"{broken.limit:,.0f}"
+    has = f"{broken.value:,.0f} {unit}"
+    if broken.name == "bytes":
+        has += f" ({smallest.footprint.params:,} parameters)"
     return UserError(
-        f"budget {broken.name} <= {broken.limit:,.0f} cannot be met: the smallest student the {spec.kind} generator "
-        f"makes has {broken.value:,.0f} {unit}; raise the budget or {handler.shrink_hint}"
+        f"budget {broken.name} <= {limit} cannot be met: the smallest student the {spec.kind} generator "
+        f"makes has {has}; raise the budget or {handler.shrink_hint}"
     )

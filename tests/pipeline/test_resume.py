@@ -4,6 +4,7 @@ every stage; data replaced under the same size and mtime, or a damaged artifact,
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,3 +95,18 @@ def test_a_truncated_int8_file_redoes_its_stage_and_those_after_it_only(finished
     (entry,) = [a for a in report["students"][0]["artifacts"] if a["precision"] == "int8" and a["format"] == "onnx"]
     assert entry["bytes"] == int8.stat().st_size > 100
     assert result.report.students[0].within_budget
+
+
+def test_a_relative_run_directory_holds_only_its_files_with_the_umask_modes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_run_config()
+    cfg["tiers"] = cfg["tiers"][:1]
+    pipeline.run(parse_config(cfg, "test"), Path("runs") / "tiny")
+    root = tmp_path / "runs" / "tiny"
+    assert not (root / "runs").exists()  # scratch folders lie in the run directory, not below a copy of its path
+    assert [p for p in root.rglob("*.tmp")] == []
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.relative_to(root).as_posix(): oct(p.stat().st_mode & 0o777) for p in root.rglob("*") if p.is_file()}
+    assert set(modes.values()) == {oct(0o666 & ~umask)}, modes
+    assert {"report.json", "config.json", "manifest.json", "students/half/student.pt"} <= set(modes)
