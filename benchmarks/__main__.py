@@ -23,6 +23,7 @@ FIGURES = (
     "default_run",
     "scaling",
     "chain_vs_direct",
+    "threads",
 )
 SUITE_HEADING = "## Suite run"
 

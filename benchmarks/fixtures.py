@@ -8,10 +8,8 @@ and the calibration inputs of int8 (which needs inputs apart from the ones it is
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from edgedistill.data.arrays import Dataset, load_arrays, split
 from edgedistill.examples.digits import config_path
 from edgedistill.export.onnx import OnnxArtifact, OnnxExport, export_onnx
 from edgedistill.teachers import load_teacher
+from edgedistill.threads import torch_threads
 
 # The example's middle tier (<= 20 % of the teacher's parameters): its pruned student is "a digits student".
 STUDENT_TIER = "fifth"
@@ -58,8 +57,11 @@ class Exported:
 
 @functools.cache
 def example() -> RunConfig:
-    """The built-in example's run config: seed, teacher training, distillation, export and quantize settings."""
-    return load_config(config_path("digits"))
+    """The built-in example's run config: seed, teacher training, distillation, export and quantize
+    settings; training at TRAIN_THREADS threads, so figures do not depend on the thread probe."""
+    cfg = load_config(config_path("digits"))
+    update = {s: getattr(cfg, s).model_copy(update={"threads": TRAIN_THREADS}) for s in ("distill", "teacher_training")}
+    return cfg.model_copy(update=update)
 
 
 @functools.cache
@@ -132,12 +134,3 @@ def epochs(cfg: DistillConfig, n: int) -> DistillConfig:
     return cfg.model_copy(update={"epochs": min(cfg.epochs, n)})
 
 
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """torch's intra-op threads set to `n` for the block, then restored (the setting is process-wide)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

@@ -50,7 +50,7 @@ def epoch_seconds(cfg: Config) -> float:
     data, outputs = fixtures.digits(), fixtures.cached_outputs()
     n = round(len(data.train) * cfg.fraction)
     train = Dataset(data.train.x[:n], data.train.y[:n])  # the split is already shuffled
-    distill = fixtures.example().distill.model_copy(update={"epochs": EPOCHS, "patience": EPOCHS})
+    distill = fixtures.example().distill.model_copy(update={"epochs": EPOCHS, "patience": EPOCHS, "threads": cfg.threads})
     stamps: list[float] = []
     torch.manual_seed(0)
     model = cnn(cfg.width)
@@ -137,8 +137,8 @@ def _section(
             f"; torch's default {default} threads took "
             f"{f'{min(ratios):.2f}x' if len(ratios) == 1 else f'{min(ratios):.2f}x–{max(ratios):.2f}x'} the time of one thread "
             "on this machine"
-            + (" (slower: on a shared 2-core machine one op's threads wait for each other; `fit` does not set "
-               "its thread count, so a run inherits torch's default)" if max(ratios) > 1 else "")
+            + (" (slower: on a shared 2-core machine one op's threads wait for each other; `fit` therefore "
+               "trains small steps at one thread, see figure 8)" if max(ratios) > 1 else "")
             if ratios else ""
         )
         + ".",

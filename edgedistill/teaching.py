@@ -36,6 +36,8 @@ class LoadedTeacher:
     model: nn.Module | None
     key: str
     footprint: budgets.Footprint | None
+    # How a `train = true` teacher was trained (score, epoch, threads), for the report.
+    training: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -77,12 +79,16 @@ def load(
                 # The same loop trains students; the learning rate to lower is the teacher's own.
                 raise exc.of("teacher_training") from None
         path = rd.save_torch("teacher/teacher.pt", result.model.state_dict())
-        return Made({"val_accuracy": result.val_score, "best_epoch": result.best_epoch}, (path,))
+        record = {
+            "val_accuracy": result.val_score, "best_epoch": result.best_epoch,
+            "threads": result.threads.threads, "threads_chosen": result.threads.how,
+        }
+        return Made(record, (path,))
 
-    rd.stage(StageId("teacher"), key, dict, train, progress, "teacher: trained earlier, loaded from the run directory")
+    training = rd.stage(StageId("teacher"), key, dict, train, progress, "teacher: trained earlier, loaded from the run directory")
     model.load_state_dict(torch.load(rd.path("teacher/teacher.pt"), weights_only=True))
     # What follows is keyed on the trained weights themselves: a retrained teacher is a new one.
-    return LoadedTeacher(model.eval(), rd.made_key(StageId("teacher")), footprint(model, splits.input_shape))
+    return LoadedTeacher(model.eval(), rd.made_key(StageId("teacher")), footprint(model, splits.input_shape), training)
 
 
 def footprint(model: nn.Module, input_shape: tuple[int, ...]) -> budgets.Footprint:

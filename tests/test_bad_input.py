@@ -61,6 +61,8 @@ CASES = {
         _with(lambda c: c.update(data={"val_fraction": 0.6, "calib_fraction": 0.4})), "val_fraction (0.6) + calib_fraction (0.4)"
     ),
     "a boolean as a number": (_with(lambda c: c["distill"].update(epochs=True)), "distill.epochs: a boolean"),
+    # torch's AdamW cannot hold such a rate in a float: said at load, not as an overflow mid-run.
+    "an absurd learning rate": (_with(lambda c: c["distill"].update(lr=1e38)), "distill.lr: Input should be less than or equal to 1000000"),
     "a count in B": (_with(lambda c: c.update(tiers=[{"name": "t", "budget": {"params": "1B"}}])), 'a billion is "1G"'),
     # "B" is a byte: the smallest student's size is said in bytes at the deployed precision.
     "a bytes budget of 1 B": (

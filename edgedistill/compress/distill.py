@@ -19,10 +19,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, TensorDataset
 
+from edgedistill.compress.budget import measure
 from edgedistill.data.arrays import Dataset
 from edgedistill.distributed import World
 from edgedistill.errors import UserError
 from edgedistill.finite import check_epoch
+from edgedistill.threads import ThreadChoice, choose, torch_threads
 
 
 class FeaturePair(BaseModel):
@@ -41,13 +43,17 @@ class DistillConfig(BaseModel):
 
     epochs: int = Field(60, ge=1, description="Most epochs to train; early stopping may end sooner.")
     batch_size: int = Field(64, ge=1, description="Training batch size.")
-    lr: float = Field(3e-3, gt=0, le=1.0, description="AdamW learning rate (cosine-annealed over the epochs); at most 1.")
+    lr: float = Field(3e-3, gt=0, le=1e6, description="AdamW learning rate (cosine-annealed over the epochs); at most 1e6.")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
     temperature: float = Field(4.0, gt=0, description="KD softmax temperature.")
     alpha: float = Field(0.7, ge=0, le=1, description="Weight of the KD loss; 1 - alpha weights cross-entropy on labels.")
     features: tuple[FeaturePair, ...] = Field((), description="Layers whose outputs the student learns to match.")
     feature_weight: float = Field(1.0, ge=0, description="Weight of the feature-matching (MSE) loss.")
     patience: int = Field(15, ge=1, description="Stop after this many epochs without a better validation score.")
+    threads: int = Field(
+        0, ge=0,
+        description="torch threads while training; 0 = the faster of 1 and every core, timed on a few training steps.",
+    )
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,7 @@ class TrainResult:
     best_epoch: int
     val_accuracy: float
     history: tuple[EpochLog, ...]
+    threads: ThreadChoice
 
     @property
     def epochs_run(self) -> int:
@@ -150,6 +157,18 @@ def fit(
         raise UserError("feature matching needs the teacher's layer outputs for every sample: drop distill.features")
     if teacher is not None and len(teacher.logits) != len(train):
         raise ValueError(f"teacher outputs cover {len(teacher.logits)} samples, the training split {len(train)}")
+    step_macs = measure(model, train.x.shape[1:]).macs * min(cfg.batch_size, len(train))
+    threads = choose(cfg.threads, step_macs, world.distributed)
+    with torch_threads(threads.threads):
+        trained = _fit(model, train, val, cfg, seed, teacher, progress, world)
+    return TrainResult(*trained, threads)
+
+
+def _fit(
+    model: nn.Module, train: Dataset, val: Dataset, cfg: DistillConfig, seed: int,
+    teacher: TeacherOutputs | None, progress: ProgressFn | None, world: World,
+) -> tuple[nn.Module, int, float, tuple[EpochLog, ...]]:
+    """The training loop of `fit`: the best model, its epoch, its validation accuracy, the history."""
     torch.manual_seed(seed)
     student = copy.deepcopy(model).train()
     pairs = cfg.features if teacher is not None else ()
@@ -195,7 +214,7 @@ def fit(
             break
     taps.remove()
     student.load_state_dict(best_state)
-    return TrainResult(student.eval(), best_epoch, best_key[0], tuple(history))
+    return student.eval(), best_epoch, best_key[0], tuple(history)
 
 
 def _build(

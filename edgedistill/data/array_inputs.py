@@ -53,12 +53,14 @@ class ArrayInputs:
             "source": cfg.data.source, "input_shape": list(splits.input_shape), "classes": splits.num_classes,
             "train": len(train), "val": len(val), "calib": len(calib), "seed": cfg.seed,
         }
+        if loaded.training is not None:
+            report["teacher_training"] = loaded.training
         return Prepared(parts, task_for("classification"), teacher, data_key, splits.input_shape, torch.float32, report)
 
     def fit(self, parts: Parts, order: FitOrder, progress: EpochProgress | None, world: World) -> Trained:
         """KD on the teacher's logits plus cross-entropy on labels (labels alone without a teacher)."""
         r = fit(order.model, parts.train, parts.val, order.cfg, order.seed, order.outputs, progress, world)
-        return Trained(r.model, r.best_epoch, r.epochs_run, r.val_accuracy, "accuracy")
+        return Trained(r.model, r.best_epoch, r.epochs_run, r.val_accuracy, "accuracy", r.threads)
 
     def predict(self, model: nn.Module, part: Dataset) -> np.ndarray:
         """The model's outputs on the part's inputs."""

@@ -23,6 +23,7 @@ from edgedistill.compress.distill import DistillConfig, TeacherOutputs
 from edgedistill.distributed import World
 from edgedistill.export.parity import Parity
 from edgedistill.tasks import Reference, Task
+from edgedistill.threads import ThreadChoice
 
 if TYPE_CHECKING:
     from edgedistill.config import ExportConfig, RunConfig, TierConfig
@@ -95,6 +96,7 @@ class Trained:
     epochs_run: int
     val_score: float
     metric: str
+    threads: ThreadChoice
     # What the entry says of the trained model for the report (a transformer's depth and width).
     details: dict = field(default_factory=dict)
 

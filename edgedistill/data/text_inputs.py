@@ -93,7 +93,7 @@ class TextInputs:
         )
         config = r.model.backbone.config
         shape = {"layers": config.num_hidden_layers, "hidden": config.hidden_size}
-        return Trained(r.model, r.best_epoch, r.epochs_run, r.val_score, r.metric, shape)
+        return Trained(r.model, r.best_epoch, r.epochs_run, r.val_score, r.metric, r.threads, shape)
 
     def predict(self, model: HFModel, part: TextPart) -> np.ndarray:
         """The model's embeddings or logits on the part's texts."""

@@ -16,9 +16,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from edgedistill.compress.budget import measure
 from edgedistill.compress.distill import DistillConfig, ProgressFn, kd_loss
 from edgedistill.distributed import World
 from edgedistill.finite import check_epoch
+from edgedistill.threads import ThreadChoice, choose, torch_threads
 from edgedistill.tasks.similarity import mean_cosine
 from edgedistill.hf.model import HFModel
 
@@ -37,6 +39,7 @@ class HFTrainResult:
     epochs_run: int
     val_score: float
     metric: str
+    threads: ThreadChoice
 
 
 def outputs(model: HFModel, ids: np.ndarray, batch_size: int = _EVAL_BATCH) -> np.ndarray:
@@ -76,6 +79,27 @@ def fit(
     In a distributed `world` every rank calls this with the same arguments: each takes its share
     of every epoch's batches and the gradients are averaged, so the ranks' weights stay equal.
     A loss, validation outputs or weights that stop being finite raise `finite.Diverged` (exit 1)."""
+    step_macs = measure(model, train_ids.shape[1:], torch.int64).macs * min(cfg.batch_size, len(train_ids))
+    threads = choose(cfg.threads, step_macs, world.distributed)
+    with torch_threads(threads.threads):
+        trained = _fit(model, train_ids, teacher_train, val_ids, teacher_val, cfg, seed, progress, train_labels, val_labels, world)
+    return HFTrainResult(*trained, threads)
+
+
+def _fit(
+    model: HFModel,
+    train_ids: np.ndarray,
+    teacher_train: np.ndarray,
+    val_ids: np.ndarray,
+    teacher_val: np.ndarray,
+    cfg: DistillConfig,
+    seed: int,
+    progress: ProgressFn | None = None,
+    train_labels: np.ndarray | None = None,
+    val_labels: np.ndarray | None = None,
+    world: World = World(),
+) -> tuple[HFModel, int, int, float, str]:
+    """The training loop of `fit`: the best model, its epoch, the epochs run, its score, the metric."""
     torch.manual_seed(seed)
     student = copy.deepcopy(model).train()
     embedding = student.task.kind == "embedding"
@@ -116,7 +140,7 @@ def fit(
             break
     student.load_state_dict(best_state)
     metric = "cosine" if embedding else ("accuracy" if val_labels is not None else "agreement")
-    return HFTrainResult(student.eval(), best_epoch, epochs_run, float(best), metric)
+    return student.eval(), best_epoch, epochs_run, float(best), metric
 
 
 def embedding_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:

@@ -113,7 +113,8 @@ def distilled(ctx: Context, tier: TierConfig, learn: Lesson) -> Distilled:
         path = ctx.entry.save(ctx.prep, trained.model, ctx.rd, folder)
         record = StudentRecord(
             cand.knob, cand.footprint, cand.checks, cand.evaluations, trained.val_score, trained.metric,
-            trained.best_epoch, trained.epochs_run, generations, {**start.details, **trained.details},
+            trained.best_epoch, trained.epochs_run, generations,
+            {**start.details, **trained.details, "threads": trained.threads.threads, "threads_chosen": trained.threads.how},
         )
         return Made(record, (path,))
 

@@ -143,7 +143,7 @@ def test_a_teacher_that_outputs_nan_is_named_and_nothing_is_cached(tmp_path):
 
 def test_a_diverged_teacher_training_is_exit_1_naming_the_epoch_and_its_lr(tmp_path):
     config = _config()
-    config["teacher_training"]["lr"] = 1e12
+    config["teacher_training"]["lr"] = 1e6
     result, out = _invoke(tmp_path, config)
     line = _one_line(result, 1)
     assert "diverged in epoch 1" in line and "lower teacher_training.lr" in line
@@ -152,7 +152,7 @@ def test_a_diverged_teacher_training_is_exit_1_naming_the_epoch_and_its_lr(tmp_p
 
 def test_a_diverged_student_is_exit_1_and_keeps_the_teacher(tmp_path):
     config = _config()
-    config["distill"]["lr"] = 1e12
+    config["distill"]["lr"] = 1e6
     result, out = _invoke(tmp_path, config)
     line = _one_line(result, 1)
     assert "diverged in epoch 1" in line and "lower distill.lr" in line
