@@ -337,8 +337,20 @@ def gate(report: schema.Report, overrides: Sequence[BudgetOverride] = (), studen
         if students and student.name not in students:
             continue
         ordered = [o for o in overrides if o.tier == ALL_TIERS] + [o for o in overrides if o.tier == student.tier]
-        verdicts += _judge(student, {o.name: absolute[o] for o in ordered})
+        verdicts += _judge(student, {o.name: absolute[o] for o in ordered}, _spec_limits(student, teacher_fp))
     return GateResult(tuple(verdicts))
+
+
+def _spec_limits(student: schema.Student, teacher: Footprint) -> dict[str, float] | None:
+    """The tier's limits as its budget spec (as the config wrote it: "50%") resolves against the
+    report's teacher, as the run resolved them; None where the report keeps no spec."""
+    spec = student.budget.get("spec")
+    if spec is None:
+        return None
+    try:
+        return resolve(Budget.model_validate(spec), teacher).limits
+    except (ValueError, TypeError):  # pydantic's ValidationError is a ValueError
+        return {}
 
 
 def _refuse(report: schema.Report, overrides: Sequence[BudgetOverride], students: Sequence[str]) -> None:
@@ -368,9 +380,10 @@ def _absolute(override: BudgetOverride, teacher: Footprint) -> float:
     return resolve(Budget(**{override.name: override.limit}), teacher).limits[override.name]
 
 
-def _judge(student: schema.Student, given: dict[str, float]) -> list[Verdict]:
+def _judge(student: schema.Student, given: dict[str, float], spec: dict[str, float] | None) -> list[Verdict]:
     """The verdicts of one student: each budget of its tier (its limit overridden where given) and
-    each one given, all on the recomputed figure; then the report's flags."""
+    each one given, all on the recomputed figure; then the report's flags. `spec`: the tier's
+    limits resolved again from its budget spec, which the recorded limits must agree with."""
     limits = {name: float(v) for name, v in student.budget["limits"].items()}
     checks = {c.name: c for c in student.checks}
     verdicts, tier_broken = [], []
@@ -380,7 +393,7 @@ def _judge(student: schema.Student, given: dict[str, float]) -> list[Verdict]:
         problem = None
         if tier_limit is not None:
             # The report's check is held to what the run would have written from the same figures.
-            problem = _disagreement(check, limits.get(name), fig)
+            problem = _disagreement(check, limits.get(name), fig) or _unlike_spec(spec, name, limits.get(name))
             if not _fits(fig, tier_limit):
                 tier_broken.append(name)
         limit = given[name] if name in given else typing.cast(float, tier_limit)
@@ -402,6 +415,17 @@ def _disagreement(check: schema.Check | None, budget_limit: float | None, fig: F
         return f"the report's check says {_shown(check.value)} but its figures say {_shown(fig.value)}"
     if check.ok != _fits(fig, check.limit):
         return "the report's check says it holds, yet its figure breaks it" if check.ok else "the report's check says it is broken, yet its figure holds"
+    return None
+
+
+def _unlike_spec(spec: dict[str, float] | None, name: str, limit: float | None) -> str | None:
+    """How a recorded limit differs from the one its tier's spec gives; None when they agree."""
+    if spec is None or limit is None:
+        return None
+    if name not in spec:
+        return f"the report's budget sets a limit its spec ({name} absent) does not give"
+    if not _same(spec[name], limit):
+        return f"the report's budget has limit {format_number(limit)} but its spec gives {format_number(spec[name])}"
     return None
 
 

@@ -60,10 +60,17 @@ def _student(
     checks = entries.checks(searched, resolved, artifacts)
     return schema.Student(
         name=name, tier=name, generator={"kind": "prune"}, knob=0.3,
-        budget={"spec": {"precision": precision}, "limits": dict(limits), "precision": precision},
+        budget={"spec": _spec(limits, precision), "limits": dict(limits), "precision": precision},
         params=params, macs=macs, peak_activation_bytes=peak, metrics={"accuracy": 0.9},
         within_budget=all(c.ok for c in checks), checks=checks, distill={}, artifacts=artifacts,
     )
+
+
+def _spec(limits: dict, precision: str) -> dict:
+    """The tier's budget as the config wrote it, in absolute values: it resolves to `limits`."""
+    latency = {n.removeprefix(budgets.LATENCY_PREFIX): v for n, v in limits.items() if n.startswith(budgets.LATENCY_PREFIX)}
+    sizes = {n: v for n, v in limits.items() if not n.startswith(budgets.LATENCY_PREFIX)}
+    return {**sizes, **({"latency_ms": latency} if latency else {}), "precision": precision}
 
 
 def _timed(name: str = "fifth", limits: dict | None = None, *figures: dict) -> schema.Student:
@@ -801,3 +808,16 @@ def test_a_real_runs_report_with_its_params_edited_fails_in_either_mode(real_rep
     assert default.exit_code == overridden.exit_code == 1
     assert _broken_lines(default) == _broken_lines(overridden)
     assert any("budget=params" in line and "the report was edited or damaged" in line for line in _broken_lines(default))
+
+
+def test_a_limit_edited_in_the_budget_and_its_check_alike_is_caught_by_the_spec(real_report, tmp_path):
+    data = json.loads(real_report.read_text())
+    student = data["students"][0]
+    student["budget"]["limits"]["params"] *= 100
+    for check in student["checks"]:
+        if check["name"] == "params":
+            check["limit"] *= 100
+            check["margin"] = check["limit"] - check["value"]
+    result = _invoke(_write(tmp_path, data))
+    assert result.exit_code == 1, result.output
+    assert any("budget=params" in line and "but its spec gives" in line for line in _broken_lines(result))

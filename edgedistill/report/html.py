@@ -11,7 +11,8 @@ import io
 from collections.abc import Sequence
 
 from edgedistill.report.rows import (
-    BUDGET_HEADER, COLUMNS, NOISY_MARK, budget_rows, headers, marked_noisy, noisy_note, score_change, summary_rows,
+    BUDGET_HEADER, COLUMNS, NOISY_MARK, artifact_notes, budget_rows, headers, marked_noisy, noisy_note, score_change,
+    summary_rows,
 )
 from edgedistill.report.schema import Artifact, Latency, Report, Student
 
@@ -48,6 +49,7 @@ def render(report: Report) -> str:
         _section("latency", "Latency by target", _latencies(report)),
         _section("quantization", "Quantization", _quantization(report)),
         _section("targets", "Target artifacts", _targets(report)),
+        _notes(report),
     ]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -89,6 +91,16 @@ def _failures(report: Report) -> str:
         return ""
     items = "".join(f"<li>{_e(f)}</li>" for f in report.failures)
     return f'<section id="failures" class="failures"><h2>Failures</h2><ul>{items}</ul></section>'
+
+
+def _notes(report: Report) -> str:
+    """What is said of the report's files, each note once with the files it is said of; nothing
+    when there is none."""
+    notes = artifact_notes(report)
+    if not notes:
+        return ""
+    items = "".join(f"<li>{_e(note)} <small>({_e('; '.join(where))})</small></li>" for note, where in notes)
+    return _section("notes", "Notes", f"<ul>{items}</ul>")
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]], classes: Sequence[str] = ()) -> str:

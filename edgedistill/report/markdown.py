@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from edgedistill.report.rows import (
-    BUDGET_HEADER, COLUMNS, NOISY_MARK, budget_rows, headers, marked_noisy, noisy_note, score_change, summary_rows,
+    BUDGET_HEADER, COLUMNS, NOISY_MARK, artifact_notes, budget_rows, headers, marked_noisy, noisy_note, score_change,
+    summary_rows,
 )
 from edgedistill.report.schema import Report
 
@@ -47,6 +48,8 @@ def render(report: Report) -> str:
     if report.data.get("texts"):
         lines += ["", "## Transformers", "", *_transformers(report)]
     lines += ["", "## Target artifacts", "", *_targets(report)]
+    if notes := artifact_notes(report):
+        lines += ["", "## Notes", "", *(f"- {note} ({'; '.join(f'`{w}`' for w in where)})" for note, where in notes)]
     if report.failures:
         lines += ["", "## Failures", "", *(f"- {f}" for f in report.failures)]
     return "\n".join(lines) + "\n"

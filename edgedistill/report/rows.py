@@ -127,6 +127,17 @@ def noisy_note(report: Report) -> str | None:
     return f"{NOISY_MARK} noisy: the spread ({said}) says the machine was busy; rerun on a quiet machine"
 
 
+def artifact_notes(report: Report) -> list[tuple[str, tuple[str, ...]]]:
+    """Each distinct note of the report's files (a weak teacher distilled anyway, a score taken
+    from a source file), with the files it is said of ("teacher: teacher/teacher.onnx"), in order."""
+    notes: dict[str, list[str]] = {}
+    for model, artifacts in _artifacts(report):
+        for a in artifacts:
+            for note in a.notes:
+                notes.setdefault(note, []).append(f"{model}: {a.path}")
+    return [(note, tuple(where)) for note, where in notes.items()]
+
+
 def _artifacts(report: Report) -> list[tuple[str, tuple[Artifact, ...]]]:
     return [("teacher", report.teacher.artifacts), *((s.name, s.artifacts) for s in report.students)]
 

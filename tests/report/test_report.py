@@ -167,3 +167,24 @@ def test_markdown_without_failures_has_no_failures_section():
     text = markdown.render(make_report(failures=()))
     assert "## Failures" not in text
     assert "## Budgets" in text
+
+
+def test_notes_of_the_files_are_rendered_once_each_with_the_files_they_concern():
+    from dataclasses import replace
+
+    from edgedistill.report import html
+
+    report = make_report(failures=())
+    weak = "the teacher scores 13.0% on validation; distilled anyway, as allow_weak_teacher = true"
+    teacher = replace(report.teacher, artifacts=tuple(replace(a, notes=(weak,)) for a in report.teacher.artifacts))
+    good = replace(report.students[0], artifacts=tuple(replace(a, notes=("run elsewhere",)) for a in report.students[0].artifacts))
+    report = replace(report, teacher=teacher, students=(good, report.students[1]))
+    assert rows.artifact_notes(report) == [
+        (weak, ("teacher: students/x/model.fp32.onnx",)),
+        ("run elsewhere", ("good: students/x/model.fp32.onnx", "good: students/x/model.int8.onnx")),
+    ]
+    text = markdown.render(report)
+    assert "## Notes" in text and f"- {weak} (`teacher: students/x/model.fp32.onnx`)" in text
+    page = html.render(report)
+    assert '<section id="notes">' in page and "allow_weak_teacher = true" in page
+    assert "## Notes" not in markdown.render(make_report(failures=()))
