@@ -13,6 +13,8 @@ import pytest
 import torch
 from torch import nn
 
+from edgedistill.progress import Progress
+
 INPUT_SHAPE = (1, 8, 8)
 NUM_CLASSES = 10
 
@@ -261,3 +263,14 @@ def sshd(tmp_path_factory):
             proc.kill()
             proc.wait(timeout=10)
         proc.stderr.close()
+
+
+class SaidProgress(Progress):
+    """A progress that keeps the stage lines it is told, for tests of what a run says."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def stage(self, text: str) -> None:
+        self.lines.append(text)

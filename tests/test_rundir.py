@@ -11,6 +11,8 @@ from edgedistill.fileio import file_digest
 from edgedistill.progress import Progress
 from edgedistill.rundir import MANIFEST, Made, RunDir, StageId, input_key
 
+from conftest import SaidProgress
+
 
 def _temp_files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.name.endswith(".tmp")]
@@ -170,17 +172,6 @@ def test_a_record_of_another_shape_is_redone_not_half_read(tmp_path):
         assert calls == [1]
 
 
-class _Said(Progress):
-    """A progress that keeps the stage lines it is told."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[str] = []
-
-    def stage(self, text: str) -> None:
-        self.lines.append(text)
-
-
 @dataclass(frozen=True)
 class _Out:
     path: Path
@@ -204,7 +195,7 @@ def test_a_changed_output_is_redone_and_the_redo_says_why(tmp_path):
     stat = target.stat()
     target.write_text("WEIGHTS")  # same size; the mtime set back as cp -p or tar x leave it
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    said = _Said()
+    said = SaidProgress()
     with RunDir(tmp_path) as rd:
         rd.stage(StageId("export", "a"), "k", _Out, _writer(rd, calls), said, "resumed")
     assert calls == [1, 1]

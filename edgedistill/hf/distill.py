@@ -81,25 +81,30 @@ def fit(
     A loss, validation outputs or weights that stop being finite raise `finite.Diverged` (exit 1)."""
     step_macs = measure(model, train_ids.shape[1:], torch.int64).macs * min(cfg.batch_size, len(train_ids))
     threads = choose(cfg.threads, step_macs, world.distributed)
+    texts = _Texts(train_ids, teacher_train, val_ids, teacher_val, train_labels, val_labels)
     with torch_threads(threads.threads):
-        trained = _fit(model, train_ids, teacher_train, val_ids, teacher_val, cfg, seed, progress, train_labels, val_labels, world)
+        trained = _fit(model, texts, cfg, seed, progress, world)
     return HFTrainResult(*trained, threads)
 
 
+@dataclass(frozen=True)
+class _Texts:
+    """What `fit` trains on: token ids, the teacher's outputs and labels of both splits."""
+
+    train_ids: np.ndarray
+    teacher_train: np.ndarray
+    val_ids: np.ndarray
+    teacher_val: np.ndarray
+    train_labels: np.ndarray | None
+    val_labels: np.ndarray | None
+
+
 def _fit(
-    model: HFModel,
-    train_ids: np.ndarray,
-    teacher_train: np.ndarray,
-    val_ids: np.ndarray,
-    teacher_val: np.ndarray,
-    cfg: DistillConfig,
-    seed: int,
-    progress: ProgressFn | None = None,
-    train_labels: np.ndarray | None = None,
-    val_labels: np.ndarray | None = None,
-    world: World = World(),
+    model: HFModel, texts: _Texts, cfg: DistillConfig, seed: int, progress: ProgressFn | None, world: World
 ) -> tuple[HFModel, int, int, float, str]:
     """The training loop of `fit`: the best model, its epoch, the epochs run, its score, the metric."""
+    train_ids, teacher_train, val_ids, teacher_val = texts.train_ids, texts.teacher_train, texts.val_ids, texts.teacher_val
+    train_labels, val_labels = texts.train_labels, texts.val_labels
     torch.manual_seed(seed)
     student = copy.deepcopy(model).train()
     embedding = student.task.kind == "embedding"

@@ -12,23 +12,11 @@ from sklearn.datasets import load_digits
 
 from edgedistill import pipeline
 from edgedistill.config import parse_config
-from edgedistill.progress import Progress
 
-from conftest import tiny_run_config
+from conftest import SaidProgress, tiny_run_config
 from test_run import _counting
 
 COUNTED = ("fit", "teacher_outputs", "export_onnx", "quantize", "search")
-
-
-class _Said(Progress):
-    """A progress that keeps the stage lines it is told."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[str] = []
-
-    def stage(self, text: str) -> None:
-        self.lines.append(text)
 
 
 def _config(data) -> dict:
@@ -87,7 +75,7 @@ def test_a_truncated_int8_file_redoes_its_stage_and_those_after_it_only(finished
     int8 = clone / "run" / "students" / "half" / "model.int8.onnx"
     int8.write_bytes(int8.read_bytes()[:100])
     counters = {name: _counting(monkeypatch, name) for name in COUNTED}
-    said = _Said()
+    said = SaidProgress()
     result = pipeline.run(parse_config(_config(clone / "digits.npz"), "test"), clone / "run", progress=said)
     assert {name: len(c) for name, c in counters.items()} == {**dict.fromkeys(COUNTED, 0), "quantize": 1}
     assert "quantize:half: students/half/model.int8.onnx changed since it was written; redoing it" in said.lines
