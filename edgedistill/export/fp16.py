@@ -14,7 +14,7 @@ import onnx
 
 from edgedistill.errors import UserError
 from edgedistill.export.onnx import load_onnx_checked
-from edgedistill.export.parity import Parity
+from edgedistill.export.parity import Parity, max_abs_err
 from edgedistill.fileio import atomic_path, quiet
 from edgedistill.ortsession import Feed, feed_len, open_session, run_batched
 
@@ -116,8 +116,4 @@ def _parity(fp32_path: Path, fp16_path: Path, check_inputs: Feed) -> tuple[float
     differ or fp16 overflowed."""
     want = run_batched(open_session(fp32_path), check_inputs).astype(np.float64)
     got = run_batched(open_session(fp16_path), check_inputs).astype(np.float64)
-    scale = float(np.max(np.abs(want)))
-    if got.shape != want.shape:
-        return float("inf"), scale
-    err = float(np.max(np.abs(got - want)))
-    return (err if np.isfinite(err) else float("inf")), scale
+    return max_abs_err(got, want), float(np.max(np.abs(want)))

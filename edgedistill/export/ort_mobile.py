@@ -13,12 +13,11 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import onnx
 
 from edgedistill.errors import UserError
 from edgedistill.export.onnx import load_onnx_checked
-from edgedistill.export.parity import Parity
+from edgedistill.export.parity import Parity, max_abs_err
 from edgedistill.fileio import quiet, scratch_dir
 from edgedistill.ortsession import Feed, feed_len, open_session, run_batched
 
@@ -138,10 +137,8 @@ def _convert(onnx_path: Path, workdir: Path) -> tuple[Path, Path]:
 
 
 def _parity_max_abs_err(onnx_path: Path, ort_path: Path, check_inputs: Feed) -> float:
-    """Max |.ort - .onnx| over the first output on `check_inputs`; inf when the shapes differ."""
+    """Max |.ort - .onnx| over the first output on `check_inputs`; inf when the shapes differ or
+    either holds NaN or Inf."""
     want = run_batched(open_session(onnx_path), check_inputs)
     got = run_batched(open_session(ort_path), check_inputs)
-    if got.shape != want.shape:
-        return float("inf")
-    err = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64))))
-    return err if np.isfinite(err) else float("inf")
+    return max_abs_err(got, want)
