@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from edgedistill.compress.budget import Budget, Limit
 from edgedistill.compress.distill import DistillConfig
@@ -88,10 +89,14 @@ def check_name(value: str) -> str:
     return value
 
 
+# A run's or a tier's name: checked wherever a config gives one.
+Name = Annotated[str, AfterValidator(check_name)]
+
+
 class TierConfig(_Section):
     """One budget tier: the budgets a student must meet and the generator that makes it."""
 
-    name: str = Field(description="Tier name, used for the student's folder and in the report.")
+    name: Name = Field(description="Tier name, used for the student's folder and in the report.")
     budget: Budget = Field(description="Limits the student must meet (params, macs, bytes, peak_memory).")
     student: StudentSpec = Field(
         default_factory=Prune,
@@ -106,11 +111,6 @@ class TierConfig(_Section):
         description="Self-distillation: each generation after the first is the same architecture, re-initialised "
         "and distilled from the one before; the best by validation accuracy is kept.",
     )
-
-    @field_validator("name")
-    @classmethod
-    def _tier_name(cls, v: str) -> str:
-        return check_name(v)
 
     @field_validator("teacher")
     @classmethod
@@ -177,7 +177,7 @@ class MeasureConfig(_Section):
 class RunConfig(_Section):
     """A whole run: teacher, data, budget tiers and how each stage works."""
 
-    name: str = Field("run", description="Run name; the run directory is runs/<name> unless --out is given.")
+    name: Name = Field("run", description="Run name; the run directory is runs/<name> unless --out is given.")
     seed: int = Field(0, description="Seed of data splits, initialisation and training order.")
     teacher: TeacherConfig = Field(description="Where the teacher comes from.")
     data: DataConfig = Field(default_factory=DataConfig, description="Data source and splits.")
@@ -206,11 +206,6 @@ class RunConfig(_Section):
         description="Distill a teacher whose validation score is near chance or a constant predictor's "
         "(the run stops on one otherwise).",
     )
-
-    @field_validator("name")
-    @classmethod
-    def _run_name(cls, v: str) -> str:
-        return check_name(v)
 
     @field_validator("targets")
     @classmethod
