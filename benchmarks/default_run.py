@@ -169,16 +169,22 @@ def teacher_shares(out: Path, tiers: list[str], rounds: int) -> dict[str, float]
     return shares
 
 
-def quick_config(folder: Path) -> Path:
-    """The example's config with QUICK_EPOCHS of teacher training and distillation (smoke runs)."""
+def training_config(folder: Path, name: str, training: dict[str, int]) -> Path:
+    """The example's config written to `folder/<name>.toml` with `training`'s settings in both its
+    teacher training and its distillation."""
     import tomli_w
 
     raw = tomllib.loads(config_path("digits").read_text())
     for section in ("teacher_training", "distill"):
-        raw.setdefault(section, {})["epochs"] = QUICK_EPOCHS
-    path = folder / "quick.toml"
+        raw.setdefault(section, {}).update(training)
+    path = folder / f"{name}.toml"
     path.write_text(tomli_w.dumps(raw))
     return path
+
+
+def quick_config(folder: Path) -> Path:
+    """The example's config with QUICK_EPOCHS of teacher training and distillation (smoke runs)."""
+    return training_config(folder, "quick", {"epochs": QUICK_EPOCHS})
 
 
 def run(quick: bool = False) -> str:

@@ -13,13 +13,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.default_run import QUICK_EPOCHS, edgedistill_run
+from benchmarks.default_run import QUICK_EPOCHS, edgedistill_run, training_config
 from benchmarks.results import Figure, cores, main, table
-from edgedistill.examples.digits import config_path
 from edgedistill.threads import EVERY_CORE_MACS
 
 HEADING = "## 8. Threads: the default run idle and beside two CPU-bound jobs"
@@ -40,16 +38,8 @@ class Timed:
 
 def config(folder: Path, threads: int | None, quick: bool) -> Path:
     """The example's config with training at `threads` (None: every core, as torch defaults)."""
-    import tomli_w
-
-    raw = tomllib.loads(config_path("digits").read_text())
-    for section in ("teacher_training", "distill"):
-        raw.setdefault(section, {})["threads"] = cores() if threads is None else threads
-        if quick:
-            raw[section]["epochs"] = QUICK_EPOCHS
-    path = folder / f"threads-{threads}.toml"
-    path.write_text(tomli_w.dumps(raw))
-    return path
+    training = {"threads": cores() if threads is None else threads, **({"epochs": QUICK_EPOCHS} if quick else {})}
+    return training_config(folder, f"threads-{threads}", training)
 
 
 def hogs(n: int) -> list[subprocess.Popen]:
