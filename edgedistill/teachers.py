@@ -302,6 +302,10 @@ class OnnxTeacher(nn.Module):
         # An onnxruntime session cannot be copied; a new one on the same file is the same teacher.
         return OnnxTeacher(self.path)
 
+    def __reduce__(self) -> tuple:
+        # Nor pickled (torchrun sends a training order to every rank): the file stands for it.
+        return (OnnxTeacher, (self.path,))
+
 
 def onnx_footprint(path: Path, input_shape: tuple[int, ...]) -> "Footprint":
     """Parameters, MACs and peak activation bytes of an ONNX model at batch 1, from its graph:

@@ -1,13 +1,15 @@
 """Knowledge distillation: Hinton KD on logits, optional feature matching, one training loop.
 
 The teacher's outputs are computed once (`teacher_outputs`) and passed to every student's `fit`,
-so the teacher never runs twice on the same batch. Model, optimizer and sampler are built in
+so the teacher never runs twice on the same batch; with `augment` on, the teacher runs online
+instead, on each augmented batch the student sees (consistent augmentation). Model, optimizer and sampler are built in
 `_build` alone, the one place a distributed launcher needs to change.
 """
 
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -19,6 +21,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, TensorDataset
 
+from edgedistill.compress.augment import AugmentConfig, View, augment, check_shape, mixed_cross_entropy
 from edgedistill.compress.budget import measure
 from edgedistill.data.arrays import Dataset
 from edgedistill.distributed import World
@@ -52,7 +55,10 @@ class DistillConfig(BaseModel):
     patience: int = Field(15, ge=1, description="Stop after this many epochs without a better validation score.")
     threads: int = Field(
         0, ge=0,
-        description="torch threads while training; 0 = the faster of 1 and every core, timed on a few training steps.",
+        description="torch threads while training; 0 = 1 for small students, every core for large ones (threads.choose).",
+    )
+    augment: AugmentConfig = Field(
+        AugmentConfig(), description="Augmentations of each training batch, seen by the teacher and the student alike."
     )
 
 
@@ -91,6 +97,8 @@ class TrainResult:
     val_accuracy: float
     history: tuple[EpochLog, ...]
     threads: ThreadChoice
+    # Seconds the teacher ran on augmented batches (0 when its cached outputs served).
+    teacher_seconds: float = 0.0
 
     @property
     def epochs_run(self) -> int:
@@ -145,38 +153,84 @@ def fit(
     teacher: TeacherOutputs | None = None,
     progress: ProgressFn | None = None,
     world: World = World(),
+    live: nn.Module | None = None,
 ) -> TrainResult:
     """Train a copy of `model`: KD + cross-entropy against `teacher`, or cross-entropy alone without one.
 
-    Early-stops on validation accuracy (ties go to the lower validation loss) and returns the best epoch.
-    A loss, validation outputs or weights that stop being finite raise `finite.Diverged` (exit 1).
-    In a distributed `world` every rank calls this with the same arguments and trains its shard;
-    the ranks' weights stay equal, so each one validates and stops alike.
+    With `cfg.augment` on, every batch is augmented once and `live` (the teacher as a model) is
+    run on that view, so the student matches the teacher on what it sees; without it the
+    cached `teacher` outputs serve. Early-stops on validation accuracy (ties go to the lower
+    validation loss) and returns the best epoch. A loss, validation outputs or weights that stop
+    being finite raise `finite.Diverged` (exit 1). In a distributed `world` every rank calls this
+    with the same arguments and trains its shard; the ranks' weights stay equal, so each one
+    validates and stops alike.
     """
     if teacher is not None and teacher.features and teacher.known is not None:
         raise UserError("feature matching needs the teacher's layer outputs for every sample: drop distill.features")
     if teacher is not None and len(teacher.logits) != len(train):
         raise ValueError(f"teacher outputs cover {len(teacher.logits)} samples, the training split {len(train)}")
+    signal = _signal(cfg, train, teacher, live, seed + world.rank)
     step_macs = measure(model, train.x.shape[1:]).macs * min(cfg.batch_size, len(train))
     threads = choose(cfg.threads, step_macs, world.distributed)
     with torch_threads(threads.threads):
-        trained = _fit(model, train, val, cfg, seed, teacher, progress, world)
-    return TrainResult(*trained, threads)
+        trained = _fit(model, train, val, cfg, seed, signal, progress, world)
+    return TrainResult(*trained, threads, signal.seconds)
+
+
+def _signal(cfg: DistillConfig, train: Dataset, teacher: TeacherOutputs | None, live: nn.Module | None, seed: int) -> _Signal:
+    """What each batch trains against, after refusing augmentation where it cannot work."""
+    if cfg.augment.active:
+        check_shape(cfg.augment, tuple(train.x.shape[1:]))
+        if teacher is not None and live is None:
+            raise UserError(
+                "distill.augment runs the teacher on every augmented batch, and this teacher only has outputs for "
+                "fixed inputs (recorded or query-only): drop [distill.augment], or give a teacher that runs"
+            )
+        if teacher is not None and cfg.features:
+            raise UserError("distill.augment and distill.features cannot be combined (layer outputs are cached un-augmented): drop one")
+    return _Signal(cfg, teacher, live if teacher is not None else None, torch.Generator().manual_seed(seed))
+
+
+class _Signal:
+    """The loss of one batch: against the teacher's cached outputs, or (augmenting) against the
+    teacher run online on the batch's one augmented view. Counts the teacher's seconds."""
+
+    def __init__(self, cfg: DistillConfig, outputs: TeacherOutputs | None, live: nn.Module | None, gen: torch.Generator) -> None:
+        self.cfg, self.outputs, self.live, self.gen = cfg, outputs, live, gen
+        self.logits = torch.from_numpy(np.nan_to_num(outputs.logits)) if outputs is not None else None
+        self.known = torch.from_numpy(outputs.known) if outputs is not None and outputs.known is not None else None
+        self.seconds = 0.0
+        if live is not None:
+            live.eval()
+
+    def loss(self, forward: nn.Module, xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The student's loss on one batch."""
+        if not self.cfg.augment.active:
+            target = self.logits[idx] if self.logits is not None else None
+            return kd_loss(forward(xb), yb, target, self.cfg, self.known[idx] if self.known is not None else None)
+        view = augment(xb, self.cfg.augment, self.gen)
+        out = forward(view.x)
+        return kd_loss(out, yb, self._teach(view.x) if self.live is not None else None, self.cfg, None, view)
+
+    def _teach(self, x: torch.Tensor) -> torch.Tensor:
+        started = time.perf_counter()
+        with torch.no_grad():
+            out = self.live(x).float()
+        self.seconds += time.perf_counter() - started
+        return out
 
 
 def _fit(
     model: nn.Module, train: Dataset, val: Dataset, cfg: DistillConfig, seed: int,
-    teacher: TeacherOutputs | None, progress: ProgressFn | None, world: World,
+    signal: _Signal, progress: ProgressFn | None, world: World,
 ) -> tuple[nn.Module, int, float, tuple[EpochLog, ...]]:
     """The training loop of `fit`: the best model, its epoch, its validation accuracy, the history."""
     torch.manual_seed(seed)
     student = copy.deepcopy(model).train()
-    pairs = cfg.features if teacher is not None else ()
-    taps = _FeatureTaps(student, pairs, train.x[:2], teacher)
+    pairs = cfg.features if signal.logits is not None else ()
+    taps = _FeatureTaps(student, pairs, train.x[:2], signal.outputs)
     optimizer, loader, sampler, forward = _build(student, taps.parameters(), train, cfg, seed, world)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    t_logits = torch.from_numpy(np.nan_to_num(teacher.logits)) if teacher is not None else None
-    t_known = torch.from_numpy(teacher.known) if teacher is not None and teacher.known is not None else None
 
     best_key, best_state, best_epoch, history = None, None, 0, []
     for epoch in range(1, cfg.epochs + 1):
@@ -185,12 +239,7 @@ def _fit(
             sampler.set_epoch(epoch)
         total, count = 0.0, 0
         for xb, yb, idx in loader:
-            out = forward(xb)
-            loss = kd_loss(
-                out, yb, t_logits[idx] if t_logits is not None else None, cfg,
-                t_known[idx] if t_known is not None else None,
-            )
-            loss = loss + cfg.feature_weight * taps.loss(idx)
+            loss = signal.loss(forward, xb, yb, idx) + cfg.feature_weight * taps.loss(idx)
             optimizer.zero_grad()
             loss.backward()
             if world.distributed:
@@ -245,12 +294,14 @@ def kd_loss(
     teacher_logits: torch.Tensor | None,
     cfg: DistillConfig,
     known: torch.Tensor | None = None,
+    view: View | None = None,
 ) -> torch.Tensor:
     """alpha * KD + (1 - alpha) * CE per sample, averaged; a sample without teacher outputs
-    (`known` False) gets cross-entropy alone, at full weight. Without labels, KD alone."""
+    (`known` False) gets cross-entropy alone, at full weight. Without labels, KD alone. On an
+    augmented `view` whose samples were mixed, the labels mix as the inputs did."""
     if labels is None:
         return _kd(logits, teacher_logits, cfg.temperature).mean()
-    ce = F.cross_entropy(logits, labels, reduction="none")
+    ce = mixed_cross_entropy(logits, labels, view) if view is not None else F.cross_entropy(logits, labels, reduction="none")
     if teacher_logits is None:
         return ce.mean()
     mixed = cfg.alpha * _kd(logits, teacher_logits, cfg.temperature) + (1 - cfg.alpha) * ce

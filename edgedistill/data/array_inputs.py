@@ -59,8 +59,13 @@ class ArrayInputs:
 
     def fit(self, parts: Parts, order: FitOrder, progress: EpochProgress | None, world: World) -> Trained:
         """KD on the teacher's logits plus cross-entropy on labels (labels alone without a teacher)."""
-        r = fit(order.model, parts.train, parts.val, order.cfg, order.seed, order.outputs, progress, world)
-        return Trained(r.model, r.best_epoch, r.epochs_run, r.val_accuracy, "accuracy", r.threads)
+        r = fit(order.model, parts.train, parts.val, order.cfg, order.seed, order.outputs, progress, world, order.teacher)
+        details = {}
+        if order.cfg.augment.active:
+            details = {"augment": order.cfg.augment.describe()}
+            if order.outputs is not None:
+                details |= {"teacher_outputs": "online, on each augmented batch", "teacher_online_s": round(r.teacher_seconds, 3)}
+        return Trained(r.model, r.best_epoch, r.epochs_run, r.val_accuracy, "accuracy", r.threads, details)
 
     def predict(self, model: nn.Module, part: Dataset) -> np.ndarray:
         """The model's outputs on the part's inputs."""

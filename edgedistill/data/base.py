@@ -127,6 +127,8 @@ class FitOrder:
     seed: int
     outputs: TeacherOutputs | None
     reference: Reference | None
+    # The teacher as a model, run on augmented batches when distill.augment is on (None: cached outputs only).
+    teacher: nn.Module | None = None
 
 
 # Training as the run offers it to an entry: on these parts, this order (on every rank, under torchrun).

@@ -61,6 +61,11 @@ class TextInputs:
 
     def prepare(self, cfg: RunConfig, rd: RunDir, progress: Progress, fit: Fit) -> Prepared:
         """Load the teacher's folder, tokenize the texts with its tokenizer, run it once over them."""
+        for section in ("distill", "teacher_training"):
+            if getattr(cfg, section).augment.active:
+                raise UserError(
+                    f"{section}.augment applies to arrays (images, signals, vectors); texts are not augmented: drop [{section}.augment]"
+                )
         folder = resolve_folder(cfg.teacher.hf)
         progress.stage(f"teacher: loading the Hugging Face folder {folder}")
         model, tokenizer = load_hf(folder, cfg.teacher.task)
@@ -87,6 +92,8 @@ class TextInputs:
 
     def fit(self, parts: Parts, order: FitOrder, progress: EpochProgress | None, world: World) -> Trained:
         """Distil on the teacher's cached embeddings (or logits), batches of similar length."""
+        if order.outputs is None:
+            raise UserError("tier compare trains on labels alone, which a Hugging Face student cannot (it learns from the teacher's outputs): drop compare")
         r = distill.fit(
             order.model, parts.train.tokens.input_ids, order.outputs.logits, parts.val.tokens.input_ids,
             order.reference.teacher, order.cfg, order.seed, progress, parts.train.labels, parts.val.labels, world,

@@ -99,6 +99,7 @@ def student_entry(ctx: Context, tier: TierConfig, student: Distilled, learn: Les
             "teacher_outputs": "cached", "teacher": tier.teacher or "teacher", "trained_with_teacher": learn.outputs.covered,
             "trained_on_labels_only": len(learn.outputs.logits) - learn.outputs.covered, "generations": list(r.generations),
             **(r.details or {}),
+            **({"labels_only": r.labels_only} if r.labels_only is not None else {}),
         },
         artifacts=artifacts,
         skipped=tuple(

@@ -40,6 +40,8 @@ class StudentRecord:
     generations: tuple[float, ...] = ()
     # what the inputs entry did to the starting model (a pruned vocabulary), and the architecture
     details: dict | None = None
+    # validation score of the same student trained on labels alone (tier.compare), else None
+    labels_only: float | None = None
 
 
 @dataclass(frozen=True)
@@ -110,11 +112,13 @@ def distilled(ctx: Context, tier: TierConfig, learn: Lesson) -> Distilled:
         ctx.progress.stage(f"{tier.name}: distilling a {cand.footprint.params:,}-parameter student")
         trained = _fit(ctx, cand.model, learn, cfg.seed, f"distil {tier.name}")
         trained, generations = _born_again(ctx, tier, cand.model, learn, trained)
+        alone = _labels_only(ctx, tier, cand.model) if tier.compare else None
         path = ctx.entry.save(ctx.prep, trained.model, ctx.rd, folder)
         record = StudentRecord(
             cand.knob, cand.footprint, cand.checks, cand.evaluations, trained.val_score, trained.metric,
             trained.best_epoch, trained.epochs_run, generations,
             {**start.details, **trained.details, "threads": trained.threads.threads, "threads_chosen": trained.threads.how},
+            alone,
         )
         return Made(record, (path,))
 
@@ -140,9 +144,19 @@ def resolve(ctx: Context, tier: TierConfig) -> budgets.ResolvedBudget:
 
 
 def _fit(ctx: Context, model: nn.Module, learn: Lesson, seed: int, bar: str) -> Trained:
-    order = FitOrder(model, ctx.cfg.distill, seed, learn.outputs, learn.reference)
+    order = FitOrder(model, ctx.cfg.distill, seed, learn.outputs, learn.reference, learn.model)
     with ctx.progress.task(bar, ctx.cfg.distill.epochs) as advance:
         return ctx.trainer.fit(ctx.prep.parts, order, lambda e, _n, score: advance(e, f"val {score:.3f}"))
+
+
+def _labels_only(ctx: Context, tier: TierConfig, model: nn.Module) -> float:
+    """The validation score of `model` trained as the tier's student is, but on labels alone."""
+    if ctx.prep.parts.train.labels is None:
+        raise UserError(f"tier {tier.name}: compare trains the student on labels alone, and this data has none: drop compare")
+    ctx.progress.stage(f"{tier.name}: training the same student on labels alone, to compare")
+    order = FitOrder(model, ctx.cfg.distill, ctx.cfg.seed, None, None)
+    with ctx.progress.task(f"labels only {tier.name}", ctx.cfg.distill.epochs) as advance:
+        return ctx.trainer.fit(ctx.prep.parts, order, lambda e, _n, score: advance(e, f"val {score:.3f}")).val_score
 
 
 def _born_again(ctx: Context, tier: TierConfig, architecture: nn.Module, learn: Lesson, first: Trained) -> tuple[Trained, tuple[float, ...]]:
@@ -159,7 +173,8 @@ def _born_again(ctx: Context, tier: TierConfig, architecture: nn.Module, learn: 
         for module in fresh.modules():
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
-        before = Lesson(None, TeacherOutputs(ctx.entry.predict(results[-1].model, ctx.prep.parts.train)), learn.reference, "")
+        previous = results[-1].model
+        before = Lesson(previous, TeacherOutputs(ctx.entry.predict(previous, ctx.prep.parts.train)), learn.reference, "")
         ctx.progress.stage(f"{tier.name}: generation {generation} of {tier.generations}, distilled from generation {generation - 1}")
         results.append(_fit(ctx, fresh, before, seed, f"distil {tier.name} gen {generation}"))
     best = max(results, key=lambda r: r.val_score)
