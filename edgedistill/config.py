@@ -111,6 +111,11 @@ class TierConfig(_Section):
         description="Self-distillation: each generation after the first is the same architecture, re-initialised "
         "and distilled from the one before; the best by validation accuracy is kept.",
     )
+    compare: bool = Field(
+        False,
+        description="Also train this tier's student on labels alone (same start, seed and settings, no teacher) and "
+        "report its score beside the distilled one: what distillation gained.",
+    )
 
     @field_validator("teacher")
     @classmethod

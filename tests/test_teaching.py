@@ -184,3 +184,16 @@ def test_teacher_outputs_with_nan_are_refused_but_unanswered_rows_are_not():
     features = {"features.2": np.full((4, 2), np.inf, np.float32)}
     with pytest.raises(UserError, match=r"of its layer 'features.2'"):
         teaching.check_finite(cfg, TeacherOutputs(np.zeros((4, 3), np.float32), features))
+
+
+def test_a_tier_that_compares_reports_its_student_trained_on_labels_alone(tmp_path):
+    config = tiny_run_config()
+    config["tiers"][1]["compare"] = True
+    report = pipeline.run(parse_config(config, "test"), tmp_path / "run").report
+    half, quarter = report.students
+    assert "labels_only" not in half.distill
+    assert 0.0 <= quarter.distill["labels_only"] <= 1.0
+    md = (tmp_path / "run" / "report.md").read_text()
+    training = md.split("## Training")[1].split("##")[0]
+    gain = 100 * (quarter.metrics["accuracy"] - quarter.distill["labels_only"])
+    assert f"({gain:+.2f} pt)" in training

@@ -11,8 +11,8 @@ import io
 from collections.abc import Sequence
 
 from edgedistill.report.rows import (
-    BUDGET_HEADER, COLUMNS, NOISY_MARK, artifact_notes, budget_rows, headers, marked_noisy, noisy_note, score_change,
-    summary_rows,
+    BUDGET_HEADER, COLUMNS, NOISY_MARK, TRAINING_HEADER, artifact_notes, budget_rows, headers, marked_noisy, noisy_note,
+    score_change, summary_rows, training_rows,
 )
 from edgedistill.report.schema import Artifact, Latency, Report, Student
 
@@ -46,6 +46,7 @@ def render(report: Report) -> str:
         _section("summary", "Summary", _summary(report)),
         _section("plots", "Plots", _plots(report)),
         _section("budgets", "Budgets", _budgets(report)),
+        _section("training", "Training", _table(TRAINING_HEADER, training_rows(report))),
         _section("latency", "Latency by target", _latencies(report)),
         _section("quantization", "Quantization", _quantization(report)),
         _section("targets", "Target artifacts", _targets(report)),

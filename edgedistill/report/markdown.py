@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from edgedistill.report.rows import (
-    BUDGET_HEADER, COLUMNS, NOISY_MARK, artifact_notes, budget_rows, headers, marked_noisy, noisy_note, score_change,
-    summary_rows,
+    BUDGET_HEADER, COLUMNS, NOISY_MARK, TRAINING_HEADER, artifact_notes, budget_rows, headers, marked_noisy, noisy_note,
+    score_change, summary_rows, training_rows,
 )
 from edgedistill.report.schema import Report
 
@@ -29,6 +29,10 @@ def render(report: Report) -> str:
                 for r in budget_rows(report)
             ],
         ),
+        "",
+        "## Training",
+        "",
+        *_table(TRAINING_HEADER, training_rows(report)),
         "",
         "## Quantization",
         "",

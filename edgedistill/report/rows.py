@@ -208,3 +208,28 @@ def _si(n: float) -> str:
         if n >= scale:
             return f"{n / scale:.2f}{unit}"
     return f"{n:.0f}"
+
+
+TRAINING_HEADER = ("student", "learned from", "epochs (best / run)", "threads", "augmentation", "teacher outputs", "labels only → distilled")
+
+
+def training_rows(report: Report) -> list[tuple[str, ...]]:
+    """How each student was trained, and (where its tier compared) what distillation gained over
+    the same student trained on labels alone."""
+    rows = []
+    for s in report.students:
+        d = s.distill
+        online = f"{d['teacher_outputs']} ({d['teacher_online_s']:.1f} s)" if "teacher_online_s" in d else d.get("teacher_outputs", "-")
+        rows.append((
+            s.name, d.get("teacher", "teacher"), f"{d.get('best_epoch', '-')} / {d.get('epochs_run', '-')}",
+            str(d.get("threads", "-")), d.get("augment", "none"), online,
+            _gained(d.get("labels_only"), s.metrics),
+        ))
+    return rows
+
+
+def _gained(alone: float | None, metrics: dict[str, float]) -> str:
+    if alone is None:
+        return "-"
+    metric = next(iter(metrics))
+    return f"{quality({metric: alone})} → {quality({metric: metrics[metric]})} ({100 * (metrics[metric] - alone):+.2f} pt)"
