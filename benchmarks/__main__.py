@@ -24,6 +24,8 @@ FIGURES = (
     "scaling",
     "chain_vs_direct",
     "threads",
+    "data_free",
+    "condense",
 )
 SUITE_HEADING = "## Suite run"
 

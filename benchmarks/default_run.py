@@ -24,14 +24,16 @@ import numpy as np
 import torch
 
 from benchmarks.compare import interleaved
-from benchmarks.fixtures import TRAIN_THREADS, example, torch_threads
+from benchmarks.fixtures import TRAIN_THREADS, torch_threads
 from benchmarks.results import Figure, cores, main, table
 from edgedistill.compress.distill import TeacherOutputs, fit
 from edgedistill.data.arrays import load_arrays, split
+from edgedistill.cli import DEFAULT_EXAMPLE
+from edgedistill.config import RunConfig, load_config
 from edgedistill.examples.digits import config_path
 from edgedistill.teachers import load_teacher
 
-HEADING = "## 5. The default run: `edgedistill run` on the digits example"
+HEADING = "## 5. The default run: `edgedistill run` on the default example (sensor-digits)"
 STAGE_MARK = "• "  # how the CLI prints a stage line when its output is not a terminal
 ROUNDS, QUICK_ROUNDS = 5, 2  # side-by-side rounds of the cache's saving
 QUICK_EPOCHS = 2  # quick mode runs the example with this many teacher and student epochs
@@ -137,7 +139,7 @@ def teacher_shares(out: Path, tiers: list[str], rounds: int) -> dict[str, float]
     no grad, in distillation batches: what a loop without the cache adds to every epoch) over the
     time of one distillation epoch with the cache (`fit` for one epoch), timed side by side in
     interleaved rounds on the run's own teacher, students and cached outputs."""
-    cfg = example()
+    cfg = default_example()
     x, y, classes = load_arrays(cfg.data.source)
     s = split(x, y, classes, cfg.data.source, cfg.data.val_fraction, cfg.data.calib_fraction, cfg.seed)
     teacher = load_teacher(cfg.teacher)
@@ -169,12 +171,18 @@ def teacher_shares(out: Path, tiers: list[str], rounds: int) -> dict[str, float]
     return shares
 
 
-def training_config(folder: Path, name: str, training: dict[str, int]) -> Path:
-    """The example's config written to `folder/<name>.toml` with `training`'s settings in both its
-    teacher training and its distillation."""
+def default_example() -> RunConfig:
+    """The config `edgedistill run` runs with no arguments, training here at TRAIN_THREADS (as the other figures)."""
+    cfg = load_config(config_path(DEFAULT_EXAMPLE))
+    return cfg.model_copy(update={s: getattr(cfg, s).model_copy(update={"threads": TRAIN_THREADS}) for s in ("distill", "teacher_training")})
+
+
+def training_config(folder: Path, name: str, training: dict[str, int], example_name: str = DEFAULT_EXAMPLE) -> Path:
+    """A built-in example's config written to `folder/<name>.toml` with `training`'s settings in
+    both its teacher training and its distillation."""
     import tomli_w
 
-    raw = tomllib.loads(config_path("digits").read_text())
+    raw = tomllib.loads(config_path(example_name).read_text())
     for section in ("teacher_training", "distill"):
         raw.setdefault(section, {}).update(training)
     path = folder / f"{name}.toml"
@@ -188,7 +196,7 @@ def quick_config(folder: Path) -> Path:
 
 
 def run(quick: bool = False) -> str:
-    cfg = example()
+    cfg = default_example()
     tiers = {t.name for t in cfg.tiers}
     with tempfile.TemporaryDirectory(prefix="edgedistill-default-run-") as tmp:
         out = Path(tmp) / "run"
@@ -226,9 +234,9 @@ def _section(
     ]
     saving = 1 - cached / no_cache if no_cache else float("nan")
     return "\n".join([
-        "What: `python -m edgedistill run --out <fresh temp dir>` with no config (the digits example: train the "
-        f"teacher, then {len(tiers)} pruned students searched, distilled, exported, quantized, built for every "
-        "target and measured), started as a user starts it, then the same command again (it resumes).",
+        f"What: `python -m edgedistill run --out <fresh temp dir>` with no config (the {DEFAULT_EXAMPLE} example: train the "
+        f"teacher, then {len(tiers)} pruned students searched, distilled (the smallest also trained on labels alone, "
+        "to compare), exported, quantized, built for every target and measured), started as a user starts it, then the same command again (it resumes).",
         "",
         "How: one subprocess each, with unbuffered output; wall time from start to exit; peak memory is the "
         "child's own resident-set high-water mark (VmHWM in /proc, polled every 50 ms; `os.wait4`'s ru_maxrss "

@@ -19,9 +19,10 @@ import torch
 from sklearn.datasets import make_classification
 from torch import nn
 
-from benchmarks.fixtures import TRAIN_THREADS, Split, example, torch_threads
+from benchmarks.fixtures import HELD_OUT_FRACTION, TRAIN_THREADS, Split, example, torch_threads
 from edgedistill.compress.distill import fit
-from edgedistill.data.arrays import Dataset, split
+from edgedistill.data.arrays import Dataset, load_arrays, split
+from edgedistill.teachers import load_teacher
 
 
 @dataclass(frozen=True)
@@ -90,3 +91,21 @@ def teacher() -> nn.Module:
     model = MLP(TASK.features, TASK.teacher_hidden, TASK.classes)
     with torch_threads(TRAIN_THREADS):
         return fit(model, data.train, data.val, cfg.teacher_training, cfg.seed).model
+
+
+@functools.cache
+def sensor() -> Split:
+    """The built-in sensor-digits source (the default example's data), split like the digits."""
+    cfg = example()
+    x, y, classes = load_arrays("sensor-digits")
+    s = split(x, y, classes, "sensor-digits", cfg.data.val_fraction, HELD_OUT_FRACTION, cfg.seed)
+    return Split(s.train, s.val, s.calib, s.num_classes)
+
+
+@functools.cache
+def sensor_teacher() -> nn.Module:
+    """The example's CNN teacher trained on the sensor digits with the example's teacher training."""
+    cfg, data = example(), sensor()
+    torch.manual_seed(cfg.seed)
+    with torch_threads(TRAIN_THREADS):
+        return fit(load_teacher(cfg.teacher), data.train, data.val, cfg.teacher_training, cfg.seed).model

@@ -39,7 +39,7 @@ class Timed:
 def config(folder: Path, threads: int | None, quick: bool) -> Path:
     """The example's config with training at `threads` (None: every core, as torch defaults)."""
     training = {"threads": cores() if threads is None else threads, **({"epochs": QUICK_EPOCHS} if quick else {})}
-    return training_config(folder, f"threads-{threads}", training)
+    return training_config(folder, f"threads-{threads}", training, "digits")
 
 
 def hogs(n: int) -> list[subprocess.Popen]:

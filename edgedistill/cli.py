@@ -59,7 +59,8 @@ app = typer.Typer(
 console = Console(stderr=False)
 err_console = Console(stderr=True)
 
-EXAMPLES = ("digits", "minilm")
+EXAMPLES = ("sensor-digits", "digits", "minilm")
+DEFAULT_EXAMPLE = EXAMPLES[0]
 
 
 class RichProgress(Progress):
@@ -102,7 +103,7 @@ def _main(
 @app.command()
 def run(
     config: Annotated[Optional[Path], typer.Argument(metavar="CONFIG", help="Run config (TOML). Without it, the built-in example runs.", show_default=False)] = None,
-    example: Annotated[Optional[str], typer.Option(help=f"Built-in example to run: {', '.join(EXAMPLES)} (default digits when no CONFIG).")] = None,
+    example: Annotated[Optional[str], typer.Option(help=f"Built-in example to run: {', '.join(EXAMPLES)} (default {DEFAULT_EXAMPLE} when no CONFIG).")] = None,
     teacher: Annotated[Optional[Path], typer.Option(help="Teacher file overriding the config's (.onnx, .pt2 or recorded .npz); the data and tiers stay. The run is named <name>-<file stem>.", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/<name>). A rerun there resumes finished stages.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo every stage instead of resuming; files are overwritten.")] = False,
@@ -125,16 +126,13 @@ def run(
         if config is not None and example is not None:
             raise UserError("give a CONFIG file or --example, not both")
         if config is None:
-            name = example or "digits"
+            name = example or DEFAULT_EXAMPLE
             if name not in EXAMPLES:
                 raise UserError(f"unknown example {name!r}: choose one of {', '.join(EXAMPLES)}")
             config, folder = config_path(name), Path(".")
         else:
             folder = config.parent
-        # As `python script.py` would: factories resolve from the config's folder and the current one.
-        for place in (Path.cwd(), folder.resolve()):
-            if str(place) not in sys.path:
-                sys.path.insert(0, str(place))
+        _importable(folder)
         cfg = load_config(config)
         if teacher is not None:
             cfg = with_teacher(cfg, teacher)
@@ -349,6 +347,81 @@ def calibrate(
         )
 
 
+@app.command()
+def condense(
+    out: Annotated[Path, typer.Option(metavar="PATH.npz", help="The .npz to write (x, y, classes), in an existing folder; an earlier condensed set there is replaced, any other file refused.", show_default=False)],
+    config: Annotated[Optional[Path], typer.Argument(metavar="CONFIG", help=f"Run config (TOML): its data, split as `edgedistill run` splits it, and its teacher's architecture. Without it, the built-in {DEFAULT_EXAMPLE} example.", show_default=False)] = None,
+    per_class: Annotated[int, typer.Option("--per-class", metavar="K", help="Synthetic samples per class.")] = 10,
+    iterations: Annotated[Optional[int], typer.Option(metavar="N", help="Optimisation steps, each under a freshly initialised network (default 100).", show_default=False)] = None,
+    score: Annotated[bool, typer.Option("--score/--no-score", help="Then train the teacher's architecture from scratch on the condensed set, on a random real subset of its size and on the whole training split, with the config's teacher_training settings, and print their validation accuracies.")] = True,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
+) -> None:
+    """Condense the config's training split into K synthetic inputs per class (distribution matching)."""
+    from pydantic import ValidationError
+
+    from edgedistill.compress import condense as dm
+    from edgedistill.config import describe, load_config
+    from edgedistill.errors import UserError
+    from edgedistill.examples.digits import config_path
+
+    with _errors(debug):
+        _check_npz_out(out)
+        options = {"per_class": per_class} | ({"iterations": iterations} if iterations is not None else {})
+        try:
+            how = dm.CondenseConfig(**options)
+        except ValidationError as exc:
+            field = str(exc.errors()[0]["loc"][0])  # said as the flag that set it: per_class is --per-class
+            raise UserError("--" + field.replace("_", "-") + describe(exc).removeprefix(field)) from exc
+        _importable(config.parent if config is not None else Path("."))
+        cfg = load_config(config or config_path(DEFAULT_EXAMPLE))
+        architecture = dm.architecture_of(cfg.teacher)
+        splits = dm.load_splits(cfg)
+        console.print(
+            f"[bold]edgedistill condense[/] {escape(cfg.name)}: {len(splits.train):,} training samples of "
+            f"{len(splits.classes)} classes → {how.per_class} per class"
+        )
+        progress = RichProgress()
+        with progress.task("condensing", how.iterations) as advance:
+            condensed = dm.condense(architecture, splits.train, splits.classes, how, cfg.seed, lambda done, _total: advance(done, ""))
+        dm.save(condensed, out)
+        console.print(
+            f"wrote {out}: {len(condensed):,} samples of shape {tuple(condensed.x.shape[1:])} ({out.stat().st_size:,} bytes) "
+            f"in {condensed.seconds:.0f} s",
+            markup=False, highlight=False, soft_wrap=True,
+        )
+        if score:
+            progress.stage(f"scoring: training {cfg.teacher.source} from scratch on each set")
+            s = dm.score(architecture, condensed, splits.train, splits.val, cfg.teacher_training, cfg.seed)
+            console.print(f"validation accuracy ({len(splits.val):,} samples) after training on:", markup=False)
+            for label, value in ((f"the condensed set ({s.samples:,})", s.condensed),
+                                 (f"a random real subset ({s.samples:,})", s.random),
+                                 (f"the whole training split ({s.full_samples:,})", s.full)):
+                console.print(f"  {label:<34} {value:7.2%}", markup=False, highlight=False)
+
+
+def _importable(folder: Path) -> None:
+    """As `python script.py` would: a config's factories resolve from its folder and the current one."""
+    for place in (Path.cwd(), folder.resolve()):
+        if str(place) not in sys.path:
+            sys.path.insert(0, str(place))
+
+
+def _check_npz_out(path: Path) -> None:
+    """Refuse, before any work, an --out that is a folder, not a .npz, in no existing folder, or a
+    file other than an earlier condensed set (a dataset of the user's is never overwritten)."""
+    from edgedistill.compress.condense import is_condensed
+    from edgedistill.errors import UserError
+
+    if path.is_dir():
+        raise UserError(f"--out {path} is a folder: give a file path, such as {path / 'condensed.npz'}")
+    if path.suffix != ".npz":
+        raise UserError(f"--out {path} does not end in .npz: a data source is read as a .npz, e.g. {path.with_suffix('.npz')}")
+    if not path.absolute().parent.is_dir():
+        raise UserError(f"--out {path}: {path.absolute().parent} is not an existing folder: create it or give a path in one")
+    if path.exists() and not is_condensed(path):
+        raise UserError(f"--out {path} exists and is not a condensed set: give a new path, or an earlier condense output to replace")
+
+
 # An earlier --json file is small; a larger file is not one, and is not read to find out.
 _JSON_MAX_BYTES = 16 * 1024**2
 
@@ -415,7 +488,7 @@ def _print_lint(results) -> int:
 def _print_table(report, out: Console | None = None) -> None:
     """The run's summary and budgets, fitted to the console's width (80 columns in a log):
     cells that may wrap do, and numbers, names and files never shrink to "…"."""
-    from edgedistill.report.rows import budget_rows, noisy_note
+    from edgedistill.report.rows import budget_rows, distillation_gains, noisy_note
 
     out = out or console
     quality = "cosine to the teacher and neighbour agreement" if report.task == "embedding" else "accuracy"
@@ -433,6 +506,8 @@ def _print_table(report, out: Console | None = None) -> None:
             table.add_row(r.student, r.budget, r.limit, r.value, "yes" if r.ok else "NO", r.source,
                           style=None if r.ok else "red")
         out.print(table)
+    for student, gained in distillation_gains(report):
+        out.print(f"{student}: trained on labels alone → distilled: {gained}", highlight=False, markup=False)
 
 
 def _summary_table(report, title: str) -> Table:

@@ -12,6 +12,8 @@ from edgedistill.compress.budget import Budget, Limit
 from edgedistill.compress.distill import DistillConfig
 from edgedistill.compress.quantize import QuantizeConfig
 from edgedistill.compress.students import Prune, StudentSpec
+from edgedistill.data.arrays import BUILTIN
+from edgedistill.data.synthetic import SynthesisConfig
 from edgedistill.errors import UserError
 from edgedistill.fileio import config_relative
 from edgedistill.teachers import TeacherConfig, parse_teacher
@@ -27,7 +29,7 @@ class DataConfig(_Section):
     source: str = Field(
         "digits",
         validate_default=True,
-        description='"digits" (built in), a .npz file with x and y, or a folder of class folders; for a Hugging Face '
+        description='"digits" or "sensor-digits" (built in), a .npz file with x and y, or a folder of class folders; for a Hugging Face '
         'teacher: "pydoc" (English sentences from Python\'s own documentation), a .txt of lines or a .jsonl.',
     )
     val_fraction: float = Field(0.2, gt=0, lt=1, description="Share of samples held out for validation.")
@@ -38,6 +40,17 @@ class DataConfig(_Section):
     label_column: str | None = Field(None, description="The field of each .jsonl line that holds a class label, if any.")
     max_length: int = Field(128, ge=2, description="Tokens per text at most (longer texts are truncated).")
     max_samples: int | None = Field(None, ge=3, description="Use at most this many texts (a seeded choice).")
+    train: str | None = Field(
+        None,
+        description="A .npz with x and y that the students train on instead of the training split (a condensed set "
+        "from `edgedistill condense`); validation and calibration still come from source, and a teacher the run "
+        "trains still trains on source.",
+    )
+    synthetic: SynthesisConfig | None = Field(
+        None,
+        description="Data-free distillation: training inputs synthesised from the teacher's BatchNorm statistics and "
+        "class outputs (DeepInversion); `synthetic = N` makes N. Validation stays real, to score the students.",
+    )
 
     @field_validator("source")
     @classmethod
@@ -45,9 +58,24 @@ class DataConfig(_Section):
         # The built-in sources are names, not paths.
         return v if v in BUILTIN_SOURCES else config_relative(v, info)
 
+    @field_validator("train")
+    @classmethod
+    def _train(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return None if v is None else config_relative(v, info)
+
+    @field_validator("synthetic", mode="before")
+    @classmethod
+    def _synthetic_count(cls, v: object) -> object:
+        # `synthetic = 2000` reads as the number of inputs; bool is an int in Python, so it is refused first.
+        if isinstance(v, bool):
+            raise ValueError("give a number of inputs (synthetic = 2000) or a table ({samples = 2000, real = 0})")
+        return {"samples": v} if isinstance(v, int) else v
+
     def identity(self) -> dict:
-        """The settings for stage keys, without where a file source lies (its digest stands in)."""
-        dump = self.model_dump(mode="json")
+        """The settings of the source's splits for stage keys, without where a file source lies (its
+        digest stands in); what the students train on instead is keyed where it is made
+        (`data.training_set`), so a change there never retrains the teacher."""
+        dump = self.model_dump(mode="json", exclude={"train", "synthetic"})
         if dump["source"] not in BUILTIN_SOURCES:
             dump["source"] = Path(dump["source"]).suffix or "folder"
         return dump
@@ -71,7 +99,7 @@ class DataConfig(_Section):
         return self
 
 
-BUILTIN_SOURCES = ("digits", "pydoc")
+BUILTIN_SOURCES = (*BUILTIN, "pydoc")
 TIER_PREFIX = "tier:"
 # A run or tier name becomes one folder name: short enough for every filesystem with the files
 # beside it, and never a path of its own.

@@ -59,3 +59,23 @@ def test_phone_and_jetson_artifacts_agree_and_lint_clean(report):
         # TensorRT's int8 comes from the symmetric QDQ model: within a point of fp32 too.
         fp32 = by_kind[("onnx", "fp32")].metrics["accuracy"]
         assert by_kind[("tensorrt", "int8")].metrics["accuracy"] >= fp32 - 0.01
+
+
+def test_the_default_example_is_the_sensor_digits_with_a_tier_that_compares():
+    from edgedistill.cli import DEFAULT_EXAMPLE
+
+    cfg = load_config(config_path(DEFAULT_EXAMPLE))
+    assert DEFAULT_EXAMPLE == "sensor-digits" and cfg.data.source == "sensor-digits"
+    assert [t.compare for t in cfg.tiers] == [False, False, True]
+
+
+@pytest.mark.slow
+def test_the_default_examples_smallest_tier_gains_from_distillation_and_int8_pays_on_this_cpu(tmp_path):
+    from edgedistill.cli import DEFAULT_EXAMPLE
+
+    report = run(load_config(config_path(DEFAULT_EXAMPLE)), tmp_path / "run").report
+    smallest = report.students[-1]
+    assert smallest.metrics["accuracy"] > smallest.distill["labels_only"]
+    assert smallest.distill["labels_only"] < report.teacher.metrics["accuracy"] - 0.01
+    half = {(a.format, a.precision): a for a in report.students[0].artifacts}
+    assert half[("onnx", "int8")].latency["host-cpu"].p50_ms < half[("onnx", "fp32")].latency["host-cpu"].p50_ms

@@ -17,6 +17,7 @@ from edgedistill.compress.distill import fit, predict
 from edgedistill.compress.students import Family, HFShrink, Prune
 from edgedistill.config import ExportConfig, RunConfig, TierConfig
 from edgedistill.data.arrays import Dataset, Splits, load_arrays, split
+from edgedistill.data.training_set import given_train, students_train
 from edgedistill.data.base import EpochProgress, Exported, Feed, Fit, FitOrder, Parts, Prepared, Start, TeacherSide, Trained
 from edgedistill.distributed import World
 from edgedistill.errors import UserError
@@ -36,22 +37,27 @@ class ArrayInputs:
     name = "arrays"
 
     def parts(self, cfg: RunConfig) -> Parts:
-        """The seeded train / validation / calibration splits of the config's data."""
-        return Parts(*_splits(cfg)[0][:3])
+        """The seeded train / validation / calibration splits of the config's data, training on
+        `data.train` where given (synthetic inputs are made by rank 0 alone: refused under torchrun)."""
+        splits = given_train(cfg, _splits(cfg)[0][3])
+        return Parts(splits.train, splits.val, splits.calib)
 
     def prepare(self, cfg: RunConfig, rd: RunDir, progress: Progress, fit: Fit) -> Prepared:
         """Load and split the data, then the teacher (trained first if asked) and its outputs."""
         progress.stage(f"data: {cfg.data.source}")
         (train, val, calib, splits), data_key = _splits(cfg)
-        parts = Parts(train, val, calib)
-        loaded = teaching.load(cfg, rd, splits, data_key, progress, lambda order, p: fit(parts, order, p))
+        source = Parts(train, val, calib)
+        loaded = teaching.load(cfg, rd, splits, data_key, progress, lambda order, p: fit(source, order, p))
+        made = students_train(cfg, rd, splits, data_key, loaded.model, loaded.key, progress)
+        splits, data_key = made.splits, made.key
+        parts = Parts(splits.train, splits.val, splits.calib)
         outputs, info, outputs_key = teaching.outputs(cfg, rd, loaded, splits, data_key, progress)
         teacher = TeacherSide(
             loaded.model, loaded.key, loaded.footprint, outputs, Reference(None, val.y), outputs_key, to_jsonable(info)
         )
         report = {
             "source": cfg.data.source, "input_shape": list(splits.input_shape), "classes": splits.num_classes,
-            "train": len(train), "val": len(val), "calib": len(calib), "seed": cfg.seed,
+            "train": len(parts.train), "val": len(val), "calib": len(parts.calib), "seed": cfg.seed, **made.report,
         }
         if loaded.training is not None:
             report["teacher_training"] = loaded.training

@@ -21,6 +21,7 @@ from edgedistill.config import ExportConfig, RunConfig, TierConfig
 from edgedistill.data.base import EpochProgress, Exported, Feed, Fit, FitOrder, Parts, Prepared, Start, TeacherSide, Trained
 from edgedistill.data.text import Tokenized, load_texts, split_texts, tokenize
 from edgedistill.distributed import World
+from edgedistill.data.arrays import BUILTIN as ARRAY_BUILTIN
 from edgedistill.errors import UserError
 from edgedistill.fileio import file_digest, scratch_dir
 from edgedistill.hf import distill
@@ -61,11 +62,7 @@ class TextInputs:
 
     def prepare(self, cfg: RunConfig, rd: RunDir, progress: Progress, fit: Fit) -> Prepared:
         """Load the teacher's folder, tokenize the texts with its tokenizer, run it once over them."""
-        for section in ("distill", "teacher_training"):
-            if getattr(cfg, section).augment.active:
-                raise UserError(
-                    f"{section}.augment applies to arrays (images, signals, vectors); texts are not augmented: drop [{section}.augment]"
-                )
+        _refuse_array_settings(cfg)
         folder = resolve_folder(cfg.teacher.hf)
         progress.stage(f"teacher: loading the Hugging Face folder {folder}")
         model, tokenizer = load_hf(folder, cfg.teacher.task)
@@ -190,9 +187,20 @@ def resolve_folder(given: str) -> Path:
     raise UserError(f"Hugging Face folder {given!r} does not exist here nor in an installed package{hint}: give the folder holding config.json")
 
 
+def _refuse_array_settings(cfg: RunConfig) -> None:
+    """Settings of array runs that texts have no meaning for, refused in one line before any work."""
+    for section in ("distill", "teacher_training"):
+        if getattr(cfg, section).augment.active:
+            raise UserError(
+                f"{section}.augment applies to arrays (images, signals, vectors); texts are not augmented: drop [{section}.augment]"
+            )
+    if cfg.data.train is not None or cfg.data.synthetic is not None:
+        raise UserError("data.train and data.synthetic apply to arrays (images, signals, vectors), not texts: drop them")
+
+
 def _parts(cfg: RunConfig, tokenizer: object, teacher: HFModel) -> tuple[Parts, str]:
     d = cfg.data
-    if d.source == "digits":
+    if d.source in ARRAY_BUILTIN:
         raise UserError('a Hugging Face teacher needs text: set data.source to "pydoc", a .txt of lines or a .jsonl')
     source = d.source
     label_column = d.label_column if teacher.task.kind == "classification" else None

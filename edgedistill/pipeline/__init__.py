@@ -58,6 +58,9 @@ def run(
     shards when rank 0 trains, and return None.
     """
     world = world or init_world()
+    if world.distributed and cfg.data.synthetic is not None:
+        # Every rank would need the synthetic inputs that rank 0 alone makes.
+        raise UserError("data.synthetic runs in one process: run without torchrun (synthesise once, then train on its data/synthetic.npz with data.train), or drop it")
     entry = inputs_for(cfg.teacher)
     if not world.is_main:
         parts = entry.parts(cfg)

@@ -233,3 +233,8 @@ def _gained(alone: float | None, metrics: dict[str, float]) -> str:
         return "-"
     metric = next(iter(metrics))
     return f"{quality({metric: alone})} → {quality({metric: metrics[metric]})} ({100 * (metrics[metric] - alone):+.2f} pt)"
+
+
+def distillation_gains(report: Report) -> list[tuple[str, str]]:
+    """"labels only → distilled (gain)" of each student whose tier compared the two."""
+    return [(s.name, _gained(s.distill["labels_only"], s.metrics)) for s in report.students if "labels_only" in s.distill]

@@ -38,6 +38,15 @@ def _ids(ds):
     return ds.x[:, 0].astype(int)
 
 
+def test_sensor_digits_are_the_digits_with_the_same_seeded_read_noise_every_time(digits_xy):
+    x, y, classes = load_arrays("sensor-digits")
+    again, _, _ = load_arrays("sensor-digits")
+    clean, labels = digits_xy
+    assert np.array_equal(x, again) and np.array_equal(y, labels) and len(classes) == 10
+    noise = x - clean
+    assert x.dtype == np.float32 and abs(float(noise.std()) - 0.3) < 0.01 and abs(float(noise.mean())) < 0.01
+
+
 def test_split_is_deterministic_for_a_seed_and_differs_for_another(digits):
     y = digits[1]
     a, b, c = _split_ids(y, 0), _split_ids(y, 0), _split_ids(y, 1)

@@ -144,3 +144,16 @@ def test_the_minilm_example_on_a_small_slice(tmp_path):
     assert half.distill["layers"] == 3 and half.within_budget and quarter.within_budget
     assert half.artifacts[0].metrics["cosine"] > 0.8
     assert set(half.artifacts[0].seq_latency) == {"32", "128"}
+
+
+@pytest.mark.parametrize(
+    "extra, said",
+    [
+        ({"distill": {"epochs": 2, "augment": {"mixup": 0.2}}}, r"distill.augment applies to arrays"),
+        ({"data": {"source": "pydoc", "synthetic": 100}}, r"data.train and data.synthetic apply to arrays"),
+    ],
+)
+def test_array_only_settings_are_refused_for_texts_in_one_line(bert_folder, tmp_path, extra, said):
+    with pytest.raises(UserError, match=said):
+        pipeline.run(parse_config(_config(bert_folder, **extra), "test"), tmp_path / "run")
+    assert not (tmp_path / "run" / "teacher").exists()
