@@ -206,26 +206,44 @@ def run(quick: bool = False) -> str:
         resumed = edgedistill_run(out, config)
         report = json.loads((out / "report.json").read_text())
         distil = {s.text.partition(": ")[0]: s.seconds for s in fresh.stages if step(s.text, tiers) == "student: distilling"}
-        rounds = QUICK_ROUNDS if quick else ROUNDS
-        shares = teacher_shares(out, list(distil), rounds)
-    students = [
-        Student(s["name"], distil[s["name"]], s["distill"]["epochs_run"], shares[s["name"]])
+        outputs_s = sum(s.seconds for s in fresh.stages if step(s.text, tiers) == "teacher outputs")
+        if cfg.distill.augment.active:
+            teacher = _online(report, distil, cfg.distill.augment.describe())
+        else:
+            rounds = QUICK_ROUNDS if quick else ROUNDS
+            shares = teacher_shares(out, list(distil), rounds)
+            students = [
+                Student(s["name"], distil[s["name"]], s["distill"]["epochs_run"], shares[s["name"]])
+                for s in report["students"]
+                if s["name"] in distil
+            ]
+            teacher = _cache(students, outputs_s, rounds)
+    return _section(fresh, resumed, tiers, teacher, load)
+
+
+def _online(report: dict, distil: dict[str, float], augment: str) -> tuple[list[str], str]:
+    """The teacher's cost when it runs online on augmented batches: its seconds (the report's
+    `teacher_online_s`) within each student's distillation."""
+    rows = [
+        [s["name"], s["distill"]["epochs_run"], f"{distil[s['name']]:.1f}", f"{s['distill']['teacher_online_s']:.1f}",
+         f"{s['distill']['teacher_online_s'] / distil[s['name']]:.0%}"]
         for s in report["students"]
         if s["name"] in distil
     ]
-    outputs_s = sum(s.seconds for s in fresh.stages if step(s.text, tiers) == "teacher outputs")
-    return _section(fresh, resumed, tiers, students, outputs_s, rounds, load)
+    online = sum(s["distill"]["teacher_online_s"] for s in report["students"] if s["name"] in distil)
+    total = sum(distil.values())
+    lines = [
+        f"The teacher online: the example augments its training batches ({augment}), so the teacher runs on each "
+        "augmented batch the student sees instead of reading cached outputs; the report gives the seconds it ran "
+        "(`distill.teacher_online_s`, timed inside the loop) and the stage lines the distillation's wall time:",
+        "",
+        table(["student", "epochs run", "distil s (in the run)", "teacher online s", "share"], rows),
+    ]
+    return lines, f"The teacher running online took {online:.1f} s of the {total:.1f} s of distillation ({online / total:.0%})."
 
 
-def _section(
-    fresh: Process, resumed: Process, tiers: set[str], students: list[Student], outputs_s: float, rounds: int, load: float
-) -> str:
-    totals: dict[str, float] = defaultdict(float)
-    for s in fresh.stages:
-        totals[step(s.text, tiers)] += s.seconds
-    before_first = fresh.stages[0].start_s if fresh.stages else fresh.wall_s
-    stage_rows = [["start-up (interpreter, imports, config) before the first stage line", f"{before_first:.1f}", f"{before_first / fresh.wall_s:.0%}"]]
-    stage_rows += [[name, f"{sec:.1f}", f"{sec / fresh.wall_s:.0%}"] for name, sec in totals.items()]
+def _cache(students: list[Student], outputs_s: float, rounds: int) -> tuple[list[str], str]:
+    """What the teacher-output cache saves, from the measured teacher shares."""
     cached = sum(s.distil_s for s in students) + outputs_s
     no_cache = sum(s.no_cache_s for s in students)
     cache_rows = [
@@ -233,6 +251,37 @@ def _section(
         for s in students
     ]
     saving = 1 - cached / no_cache if no_cache else float("nan")
+    lines = [
+        "The teacher-output cache: edgedistill runs the teacher once over the training split "
+        f"(`teacher outputs` stage: {outputs_s:.2f} s) and every student reads those logits. Without it, every "
+        "batch of every epoch of every student would run the teacher again. No no-cache loop is run; instead the "
+        "teacher's share is measured side by side: the run's trained teacher forward over the training split "
+        "(eval, no grad, distillation batch size: what each no-cache epoch adds) against one cached distillation "
+        f"epoch of the run's own student (`fit` for one epoch on the run's cached outputs), {rounds} interleaved "
+        f"rounds at {TRAIN_THREADS} torch thread, median ratio. A student's no-cache time is then its measured distillation time x (1 + that "
+        "share): a lower bound, since a second model in the loop also costs memory traffic not counted here.",
+        "",
+        table(["student", "epochs run", "distil s (cached, in the run)", "teacher forward / cached epoch",
+               "distil s without cache (est.)"], cache_rows),
+        "",
+        f"Distillation with the cache: {cached:.1f} s (students + the one teacher pass); without: {no_cache:.1f} s "
+        f"(est.); the cache saves **{saving:.0%}** of distillation time here.",
+    ]
+    verdict = (
+        f"The cache saves {saving:.0%}: a teacher forward over the training split costs "
+        f"{min(s.teacher_share for s in students):.2f}x–{max(s.teacher_share for s in students):.2f}x a student's "
+        "cached epoch (forward, backward, optimizer step and validation)."
+    )
+    return lines, verdict
+
+
+def _section(fresh: Process, resumed: Process, tiers: set[str], teacher: tuple[list[str], str], load: float) -> str:
+    totals: dict[str, float] = defaultdict(float)
+    for s in fresh.stages:
+        totals[step(s.text, tiers)] += s.seconds
+    before_first = fresh.stages[0].start_s if fresh.stages else fresh.wall_s
+    stage_rows = [["start-up (interpreter, imports, config) before the first stage line", f"{before_first:.1f}", f"{before_first / fresh.wall_s:.0%}"]]
+    stage_rows += [[name, f"{sec:.1f}", f"{sec / fresh.wall_s:.0%}"] for name, sec in totals.items()]
     return "\n".join([
         f"What: `python -m edgedistill run --out <fresh temp dir>` with no config (the {DEFAULT_EXAMPLE} example: train the "
         f"teacher, then {len(tiers)} pruned students searched, distilled (the smallest also trained on labels alone, "
@@ -256,29 +305,13 @@ def _section(
         "",
         table(["stage", "seconds", "share"], stage_rows),
         "",
-        "The teacher-output cache: edgedistill runs the teacher once over the training split "
-        f"(`teacher outputs` stage: {outputs_s:.2f} s) and every student reads those logits. Without it, every "
-        "batch of every epoch of every student would run the teacher again. No no-cache loop is run; instead the "
-        "teacher's share is measured side by side: the run's trained teacher forward over the training split "
-        "(eval, no grad, distillation batch size: what each no-cache epoch adds) against one cached distillation "
-        f"epoch of the run's own student (`fit` for one epoch on the run's cached outputs), {rounds} interleaved "
-        f"rounds at {TRAIN_THREADS} torch thread, median ratio. A student's no-cache time is then its measured distillation time x (1 + that "
-        "share): a lower bound, since a second model in the loop also costs memory traffic not counted here.",
-        "",
-        table(["student", "epochs run", "distil s (cached, in the run)", "teacher forward / cached epoch",
-               "distil s without cache (est.)"], cache_rows),
-        "",
-        f"Distillation with the cache: {cached:.1f} s (students + the one teacher pass); without: {no_cache:.1f} s "
-        f"(est.); the cache saves **{saving:.0%}** of distillation time here.",
+        *teacher[0],
         "",
         f"Verdict: the default run takes {fresh.wall_s:.0f} s and {fresh.max_rss_mib:.0f} MiB peak; a rerun resumes in "
-        f"{resumed.wall_s:.0f} s. The cache saves {saving:.0%}: a teacher forward over the training split costs "
-        f"{min(s.teacher_share for s in students):.2f}x–{max(s.teacher_share for s in students):.2f}x a student's "
-        "cached epoch (forward, backward, optimizer step and validation)."
+        f"{resumed.wall_s:.0f} s. {teacher[1]}"
         + (
-            f" Other work shared the CPU (load average {load:.1f} on {cores()} cores when the run started); the run "
-            "trains at torch's default thread count, which such load slows several times over (figure 6), so "
-            "its training stages took longer than on an idle machine."
+            f" Other work shared the CPU (load average {load:.1f} on {cores()} cores when the run started), so "
+            "its stages took longer than on an idle machine."
             if load > cores() else ""
         ),
     ])

@@ -170,7 +170,8 @@ def _why(row: Row, cfg: DistillConfig) -> str:
         )
     if row.teacher_accuracy - scratch < 0.01:
         return (
-            f"from scratch the student already reaches {scratch:.2%}, within a point of its teacher's "
+            f"from scratch the student already reaches {scratch:.2%}, "
+            f"{'above' if scratch > row.teacher_accuracy else 'within a point of'} its teacher's "
             f"{row.teacher_accuracy:.2%}: there is little left for the teacher to teach"
         )
     teacher_params = row.seeds[0].teacher_params
