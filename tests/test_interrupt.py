@@ -33,6 +33,9 @@ def _run(config: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "edgedistill", "run", str(config), "--out", str(out)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A shell's background job (`pytest &`, nohup) starts with SIGINT ignored, which Python and
+        # this child would inherit: give the child the default, as a terminal's foreground run has.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 

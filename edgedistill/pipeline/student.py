@@ -144,7 +144,9 @@ def resolve(ctx: Context, tier: TierConfig) -> budgets.ResolvedBudget:
 
 
 def _fit(ctx: Context, model: nn.Module, learn: Lesson, seed: int, bar: str) -> Trained:
-    order = FitOrder(model, ctx.cfg.distill, seed, learn.outputs, learn.reference, learn.model)
+    # The teacher as a model travels with the order only when it must run on augmented batches.
+    live = learn.model if ctx.cfg.distill.augment.active else None
+    order = FitOrder(model, ctx.cfg.distill, seed, learn.outputs, learn.reference, live)
     with ctx.progress.task(bar, ctx.cfg.distill.epochs) as advance:
         return ctx.trainer.fit(ctx.prep.parts, order, lambda e, _n, score: advance(e, f"val {score:.3f}"))
 
