@@ -361,6 +361,7 @@ def condense(
 
     from edgedistill.compress import condense as dm
     from edgedistill.config import describe, load_config
+    from edgedistill.data.array_inputs import source_splits
     from edgedistill.errors import UserError
     from edgedistill.examples.digits import config_path
 
@@ -375,7 +376,7 @@ def condense(
         _importable(config.parent if config is not None else Path("."))
         cfg = load_config(config or config_path(DEFAULT_EXAMPLE))
         architecture = dm.architecture_of(cfg.teacher)
-        splits = dm.load_splits(cfg)
+        splits = source_splits(cfg)
         console.print(
             f"[bold]edgedistill condense[/] {escape(cfg.name)}: {len(splits.train):,} training samples of "
             f"{len(splits.classes)} classes → {how.per_class} per class"

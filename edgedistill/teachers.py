@@ -298,12 +298,9 @@ class OnnxTeacher(nn.Module):
             )
         return torch.from_numpy(run_batched(self.session, x, self.fixed_batch or 256))
 
-    def __deepcopy__(self, memo: dict) -> "OnnxTeacher":
-        # An onnxruntime session cannot be copied; a new one on the same file is the same teacher.
-        return OnnxTeacher(self.path)
-
     def __reduce__(self) -> tuple:
-        # Nor pickled (torchrun sends a training order to every rank): the file stands for it.
+        # An onnxruntime session can be neither copied nor pickled (torchrun sends a training order
+        # to every rank): a new one on the same file is the same teacher, for deepcopy and pickle alike.
         return (OnnxTeacher, (self.path,))
 
 

@@ -214,6 +214,21 @@ def test_an_onnx_teacher_runs_with_its_size_from_the_graph(tmp_path, digits_xy):
     assert fp.macs > 0
 
 
+def test_an_onnx_teacher_deep_copies_and_pickles_as_a_new_session_on_its_file(tmp_path, digits_xy):
+    import copy
+    import pickle
+
+    from edgedistill.export.onnx import export_onnx
+
+    x, _ = digits_xy
+    path = export_onnx(tiny_cnn(), x[:2], x[:8], tmp_path / "t.onnx").path
+    teacher = load_teacher(parse_teacher(str(path)))
+    inputs = torch.from_numpy(x[:5])
+    for other in (copy.deepcopy(teacher), pickle.loads(pickle.dumps(teacher))):
+        assert other.path == teacher.path and other.session is not teacher.session
+        assert torch.equal(other(inputs), teacher(inputs))
+
+
 def test_recorded_and_query_teachers_cannot_be_run_on_new_inputs():
     with pytest.raises(UserError, match="cannot be run on new inputs"):
         load_teacher(parse_teacher("outputs.npz"))

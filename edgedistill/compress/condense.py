@@ -22,8 +22,7 @@ from torch import nn
 
 from edgedistill.compress.budget import measure
 from edgedistill.compress.distill import DistillConfig, accuracy, fit, predict
-from edgedistill.config import RunConfig
-from edgedistill.data.arrays import Dataset, Splits, load_arrays, split
+from edgedistill.data.arrays import Dataset
 from edgedistill.errors import UserError
 from edgedistill.fileio import atomic_path
 from edgedistill.teachers import FactoryTeacher, TeacherConfig, load_teacher
@@ -298,10 +297,3 @@ def architecture_of(teacher: TeacherConfig) -> Architecture:
     untrained = teacher.model_copy(update={"weights": None})
     load_teacher(untrained)  # an import or a factory that fails says so now, before any data is read
     return lambda: load_teacher(untrained)
-
-
-def load_splits(cfg: RunConfig) -> Splits:
-    """The config's data split as `edgedistill run` splits it (same source, fractions and seed)."""
-    d = cfg.data
-    x, y, classes = load_arrays(d.source, d.image_size, d.channels)
-    return split(x, y, classes, d.source, d.val_fraction, d.calib_fraction, cfg.seed)

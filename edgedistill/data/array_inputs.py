@@ -39,25 +39,25 @@ class ArrayInputs:
     def parts(self, cfg: RunConfig) -> Parts:
         """The seeded train / validation / calibration splits of the config's data, training on
         `data.train` where given (synthetic inputs are made by rank 0 alone: refused under torchrun)."""
-        splits = given_train(cfg, _splits(cfg)[0][3])
+        splits = given_train(cfg, source_splits(cfg))
         return Parts(splits.train, splits.val, splits.calib)
 
     def prepare(self, cfg: RunConfig, rd: RunDir, progress: Progress, fit: Fit) -> Prepared:
         """Load and split the data, then the teacher (trained first if asked) and its outputs."""
         progress.stage(f"data: {cfg.data.source}")
-        (train, val, calib, splits), data_key = _splits(cfg)
-        source = Parts(train, val, calib)
+        splits, data_key = source_splits(cfg), _data_key(cfg)
+        source = Parts(splits.train, splits.val, splits.calib)
         loaded = teaching.load(cfg, rd, splits, data_key, progress, lambda order, p: fit(source, order, p))
         made = students_train(cfg, rd, splits, data_key, loaded.model, loaded.key, progress)
         splits, data_key = made.splits, made.key
         parts = Parts(splits.train, splits.val, splits.calib)
         outputs, info, outputs_key = teaching.outputs(cfg, rd, loaded, splits, data_key, progress)
         teacher = TeacherSide(
-            loaded.model, loaded.key, loaded.footprint, outputs, Reference(None, val.y), outputs_key, to_jsonable(info)
+            loaded.model, loaded.key, loaded.footprint, outputs, Reference(None, parts.val.y), outputs_key, to_jsonable(info)
         )
         report = {
             "source": cfg.data.source, "input_shape": list(splits.input_shape), "classes": splits.num_classes,
-            "train": len(parts.train), "val": len(val), "calib": len(parts.calib), "seed": cfg.seed, **made.report,
+            "train": len(parts.train), "val": len(parts.val), "calib": len(parts.calib), "seed": cfg.seed, **made.report,
         }
         if loaded.training is not None:
             report["teacher_training"] = loaded.training
@@ -127,12 +127,17 @@ class ArrayInputs:
         return torch.load(rd.path(f"{folder}/student.pt"), weights_only=False)
 
 
-def _splits(cfg: RunConfig) -> tuple[tuple[Dataset, Dataset, Dataset, Splits], str]:
-    """The seeded splits of the config's data, and their key for the stages that use them."""
+def source_splits(cfg: RunConfig) -> Splits:
+    """The config's data source split with its fractions and seed: what `edgedistill run` splits
+    (and `edgedistill condense` condenses)."""
     d = cfg.data
     x, y, classes = load_arrays(d.source, d.image_size, d.channels)
-    splits = split(x, y, classes, d.source, d.val_fraction, d.calib_fraction, cfg.seed)
-    return (splits.train, splits.val, splits.calib, splits), input_key(d.identity(), cfg.seed, file_digest(Path(d.source)))
+    return split(x, y, classes, d.source, d.val_fraction, d.calib_fraction, cfg.seed)
+
+
+def _data_key(cfg: RunConfig) -> str:
+    """The key of the source's splits for the stages that use them: settings, seed, content."""
+    return input_key(cfg.data.identity(), cfg.seed, file_digest(Path(cfg.data.source)))
 
 
 ARRAYS = ArrayInputs()
