@@ -10,9 +10,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -139,10 +137,11 @@ class Seed:
     teacher_accuracy: float
 
 
-def _one_seed(index: int, seed: int, cfg: DistillConfig, steps: int) -> Seed:
+def _one_seed(index: int, seed: int, cfg: DistillConfig, quick: bool) -> Seed:
     """Case CASES[index] at one seed: its students distilled on real, synthetic and noise inputs
     (in a worker process: cases are picked by index, their lambdas do not pickle)."""
     case = CASES[index]
+    steps = QUICK_STEPS if quick else case.steps
     data, teacher = case.data(), case.teacher()
     shape = data.train.x.shape[1:]
     # The one thing taken from real data: per-channel mean, std and range of the validation inputs.
@@ -165,14 +164,8 @@ def _one_seed(index: int, seed: int, cfg: DistillConfig, steps: int) -> Seed:
 
 def measure_all(seeds: range, cfg: DistillConfig, quick: bool) -> tuple[list[Row], list[tuple[Case, Made]]]:
     """Every case at every seed, spread over one worker process per core."""
-    jobs = [(i, seed) for i in range(len(CASES)) for seed in seeds]
-    steps = [QUICK_STEPS if quick else CASES[i].steps for i, _ in jobs]
-    # spawn, not fork: a forked torch may hang on the OpenMP pool its parent started.
-    with ProcessPoolExecutor(min(cores(), len(jobs)), multiprocessing.get_context("spawn")) as pool:
-        done = list(pool.map(_one_seed, *zip(*jobs), [cfg] * len(jobs), steps))
     rows, made = [], []
-    for i, case in enumerate(CASES):
-        per_seed = [d for (j, _), d in zip(jobs, done) if j == i]
+    for case, per_seed in zip(CASES, fixtures.parallel_seeds(_one_seed, len(CASES), seeds, cfg, quick)):
         for name, make in case.students:
             arms = (tuple(d.accuracy[name][arm] for d in per_seed) for arm in ("real", "synthetic", "noise"))
             rows.append(Row(case, name, sum(p.numel() for p in make().parameters()), per_seed[0].teacher_accuracy, *arms))

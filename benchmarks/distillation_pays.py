@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import functools
 import math
-import multiprocessing
 import statistics
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -138,13 +136,8 @@ def _outputs(case_index: int):
 
 def measure_all(seeds: range, cfg: DistillConfig) -> list[Row]:
     """Every case at every seed, spread over one worker process per core."""
-    jobs = [(i, seed) for i in range(len(CASES)) for seed in seeds]
-    # spawn, not fork: a forked torch may hang on the OpenMP pool its parent started.
-    with ProcessPoolExecutor(min(cores(), len(jobs)), multiprocessing.get_context("spawn")) as pool:
-        done = list(pool.map(_one_seed, *zip(*jobs), [cfg] * len(jobs)))
     rows = []
-    for i, case in enumerate(CASES):
-        per_seed = tuple(d for (j, _), d in zip(jobs, done) if j == i)
+    for case, per_seed in zip(CASES, fixtures.parallel_seeds(_one_seed, len(CASES), seeds, cfg)):
         params = sum(p.numel() for p in case.make().parameters())
         rows.append(Row(case, params, per_seed[0].teacher_accuracy, per_seed))
     return rows

@@ -9,9 +9,13 @@ and the calibration inputs of int8 (which needs inputs apart from the ones it is
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import tempfile
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -25,7 +29,7 @@ from edgedistill.data.arrays import Dataset, load_arrays, split
 from edgedistill.examples.digits import config_path
 from edgedistill.export.onnx import OnnxArtifact, OnnxExport, export_onnx
 from edgedistill.teachers import load_teacher
-from edgedistill.threads import torch_threads
+from edgedistill.threads import cores, torch_threads
 
 # The example's middle tier (<= 20 % of the teacher's parameters): its pruned student is "a digits student".
 STUDENT_TIER = "fifth"
@@ -34,6 +38,7 @@ HELD_OUT_FRACTION = 0.2
 # threads made these small models train several times slower (see the scaling figure), and a fixed
 # count keeps them the same whichever figure asks first.
 TRAIN_THREADS = 1
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -75,21 +80,42 @@ def _tmp() -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix="edgedistill-bench-")
 
 
+def held_out_split(source: str) -> Split:
+    """A built-in source split as the figures split it: the example's validation share and seed,
+    and HELD_OUT_FRACTION held out."""
+    cfg = example()
+    x, y, classes = load_arrays(source)
+    s = split(x, y, classes, source, cfg.data.val_fraction, HELD_OUT_FRACTION, cfg.seed)
+    return Split(s.train, s.val, s.calib, s.num_classes)
+
+
+def trained_teacher(data: Split) -> nn.Module:
+    """The example's teacher factory trained on `data`'s labels with its `teacher_training` and seed."""
+    cfg = example()
+    torch.manual_seed(cfg.seed)  # the factory initialises from the global RNG, as in the pipeline
+    with torch_threads(TRAIN_THREADS):
+        return fit(load_teacher(cfg.teacher), data.train, data.val, cfg.teacher_training, cfg.seed).model
+
+
 @functools.cache
 def digits() -> Split:
-    cfg = example()
-    x, y, classes = load_arrays(cfg.data.source)
-    s = split(x, y, classes, cfg.data.source, cfg.data.val_fraction, HELD_OUT_FRACTION, cfg.seed)
-    return Split(s.train, s.val, s.calib, s.num_classes)
+    return held_out_split(example().data.source)
 
 
 @functools.cache
 def teacher() -> nn.Module:
     """The digits teacher trained on labels with the example's factory, `teacher_training` and seed."""
-    cfg, data = example(), digits()
-    torch.manual_seed(cfg.seed)  # the factory initialises from the global RNG, as in the pipeline
-    with torch_threads(TRAIN_THREADS):
-        return fit(load_teacher(cfg.teacher), data.train, data.val, cfg.teacher_training, cfg.seed).model
+    return trained_teacher(digits())
+
+
+def parallel_seeds(job: Callable[..., T], cases: int, seeds: range, *args: object) -> list[tuple[T, ...]]:
+    """`job(case, seed, *args)` for every case index and seed, in one worker process per core;
+    the results grouped by case, in seed order. Workers are spawned, not forked: a forked torch
+    may hang on the OpenMP pool its parent started."""
+    jobs = [(i, seed) for i in range(cases) for seed in seeds]
+    with ProcessPoolExecutor(min(cores(), len(jobs)), multiprocessing.get_context("spawn")) as pool:
+        done = list(pool.map(job, *zip(*jobs), *([a] * len(jobs) for a in args)))
+    return [tuple(d for (j, _), d in zip(jobs, done) if j == i) for i in range(cases)]
 
 
 @functools.cache

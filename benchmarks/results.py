@@ -20,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 
 from edgedistill.targets.runners.local import cpu_name
+from edgedistill.threads import cores
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 TITLE = "# Benchmark results"
@@ -49,10 +50,6 @@ def cpu_flags() -> tuple[str, ...]:
         return ()
     flags = set(re.search(r"^flags\s*:(.*)$", text, re.M).group(1).split()) if "flags" in text else set()
     return tuple(f for f in CPU_FLAGS if f in flags)
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0))
 
 
 def versions() -> str:

@@ -19,10 +19,9 @@ import torch
 from sklearn.datasets import make_classification
 from torch import nn
 
-from benchmarks.fixtures import HELD_OUT_FRACTION, TRAIN_THREADS, Split, example, torch_threads
+from benchmarks.fixtures import TRAIN_THREADS, Split, example, held_out_split, torch_threads, trained_teacher
 from edgedistill.compress.distill import fit
-from edgedistill.data.arrays import Dataset, load_arrays, split
-from edgedistill.teachers import load_teacher
+from edgedistill.data.arrays import Dataset, split
 
 
 @dataclass(frozen=True)
@@ -96,16 +95,10 @@ def teacher() -> nn.Module:
 @functools.cache
 def sensor() -> Split:
     """The built-in sensor-digits source (the default example's data), split like the digits."""
-    cfg = example()
-    x, y, classes = load_arrays("sensor-digits")
-    s = split(x, y, classes, "sensor-digits", cfg.data.val_fraction, HELD_OUT_FRACTION, cfg.seed)
-    return Split(s.train, s.val, s.calib, s.num_classes)
+    return held_out_split("sensor-digits")
 
 
 @functools.cache
 def sensor_teacher() -> nn.Module:
     """The example's CNN teacher trained on the sensor digits with the example's teacher training."""
-    cfg, data = example(), sensor()
-    torch.manual_seed(cfg.seed)
-    with torch_threads(TRAIN_THREADS):
-        return fit(load_teacher(cfg.teacher), data.train, data.val, cfg.teacher_training, cfg.seed).model
+    return trained_teacher(sensor())
