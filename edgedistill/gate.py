@@ -2,8 +2,8 @@
 
 Every value judged is recomputed from the student's own figures in the report, by the rule the run
 judged it by (`pipeline.entries.checks`): params, MACs and peak memory as measured in PyTorch, bytes
-on the largest file at the budget's precision, latency on the deciding p50 of the artifacts
-(`schema.deciding_latency`). The tier's budgets and those given on the command line go through that
+on the largest file a target deploys, latency on the p50 of the file deployed on the target
+(`schema.largest_file`, `schema.deciding_latency`). The tier's budgets and those given on the command line go through that
 one path; only the limit differs. The report's own check of a budget is compared with what the run
 would have written from the figures: where they disagree the report was edited or damaged, and the
 budget is broken whatever the figures say. An artifact that failed its parity check, and a report
@@ -473,7 +473,8 @@ def figure(student: schema.Student, name: str) -> Figure:
 
 
 def _bytes_figure(student: schema.Student) -> Figure:
-    """Bytes at the budget's precision, judged, as the run judges them, on the largest such file.
+    """Bytes judged as the run judges them: on the largest file a target deploys (or, in a report
+    without deployment choices, the largest file at the budget's precision).
 
     Without one (none made at that precision, or only TensorRT engines, sized on the device) the
     run judged the search's figure: the weights' estimate, or a probe file's size that the report
@@ -483,7 +484,7 @@ def _bytes_figure(student: schema.Student) -> Figure:
     precision = student.budget.get("precision", _DEFAULT_PRECISION)
     deployed = schema.largest_file(student.artifacts, precision)
     if deployed is not None:
-        return Figure(float(deployed.bytes), f"largest {precision} file: {deployed.path}")
+        return Figure(float(deployed.bytes), schema.file_source(deployed, precision))
     # The student's fp32 bytes are 4 a parameter, as `budget.measure` counts them.
     weights = Footprint(student.params, student.macs, 4 * student.params, student.peak_activation_bytes).bytes_at(precision)
     check = next((c for c in student.checks if c.name == "bytes"), None)
@@ -495,8 +496,9 @@ def _bytes_figure(student: schema.Student) -> Figure:
 def latency_figure(student: schema.Student, target: str) -> Figure:
     """The p50 a latency budget on `target` is judged on, and where it came from; no value when there is none.
 
-    The rule of the run's check (`schema.deciding_latency`): among the files made for `target`, a
-    measured figure outranks a predicted one, and among equals the fastest file decides.
+    The rule of the run's check (`schema.deciding_latency`): the file deployed on `target`; in a
+    report without deployment choices, a measured figure outranks a predicted one among the files
+    made for `target`, and among equals the fastest file decides.
     """
     deciding = schema.deciding_latency(student.artifacts, target)
     if deciding is None:

@@ -104,7 +104,9 @@ class Budget(BaseModel):
     peak_memory: Limit | None = Field(
         None, description='Peak activation memory at batch 1, fp32: "64KiB" or "20%" of the teacher.'
     )
-    precision: Precision = Field("int8", description="Deployed precision the `bytes` budget is judged at.")
+    precision: Precision = Field(
+        "int8", description="Precision the search sizes the `bytes` budget at; the report judges it on the largest deployed file."
+    )
     latency_ms: dict[str, float] | None = Field(
         None,
         description="Largest p50 latency at batch 1 on each named target, ms: {pixel-8 = 4.0}. "

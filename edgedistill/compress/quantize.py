@@ -209,11 +209,13 @@ def quantize(
     val_x: Feed,
     max_drop: float = 0.01,
     timing_runs: int = 50,
+    reference: float | None = None,
 ) -> QuantResult:
     """Quantize `fp32_path` with each method and write the best model to `out`.
 
     `score(outputs on val_x)` is higher-is-better (e.g. accuracy as a fraction). The fastest
-    method (batch-1 p50) whose score drop is within `max_drop` wins. When none holds, the most
+    method (batch-1 p50) whose score drop is within `max_drop` wins; the drop is from `reference`
+    (default the score of `fp32_path` itself: QAT passes the score of the student before it). When none holds, the most
     accurate method is re-quantized with its most sensitive weighted nodes kept in float, one
     more at a time, until the drop holds or every one of them is in float.
     """
@@ -226,7 +228,7 @@ def quantize(
         src = _preprocess(Path(fp32_path), workdir / "fp32.onnx")
         fp32_out = run_batched(open_session(src), val_x)
         _check_finite(fp32_path, fp32_out)
-        fp32_score = float(score(fp32_out))
+        fp32_score = float(score(fp32_out)) if reference is None else reference
         # Numbered paths: two configs of one technique (e.g. two calibrations) must not collide.
         paths = [
             _run(method, QuantJob(src, workdir / f"{i}-{method.name}.onnx", calib_x, workdir))
@@ -410,6 +412,27 @@ class QuantizeConfig(BaseModel):
     max_accuracy_drop: float = Field(
         0.01, ge=0, description="Largest accuracy loss against fp32 (0.01 = 1 point) before layers stay in float."
     )
+    qat: bool | None = Field(
+        None,
+        description="Quantization-aware training with the teacher: None (default) when post-training int8 loses more "
+        "than max_accuracy_drop or needs layers kept in float; true always; false never. The better int8 ships.",
+    )
+    qat_epochs: int = Field(10, ge=1, description="Most epochs of quantization-aware training (early stopping as in distill).")
+    qat_lr: float | None = Field(
+        None, gt=0, description="Learning rate of quantization-aware training; default a tenth of distill.lr."
+    )
+
+    def wants_qat(self, post_training: QuantResult) -> bool:
+        """Whether to train with int8 in the loop after `post_training` int8 gave this result."""
+        if self.qat is not None:
+            return self.qat
+        return bool(post_training.kept_float) or post_training.fp32_score - post_training.score > self.max_accuracy_drop
+
+    def static_for(self, post_training: QuantResult, path: Path) -> Int8Static:
+        """The static method QAT emulates: the one post-training chose when static, else int8-static."""
+        static = [m for m in self.methods_for(path) if isinstance(m, Int8Static)]
+        chosen = [m for m in static if m.name == post_training.method]
+        return (chosen or static or [Int8Static(per_channel=self.per_channel, calibration_method=self.calibration_method)])[0]
 
     def methods_for(self, path: Path) -> tuple[QuantMethod, ...]:
         """The method configs to try on the fp32 model at `path`."""

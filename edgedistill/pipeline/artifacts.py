@@ -3,6 +3,9 @@ the student's report entry. Each stage is keyed on its inputs and resumes."""
 
 from __future__ import annotations
 
+import dataclasses
+
+from edgedistill.compress import int8_speed
 from edgedistill.compress.quantize import QuantResult, quantize
 from edgedistill.config import TierConfig
 from edgedistill.data.base import Exported
@@ -10,10 +13,12 @@ from edgedistill.export.deploy import Deployment, deploy, wanted
 from edgedistill.export.formats import format_for
 from edgedistill.report import schema
 from edgedistill.rundir import Made, StageId, input_key
-from edgedistill.pipeline import entries
+from edgedistill.pipeline import choice, entries
+from edgedistill.pipeline.qat import with_qat
 from edgedistill.pipeline.context import Context
 from edgedistill.pipeline.sources import Files, scorer, sources
 from edgedistill.pipeline.student import Distilled, Lesson, resolve
+from edgedistill.targets.profile import Target
 
 
 def files(ctx: Context, tier: TierConfig, student: Distilled, learn: Lesson) -> tuple[Files, str]:
@@ -43,8 +48,10 @@ def files(ctx: Context, tier: TierConfig, student: Distilled, learn: Lesson) -> 
         )
         return Made(result, (result.path,))
 
-    q = ctx.rd.stage(StageId("quantize", tier.name), quant_key, QuantResult, int8, ctx.progress, f"{tier.name}: quantized earlier")
-    return Files(fp32, q), input_key(exported_key, ctx.rd.made_key(StageId("quantize", tier.name)))
+    post = ctx.rd.stage(StageId("quantize", tier.name), quant_key, QuantResult, int8, ctx.progress, f"{tier.name}: quantized earlier")
+    key = input_key(exported_key, ctx.rd.made_key(StageId("quantize", tier.name)))
+    shipped, trained, key = with_qat(ctx, tier, student, learn, fp32, post, key)
+    return Files(fp32, shipped, trained), key
 
 
 def deployment(ctx: Context, tier: TierConfig, made: Files, learn: Lesson, key: str) -> tuple[Deployment, str]:
@@ -63,7 +70,8 @@ def deployment(ctx: Context, tier: TierConfig, made: Files, learn: Lesson, key: 
 def measured(ctx: Context, tier: TierConfig, made: Files, dep: Deployment, learn: Lesson, key: str) -> tuple[schema.Artifact, ...]:
     """Every file's entry: scored on the validation split and timed or predicted on its targets."""
     want = wanted(ctx.targets)
-    measure_key = input_key(key, ctx.cfg.measure, ctx.latency.addresses)
+    # "scored": entries carry the task's score since the deployment choice reads it; older ones are redone.
+    measure_key = input_key(key, ctx.cfg.measure, ctx.latency.addresses, "scored")
 
     def make() -> Made[tuple[schema.Artifact, ...]]:
         fp32 = made.fp32
@@ -73,6 +81,8 @@ def measured(ctx: Context, tier: TierConfig, made: Files, dep: Deployment, learn
         if made.int8 is not None:
             specs.append(entries.ArtifactSpec("onnx", "int8", made.int8.path, want.get(("onnx", "int8"), ()), quant=made.int8))
         specs += [entries.deployed(ctx, d, format_for(d.format).runs_here) for d in dep.made]
+        # Every file made from the int8 that QAT decided on carries the record of that decision.
+        specs = [dataclasses.replace(s, qat=made.qat) if made.int8 and s.quant and s.quant.path == made.int8.path else s for s in specs]
         return Made(tuple(entries.artifact(ctx, s, learn.reference) for s in specs))
 
     return ctx.rd.stage(
@@ -85,8 +95,10 @@ def student_entry(ctx: Context, tier: TierConfig, student: Distilled, learn: Les
     """Everything after distillation for one tier, and its report entry."""
     made, key = files(ctx, tier, student, learn)
     dep, key = deployment(ctx, tier, made, learn, key)
-    artifacts = measured(ctx, tier, made, dep, learn, key)
     resolved = resolve(ctx, tier)
+    artifacts, chosen = _deployed(
+        ctx, made, dep, measured(ctx, tier, made, dep, learn, key), student.record.footprint.macs, resolved.limits.get("bytes")
+    )
     checks = entries.checks(student.record.checks, resolved, artifacts)
     r = student.record
     return schema.Student(
@@ -105,4 +117,24 @@ def student_entry(ctx: Context, tier: TierConfig, student: Distilled, learn: Les
         skipped=tuple(
             {"format": s.format, "precision": s.precision, "targets": list(s.targets), "reason": s.reason} for s in dep.skipped
         ),
+        deployed=chosen,
     )
+
+
+def _deployed(
+    ctx: Context, made: Files, dep: Deployment, artifacts: tuple[schema.Artifact, ...], macs: int, max_bytes: float | None
+) -> tuple[tuple[schema.Artifact, ...], tuple[schema.Deployed, ...]]:
+    """Which file each target deploys (`choice.choose`), judged against the fp32 ONNX's score and
+    the tier's bytes budget; where int8 lost on speed, the findings read from the int8 ONNX that
+    file was made from (a TensorRT engine's is the symmetric one) against the fp32 ONNX."""
+    fp32 = next(a for a in artifacts if (a.format, a.precision) == ("onnx", "fp32"))
+    rules = choice.Rules(fp32.score, ctx.cfg.quantize.max_accuracy_drop, ctx.prep.task.quality, max_bytes)
+    onnx_of = {ctx.rd.relative(d.path): d.source for d in dep.made}
+    if made.int8 is not None:
+        onnx_of[ctx.rd.relative(made.int8.path)] = made.int8.path
+
+    def explain(target: Target, int8: schema.Artifact) -> tuple[str, ...]:
+        source = onnx_of.get(int8.path)
+        return () if source is None else int8_speed.explain(source, made.fp32.path, target, macs)
+
+    return choice.choose(artifacts, ctx.targets, rules, explain)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgedistill.compress import budget as budgets
+from edgedistill.compress.qat import QatResult
 from edgedistill.compress.quantize import QuantResult
 from edgedistill.export.deploy import DeployArtifact
 from edgedistill.export.parity import Parity
@@ -35,6 +36,7 @@ class ArtifactSpec:
     evaluated: Path | None = None
     graph: Path | None = None
     runs_here: bool = True
+    qat: QatResult | None = None
 
 
 def artifact(ctx: Context, spec: ArtifactSpec, ref: Reference) -> schema.Artifact:
@@ -50,8 +52,8 @@ def artifact(ctx: Context, spec: ArtifactSpec, ref: Reference) -> schema.Artifac
         notes += (f"tokenizer saved beside it in {ctx.rd.relative(spec.path.parent)}",)
     return schema.Artifact(
         format=spec.format, precision=spec.precision, path=ctx.rd.relative(spec.path), bytes=spec.path.stat().st_size,
-        metrics=ctx.prep.task.metrics(out, ref), parity_max_abs_err=spec.parity.max_abs_err,
-        parity_tolerance=spec.parity.tolerance, passed=spec.parity.passed, latency=latency, quantization=_quantization(spec.quant),
+        metrics=ctx.prep.task.metrics(out, ref), score=ctx.prep.task.score(out, ref), parity_max_abs_err=spec.parity.max_abs_err,
+        parity_tolerance=spec.parity.tolerance, passed=spec.parity.passed, latency=latency, quantization=_quantization(spec.quant, spec.qat),
         targets=spec.targets, lint=spec.lint, build=spec.build, notes=notes, seq_latency=seq_latency,
     )
 
@@ -83,13 +85,25 @@ def _latencies(ctx: Context, spec: ArtifactSpec) -> tuple[dict[str, Latency], di
     return latency, seq_latency
 
 
-def _quantization(q: QuantResult | None) -> schema.QuantizationInfo | None:
+def _quantization(q: QuantResult | None, qat: QatResult | None) -> schema.QuantizationInfo | None:
     if q is None:
         return None
     return schema.QuantizationInfo(
         method=q.method, reason=q.reason, kept_float=q.kept_float, fp32_accuracy=q.fp32_score,
         trials=tuple({"method": t.method, "accuracy": t.score, "p50_ms": t.p50_ms, "bytes": t.bytes} for t in q.trials),
+        qat=None if qat is None else _qat(qat),
     )
+
+
+def _qat(qat: QatResult) -> dict:
+    """Post-training and QAT int8 side by side (fp32 is the entry's `fp32_accuracy`), and which shipped."""
+    return {
+        "shipped": "qat" if qat.shipped else "post-training", "why": qat.why, "method": qat.method,
+        "post_training_accuracy": qat.post_training_score, "post_training_kept_float": list(qat.post_training_kept_float),
+        "qat_accuracy": qat.int8.score, "qat_kept_float": list(qat.int8.kept_float), "qat_path": str(qat.int8.path.name),
+        "trained_accuracy": qat.trained_score, "best_epoch": qat.best_epoch, "epochs_run": qat.epochs_run,
+        "lr": qat.lr, "seconds": qat.seconds,
+    }
 
 
 def deployed(ctx: Context, d: DeployArtifact, runs_here: bool) -> ArtifactSpec:
@@ -109,7 +123,7 @@ def checks(
     searched: tuple[budgets.BudgetCheck, ...], resolved: budgets.ResolvedBudget, artifacts: tuple[schema.Artifact, ...]
 ) -> tuple[schema.Check, ...]:
     """The tier's budgets against the student, from the search's checks: `bytes` judged again on
-    the real file at the budget's precision, latency on the artifacts' figures."""
+    the largest file a target deploys, latency on the figure of the file each target deploys."""
     largest = schema.largest_file(artifacts, resolved.precision)
     out = []
     for c in searched:
@@ -119,7 +133,7 @@ def checks(
         source = "student in PyTorch"
         if c.name == "bytes" and largest is not None:
             c = budgets.check_value(resolved, "bytes", largest.bytes)
-            source = f"largest {resolved.precision} file: {largest.path}"
+            source = schema.file_source(largest, resolved.precision)
         elif c.name == "bytes":
             source = f"estimate at {resolved.precision} (no {resolved.precision} artifact)"
         out.append(schema.Check(c.name, c.limit, c.value, c.ok, c.margin, source))

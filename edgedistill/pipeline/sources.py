@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgedistill.compress.qat import QatResult
 from edgedistill.compress.quantize import QuantResult
 from edgedistill.data.base import Exported
 from edgedistill.export.deploy import Sources
@@ -19,10 +20,12 @@ PROBE_SAMPLES = 8
 
 @dataclass(frozen=True)
 class Files:
-    """A student's ONNX files: fp32 (exported) and int8 (None when quantization is off)."""
+    """A student's ONNX files: fp32 (exported) and the int8 it ships (None when quantization is
+    off), with the quantization-aware training record where QAT ran."""
 
     fp32: Exported
     int8: QuantResult | None
+    qat: QatResult | None = None
 
 
 def scorer(ctx: Context, ref: Reference) -> Callable[[np.ndarray], float]:

@@ -11,8 +11,8 @@ import io
 from collections.abc import Sequence
 
 from edgedistill.report.rows import (
-    BUDGET_HEADER, COLUMNS, NOISY_MARK, TRAINING_HEADER, artifact_notes, budget_rows, headers, marked_noisy, noisy_note,
-    score_change, summary_rows, training_rows,
+    BUDGET_HEADER, COLUMNS, DEPLOYED_HEADER, NOISY_MARK, QUANTIZATION_HEADER, TRAINING_HEADER, artifact_notes, budget_rows,
+    deployed_rows, deployment_findings, headers, marked_noisy, noisy_note, quantization_rows, summary_rows, training_rows,
 )
 from edgedistill.report.schema import Artifact, Latency, Report, Student
 
@@ -49,6 +49,7 @@ def render(report: Report) -> str:
         _section("training", "Training", _table(TRAINING_HEADER, training_rows(report))),
         _section("latency", "Latency by target", _latencies(report)),
         _section("quantization", "Quantization", _quantization(report)),
+        _section("deployed", "Deployed", _deployed(report)),
         _section("targets", "Target artifacts", _targets(report)),
         _notes(report),
     ]
@@ -92,6 +93,19 @@ def _failures(report: Report) -> str:
         return ""
     items = "".join(f"<li>{_e(f)}</li>" for f in report.failures)
     return f'<section id="failures" class="failures"><h2>Failures</h2><ul>{items}</ul></section>'
+
+
+def _deployed(report: Report) -> str:
+    """Each target's file of each student and why; where int8 lost for speed, the findings."""
+    table = _table(DEPLOYED_HEADER, deployed_rows(report))
+    why = "".join(
+        f"<p>Why int8 is slower for {_e(student)} on {_e(target)}:</p><ul>{''.join(f'<li>{_e(f)}</li>' for f in findings)}</ul>"
+        for student, target, findings in deployment_findings(report)
+    )
+    return (
+        "<p>Each target deploys the fastest of its files that holds the score, and at equal speed the smaller; "
+        "<code>bytes</code> and latency budgets are judged on these files.</p>" + table + why
+    )
 
 
 def _notes(report: Report) -> str:
@@ -173,10 +187,7 @@ def _latencies(report: Report) -> str:
 
 def _quantization(report: Report) -> str:
     """How each quantized artifact was made and what it cost in accuracy."""
-    rows = [(s.name, _kind(a), q.method, score_change(q.fp32_accuracy, a.metrics),
-             ", ".join(q.kept_float) or "none", q.reason)
-            for s in report.students for a in s.artifacts if (q := a.quantization) is not None]
-    return _table(("student", "artifact", "method", "score (fp32 → quantized)", "kept in float", "why"), rows)
+    return _table(QUANTIZATION_HEADER, quantization_rows(report))
 
 
 def _lint(a: Artifact) -> str:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from edgedistill.report.rows import (
-    BUDGET_HEADER, COLUMNS, NOISY_MARK, TRAINING_HEADER, artifact_notes, budget_rows, headers, marked_noisy, noisy_note,
-    score_change, summary_rows, training_rows,
+    BUDGET_HEADER, COLUMNS, DEPLOYED_HEADER, NOISY_MARK, QUANTIZATION_HEADER, TRAINING_HEADER, artifact_notes, budget_rows,
+    deployed_rows, deployment_findings, headers, marked_noisy, noisy_note, quantization_rows, summary_rows, training_rows,
 )
 from edgedistill.report.schema import Report
 
@@ -36,19 +36,9 @@ def render(report: Report) -> str:
         "",
         "## Quantization",
         "",
-        *_table(
-            ("student", "method", "score (fp32 → int8)", "kept in float", "why"),
-            [
-                (
-                    s.name, q.method, score_change(q.fp32_accuracy, a.metrics),
-                    ", ".join(q.kept_float) or "none", q.reason,
-                )
-                for s in report.students
-                for a in s.artifacts
-                if (q := a.quantization) is not None
-            ],
-        ),
+        *_table(QUANTIZATION_HEADER, quantization_rows(report)),
     ]
+    lines += ["", "## Deployed", "", *_deployed(report)]
     if report.data.get("texts"):
         lines += ["", "## Transformers", "", *_transformers(report)]
     lines += ["", "## Target artifacts", "", *_targets(report)]
@@ -57,6 +47,19 @@ def render(report: Report) -> str:
     if report.failures:
         lines += ["", "## Failures", "", *(f"- {f}" for f in report.failures)]
     return "\n".join(lines) + "\n"
+
+
+def _deployed(report: Report) -> list[str]:
+    """Each target's file of each student, and where int8 lost, why, from the graph and the runtime."""
+    lines = [
+        "Each target deploys the fastest of its files that holds the score (measured where a runner reached it, "
+        "predicted elsewhere), and at equal speed the smaller; `bytes` and latency budgets are judged on these files.",
+        "",
+        *_table(DEPLOYED_HEADER, [(*row[:3], f"`{row[3]}`", row[4]) for row in deployed_rows(report)]),
+    ]
+    for student, target, findings in deployment_findings(report):
+        lines += ["", f"Why int8 is slower for {student} on {target}:", "", *(f"- {f}" for f in findings)]
+    return lines
 
 
 def _about(report: Report) -> str:

@@ -12,7 +12,7 @@ HOST = "host-cpu"
 _SHORT_FORMAT = {"tensorrt": "trt"}
 COLUMNS = (
     "model", "generator", "params", "MACs", "artifact", "file", "accuracy",
-    "p50 ms", "p99 ms", "items/s", "latency", "budget",
+    "p50 ms", "p99 ms", "items/s", "latency", "deployed on", "budget",
 )
 # The terminal is often 80 columns wide: the CLI shows these, report.md shows all. The CLI puts the
 # generator under the model's name and "score" is the quality without the words its header says.
@@ -59,6 +59,7 @@ def _row(name: str, gen: str, params: int, macs: int, a: Artifact, verdict: str,
         "p99 ms": f"{lat.p99_ms:.3f}" if lat and lat.p99_ms is not None else "-",
         "items/s": f"{lat.throughput_per_s:,.0f}" if lat and lat.throughput_per_s is not None else "-",
         "latency": f"{lat.source} ({lat.runner}, {lat.provider}, threads {lat.threads or 'default'})" if lat else _unmeasured(a),
+        "deployed on": ", ".join(a.deployed_for) or "-",
         "budget": verdict if a.passed else f"{verdict}, parity FAILED",
     }
     return Row(cells, ok and a.passed)
@@ -208,6 +209,43 @@ def _si(n: float) -> str:
         if n >= scale:
             return f"{n / scale:.2f}{unit}"
     return f"{n:.0f}"
+
+
+QUANTIZATION_HEADER = ("student", "artifact", "method", "score (fp32 → quantized)", "kept in float", "post-training → QAT", "why")
+
+
+def quantization_rows(report: Report) -> list[tuple[str, ...]]:
+    """How each quantized file was made, what it cost in score and, where quantization-aware
+    training ran, post-training and QAT int8 side by side with the one that shipped."""
+    return [
+        (s.name, short_name(a.format, a.precision), q.method, score_change(q.fp32_accuracy, a.metrics),
+         ", ".join(q.kept_float) or "none", _qat_cell(q.qat, a.metrics), q.reason if q.qat is None else f"{q.reason}; {q.qat['why']}")
+        for s in report.students for a in s.artifacts if (q := a.quantization) is not None
+    ]
+
+
+def _qat_cell(qat: dict | None, metrics: dict[str, float]) -> str:
+    if qat is None:
+        return "-"
+    metric = next(iter(metrics), "accuracy")
+    post = f"{quality({metric: qat['post_training_accuracy']})} ({len(qat['post_training_kept_float'])} in float)"
+    trained = f"{quality({metric: qat['qat_accuracy']})} ({len(qat['qat_kept_float'])} in float)"
+    return f"{post} → {trained}; {qat['shipped']} shipped"
+
+
+DEPLOYED_HEADER = ("student", "target", "deploys", "file", "why")
+
+
+def deployed_rows(report: Report) -> list[tuple[str, ...]]:
+    """Which file each target deploys of each student, and why that one."""
+    return [
+        (s.name, d.target, short_name(d.format, d.precision), d.path, d.reason) for s in report.students for d in s.deployed
+    ]
+
+
+def deployment_findings(report: Report) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(student, target, findings) wherever int8 was passed over for being slower, with why."""
+    return [(s.name, d.target, d.findings) for s in report.students for d in s.deployed if d.findings]
 
 
 TRAINING_HEADER = ("student", "learned from", "epochs (best / run)", "threads", "augmentation", "teacher outputs", "labels only → distilled")

@@ -21,6 +21,8 @@ class QuantizationInfo:
     kept_float: tuple[str, ...]
     fp32_accuracy: float
     trials: tuple[dict, ...]
+    # quantization-aware training where it ran: post-training and QAT scores, and which shipped
+    qat: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,11 @@ class Artifact:
     notes: tuple[str, ...] = ()
     # transformers: this machine's latency at each measured sequence length (str(tokens) -> figure)
     seq_latency: dict[str, Latency] = field(default_factory=dict)
+    # the task's score on the validation split (higher is better): what the int8 tolerance judges
+    score: float | None = None
+    # the targets that deploy this file (pipeline.choice): of the files made for a target, the
+    # fastest that holds the score
+    deployed_for: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,20 @@ class Check:
     ok: bool
     margin: float
     source: str
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """Which file one target deploys and why: the fastest of its files that holds the score, a
+    smaller file at equal speed. `findings` say why int8 lost there, from the graph and the
+    runtime, each with what to do about it."""
+
+    target: str
+    path: str
+    format: str
+    precision: str
+    reason: str
+    findings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,6 +109,7 @@ class Student:
     distill: dict
     artifacts: tuple[Artifact, ...]
     skipped: tuple[dict, ...] = ()
+    deployed: tuple[Deployed, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -119,24 +141,33 @@ def parity_failures(teacher: Teacher, students: tuple[Student, ...]) -> tuple[st
 
 
 def largest_file(artifacts: tuple[Artifact, ...], precision: str) -> Artifact | None:
-    """The file a `bytes` budget at `precision` is judged on: every target deploys its own, so the
-    budget holds only if the largest fits. TensorRT engines are built on the device for its GPU,
-    so their size is not known here and they are left out."""
-    return max(
-        (a for a in artifacts if a.precision == precision and a.format != "tensorrt"),
-        key=lambda a: a.bytes,
-        default=None,
-    )
+    """The file a `bytes` budget is judged on: the largest file any target deploys, whatever its
+    precision, as every target ships its own. A report without deployment choices (no target
+    wants a file, or an older report) falls back to the largest file at the budget's `precision`.
+    TensorRT engines are built on the device for its GPU, so their size is not known here and
+    they are left out."""
+    sized = [a for a in artifacts if a.format != "tensorrt"]
+    deployed = [a for a in sized if a.deployed_for]
+    return max(deployed or [a for a in sized if a.precision == precision], key=lambda a: a.bytes, default=None)
+
+
+def file_source(largest: Artifact, precision: str) -> str:
+    """Where a `bytes` check's value came from, as the run and the gate say it."""
+    if largest.deployed_for:
+        return f"largest deployed file: {largest.path} ({largest.precision}, for {', '.join(largest.deployed_for)})"
+    return f"largest {precision} file: {largest.path}"
 
 
 def deciding_latency(artifacts: tuple[Artifact, ...], target: str) -> tuple[Latency, Artifact] | None:
-    """The figure a latency budget on `target` is judged on: among the files made for `target`, a
-    measured p50 outranks a predicted one, and among equals the fastest file decides."""
+    """The figure a latency budget on `target` is judged on: the file deployed there; without a
+    deployment choice, among the files made for `target` a measured p50 outranks a predicted one,
+    and among equals the fastest file decides."""
     figures = [
         (a.latency[target], a) for a in artifacts
         if target in a.targets and target in a.latency and a.latency[target].p50_ms is not None  # NaN loads as None
     ]
-    return min(figures, key=lambda f: (f[0].source != "measured", f[0].p50_ms), default=None)
+    deployed = [f for f in figures if target in f[1].deployed_for]
+    return min(deployed or figures, key=lambda f: (f[0].source != "measured", f[0].p50_ms), default=None)
 
 
 def dumps(report: Report) -> str:

@@ -95,8 +95,9 @@ def test_a_transformer_gets_every_file_its_targets_want_and_its_bytes_budget_is_
     assert by_kind[("onnx", "int8")].latency["raspberry-pi-5"].source == "predicted"
     assert report.teacher.latency["pixel-8"].source == "predicted"
     (size,) = [c for c in student.checks if c.name == "bytes"]
-    assert size.ok and size.value == max(a.bytes for a in student.artifacts if a.precision == "int8")
-    assert "largest int8 file" in size.source
+    assert {d.target for d in student.deployed} == {"host-cpu", "pixel-8", "raspberry-pi-5"}
+    assert size.ok and size.value == max(a.bytes for a in student.artifacts if a.deployed_for)
+    assert "largest deployed file" in size.source
 
 
 def test_a_classifier_teacher_is_distilled_on_labelled_text(bert_classifier_folder, tmp_path):

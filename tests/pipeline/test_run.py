@@ -104,14 +104,17 @@ def test_parity_failure_is_reported(tiny_config, tmp_path):
     assert (tmp_path / "run" / "report.json").is_file()
 
 
-def test_a_bytes_budget_is_met_by_the_real_int8_file(tiny_config, tmp_path):
+def test_a_bytes_budget_is_judged_on_the_file_each_target_deploys(tiny_config, tmp_path):
     tiny_config["tiers"] = [{"name": "small", "budget": {"bytes": "6KB"}}]
     result = pipeline.run(parse_config(tiny_config, "test"), tmp_path / "run")
     (student,) = result.report.students
-    int8 = next(a for a in student.artifacts if a.precision == "int8")
+    (deployed,) = student.deployed
+    shipped = next(a for a in student.artifacts if a.path == deployed.path)
+    assert deployed.target == "host-cpu" and shipped.deployed_for == ("host-cpu",)
+    assert [a.path for a in student.artifacts if a.deployed_for] == [shipped.path]
     bytes_check = next(c for c in student.checks if c.name == "bytes")
-    assert int8.bytes <= 6000 and bytes_check.value == int8.bytes and bytes_check.ok
-    assert bytes_check.source == f"largest int8 file: {int8.path}"
+    assert bytes_check.value == shipped.bytes and bytes_check.ok == (shipped.bytes <= 6000)
+    assert bytes_check.source == f"largest deployed file: {shipped.path} ({shipped.precision}, for host-cpu)"
 
 
 def test_unreachable_budget_is_a_user_error(tiny_config, tmp_path):
