@@ -489,7 +489,7 @@ def _print_lint(results) -> int:
 def _print_table(report, out: Console | None = None) -> None:
     """The run's summary and budgets, fitted to the console's width (80 columns in a log):
     cells that may wrap do, and numbers, names and files never shrink to "…"."""
-    from edgedistill.report.rows import budget_rows, distillation_gains, noisy_note
+    from edgedistill.report.rows import budget_rows, deployed_summary, distillation_gains, noisy_note
 
     out = out or console
     quality = "cosine to the teacher and neighbour agreement" if report.task == "embedding" else "accuracy"
@@ -509,6 +509,8 @@ def _print_table(report, out: Console | None = None) -> None:
         out.print(table)
     for student, gained in distillation_gains(report):
         out.print(f"{student}: trained on labels alone → distilled: {gained}", highlight=False, markup=False)
+    for student, deploys in deployed_summary(report):
+        out.print(f"{student} deploys: {deploys}", highlight=False, markup=False)
 
 
 def _summary_table(report, title: str) -> Table:

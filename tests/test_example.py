@@ -39,10 +39,22 @@ def test_int8_loses_at_most_one_point_and_fp32_parity_holds(report):
 def test_every_onnx_and_ort_artifact_has_a_measured_host_latency(report):
     artifacts = [*report.teacher.artifacts, *(a for s in report.students for a in s.artifacts)]
     runnable = [a for a in artifacts if a.format in ("onnx", "ort")]
-    assert len(runnable) == 1 + 3 * 4  # teacher fp32; per student fp32, int8, fp16 and the .ort
+    assert len(runnable) == 1 + 3 * 5  # teacher fp32; per student fp32, int8, fp16 and the int8 and fp32 .ort
     for a in runnable:
         assert a.latency["host-cpu"].source == "measured"
         assert 0 < a.latency["host-cpu"].p50_ms <= a.latency["host-cpu"].p99_ms
+
+
+def test_every_target_deploys_one_file_of_each_student_and_bytes_are_judged_on_them(report):
+    names = [t["name"] for t in report.targets]
+    for s in report.students:
+        assert [d.target for d in s.deployed] == names
+        for d in s.deployed:
+            shipped = next(a for a in s.artifacts if a.path == d.path)
+            assert d.target in shipped.deployed_for and d.reason
+        size = next((c for c in s.checks if c.name == "bytes"), None)
+        if size is not None:
+            assert size.value == max(a.bytes for a in s.artifacts if a.deployed_for and a.format != "tensorrt")
 
 
 def test_phone_and_jetson_artifacts_agree_and_lint_clean(report):

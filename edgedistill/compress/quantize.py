@@ -1,8 +1,8 @@
 """int8 quantization with onnxruntime's quantizer, accuracy-aware.
 
 A technique is a frozen config dataclass with a handler registered for its type. `quantize`
-tries each, keeps the fastest that holds the accuracy tolerance and, when none does, keeps the
-most sensitive layers of the most accurate one in float until the tolerance holds.
+tries each, keeps the fastest that holds the accuracy tolerance and, when none does, keeps layers
+of the most accurate one in float: the cheapest set that holds, as `mixed.assign` searches it.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgedistill.compress import mixed
 from edgedistill.errors import EdgeDistillError, UserError
 from edgedistill.fileio import quiet, scratch_dir, working_directory
 from edgedistill.finite import nonfinite
@@ -119,6 +120,8 @@ class QuantResult:
     trials: tuple[MethodTrial, ...]
     reason: str
     precision: str = PRECISION
+    # where layers had to stay in float: each mixed-precision search's assignment (mixed.assign)
+    assignments: tuple[mixed.Assignment, ...] = ()
 
 
 QUANTIZERS: dict[type, Callable[[QuantMethod, QuantJob], None]] = {}
@@ -215,9 +218,9 @@ def quantize(
 
     `score(outputs on val_x)` is higher-is-better (e.g. accuracy as a fraction). The fastest
     method (batch-1 p50) whose score drop is within `max_drop` wins; the drop is from `reference`
-    (default the score of `fp32_path` itself: QAT passes the score of the student before it). When none holds, the most
-    accurate method is re-quantized with its most sensitive weighted nodes kept in float, one
-    more at a time, until the drop holds or every one of them is in float.
+    (default the score of `fp32_path` itself: QAT passes the score of the student before it).
+    When none holds, the most accurate method is re-quantized with weighted nodes kept in float:
+    the smallest file that holds, of the searches of `mixed.assign`.
     """
     out = Path(out)
     _check_inputs(methods, calib_x, val_x, timing_runs)
@@ -239,11 +242,11 @@ def quantize(
         held = [r for r in runs if fp32_score - r[0].score <= max_drop]
         if held:
             best, method, chosen = min(held, key=lambda r: r[0].p50_ms)
-            kept, final_score = (), best.score
+            kept, final_score, assignments = (), best.score, ()
             reason = _reason_held(best, [t for t in trials if t is not best], max_drop)
         else:
             best, method, path = max(runs, key=lambda r: r[0].score)
-            chosen, kept, final_score, reason = _fallback(
+            chosen, kept, final_score, reason, assignments = _fallback(
                 method, best, path, src, calib_x, score, val_x, fp32_out, fp32_score, max_drop, workdir
             )
         os.replace(chosen, out)
@@ -256,6 +259,7 @@ def quantize(
         kept_float=kept,
         trials=tuple(trials),
         reason=reason,
+        assignments=assignments,
     )
 
 
@@ -333,55 +337,56 @@ def _fallback(
     fp32_score: float,
     max_drop: float,
     workdir: Path,
-) -> tuple[Path, tuple[str, ...], float, str]:
-    """Keep the most sensitive weighted nodes in float, one more at a time, until the drop holds.
+) -> tuple[Path, tuple[str, ...], float, str, tuple[mixed.Assignment, ...]]:
+    """Keep weighted layers in float until the drop holds, the cheapest such set that
+    `mixed.assign` finds. Returns the path, the layers kept in float, the score, the reason and
+    each search's assignment. When nothing holds, the most accurate attempt is kept and the
+    reason says so."""
+    layers = _layers(method, src, calib_x, val_x, fp32_out, workdir)
 
-    Returns the path, the nodes kept in float, the score and the reason. When nothing holds,
-    the most accurate attempt is kept and the reason says so.
-    """
-    ranked = _rank_by_sensitivity(method, src, calib_x, val_x, fp32_out, workdir)
-    best = (trial_path, (), trial.score)
-    for k in range(1, len(ranked) + 1):
-        kept = tuple(ranked[:k])
-        dst = workdir / f"fallback-keep{k}.onnx"
+    def quantized(kept: tuple[str, ...]) -> mixed.Trial:
+        dst = workdir / f"fallback-{len(list(workdir.glob('fallback-*')))}.onnx"
         path = _run(method, QuantJob(src, dst, calib_x, workdir, exclude=kept))
-        value = float(score(run_batched(open_session(path), val_x)))
-        if value > best[2]:
-            best = (path, kept, value)
-        if fp32_score - value <= max_drop:
-            reason = (
-                f"no method kept the score within {max_drop:g} of fp32; {method.name} did with "
-                f"{k} of {len(ranked)} weighted layers kept in float"
-            )
-            return path, kept, value, reason
+        return mixed.Trial(kept, float(score(run_batched(open_session(path), val_x))), path.stat().st_size, path)
+
+    best, assignments = mixed.assign(layers, quantized, lambda value: fp32_score - value <= max_drop)
+    if trial.score > best.score and fp32_score - best.score > max_drop:
+        best = mixed.Trial((), trial.score, trial.bytes, trial_path)
+    if fp32_score - best.score <= max_drop:
+        reason = (
+            f"no method kept the score within {max_drop:g} of fp32; {method.name} did with "
+            f"{len(best.kept_float)} of {len(layers)} weighted layers kept in float (the smallest file of "
+            f"{len(assignments)} searches)"
+        )
+        return best.path, best.kept_float, best.score, reason, assignments
     reason = (
-        f"no method kept the score within {max_drop:g} of fp32, even with all {len(ranked)} weighted "
-        f"layers of {method.name} in float; kept the most accurate attempt "
-        f"(drop {fp32_score - best[2]:.4f})"
+        f"no method kept the score within {max_drop:g} of fp32, even with layers of {method.name} kept in float; "
+        f"kept the most accurate attempt (drop {fp32_score - best.score:.4f})"
     )
-    return best[0], best[1], best[2], reason
+    return best.path, best.kept_float, best.score, reason, assignments
 
 
-def _rank_by_sensitivity(
+def _layers(
     method: QuantMethod,
     src: Path,
     calib_x: Feed,
     val_x: Feed,
     fp32_out: np.ndarray,
     workdir: Path,
-) -> list[str]:
-    """Weighted nodes, most sensitive first: output error on val_x when only that node is int8."""
-    nodes = [n.name for n in onnx.load(str(src)).graph.node if n.op_type in WEIGHTED_OPS]
-    errors = {}
-    for i, node in enumerate(nodes):
+) -> list[mixed.Layer]:
+    """Weighted nodes, each with its output error on val_x when only it is int8 and its weights."""
+    graph = onnx.load(str(src)).graph
+    sizes = {i.name: int(np.prod(i.dims)) for i in graph.initializer}
+    layers = []
+    for i, node in enumerate(n for n in graph.node if n.op_type in WEIGHTED_OPS):
         dst = workdir / f"sensitivity-{i}.onnx"
-        path = _run(method, QuantJob(src, dst, calib_x, workdir, only=(node,)))
+        path = _run(method, QuantJob(src, dst, calib_x, workdir, only=(node.name,)))
         quant_out = run_batched(open_session(path), val_x)
         err = float(np.mean(np.abs(quant_out.astype(np.float64) - fp32_out)))
         # A node whose int8 form gives NaN or Inf is the most sensitive, not unordered (NaN sorts anywhere).
-        errors[node] = err if np.isfinite(err) else np.inf
-    # Ties broken by graph order, so the ranking is deterministic.
-    return sorted(nodes, key=lambda n: -errors[n])
+        weights = sum(sizes.get(name, 0) for name in node.input[1:2])
+        layers.append(mixed.Layer(node.name, err if np.isfinite(err) else np.inf, weights))
+    return layers
 
 
 def _reason_held(best: MethodTrial, others: list[MethodTrial], max_drop: float) -> str:

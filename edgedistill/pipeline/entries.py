@@ -92,6 +92,10 @@ def _quantization(q: QuantResult | None, qat: QatResult | None) -> schema.Quanti
         method=q.method, reason=q.reason, kept_float=q.kept_float, fp32_accuracy=q.fp32_score,
         trials=tuple({"method": t.method, "accuracy": t.score, "p50_ms": t.p50_ms, "bytes": t.bytes} for t in q.trials),
         qat=None if qat is None else _qat(qat),
+        assignments=tuple(
+            {"order": a.order, "kept_float": list(a.kept_float), "accuracy": a.score, "bytes": a.bytes, "holds": a.holds}
+            for a in q.assignments
+        ),
     )
 
 

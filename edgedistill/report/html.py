@@ -11,8 +11,9 @@ import io
 from collections.abc import Sequence
 
 from edgedistill.report.rows import (
-    BUDGET_HEADER, COLUMNS, DEPLOYED_HEADER, NOISY_MARK, QUANTIZATION_HEADER, TRAINING_HEADER, artifact_notes, budget_rows,
-    deployed_rows, deployment_findings, headers, marked_noisy, noisy_note, quantization_rows, summary_rows, training_rows,
+    BUDGET_HEADER, COLUMNS, DEPLOYED_HEADER, NOISY_MARK, QUANTIZATION_HEADER, TRAINING_HEADER, artifact_notes,
+    assignment_lines, budget_rows, deployed_rows, deployment_findings, headers, marked_noisy, noisy_note,
+    quantization_rows, summary_rows, training_rows,
 )
 from edgedistill.report.schema import Artifact, Latency, Report, Student
 
@@ -187,7 +188,8 @@ def _latencies(report: Report) -> str:
 
 def _quantization(report: Report) -> str:
     """How each quantized artifact was made and what it cost in accuracy."""
-    return _table(QUANTIZATION_HEADER, quantization_rows(report))
+    searches = "".join(f"<li>{_e(line)}</li>" for line in assignment_lines(report))
+    return _table(QUANTIZATION_HEADER, quantization_rows(report)) + (f"<p>Mixed precision:</p><ul>{searches}</ul>" if searches else "")
 
 
 def _lint(a: Artifact) -> str:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from edgedistill.report.rows import (
-    BUDGET_HEADER, COLUMNS, DEPLOYED_HEADER, NOISY_MARK, QUANTIZATION_HEADER, TRAINING_HEADER, artifact_notes, budget_rows,
-    deployed_rows, deployment_findings, headers, marked_noisy, noisy_note, quantization_rows, summary_rows, training_rows,
+    BUDGET_HEADER, COLUMNS, DEPLOYED_HEADER, NOISY_MARK, QUANTIZATION_HEADER, TRAINING_HEADER, artifact_notes,
+    assignment_lines, budget_rows, deployed_rows, deployment_findings, headers, marked_noisy, noisy_note,
+    quantization_rows, summary_rows, training_rows,
 )
 from edgedistill.report.schema import Report
 
@@ -37,6 +38,7 @@ def render(report: Report) -> str:
         "## Quantization",
         "",
         *_table(QUANTIZATION_HEADER, quantization_rows(report)),
+        *([""] + [f"- mixed precision: {line}" for line in assignments] if (assignments := assignment_lines(report)) else []),
     ]
     lines += ["", "## Deployed", "", *_deployed(report)]
     if report.data.get("texts"):

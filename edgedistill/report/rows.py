@@ -224,6 +224,17 @@ def quantization_rows(report: Report) -> list[tuple[str, ...]]:
     ]
 
 
+def assignment_lines(report: Report) -> list[str]:
+    """One line per mixed-precision search, where layers had to stay in float: what it kept in
+    float, its score and file size, and whether it held."""
+    return [
+        f"{s.name} {short_name(a.format, a.precision)}, {m['order']}: {len(m['kept_float'])} layer(s) in float "
+        f"({', '.join(m['kept_float'])}), {quality({next(iter(a.metrics), 'accuracy'): m['accuracy']})}, "
+        f"{m['bytes']:,} B, {'holds' if m['holds'] else 'does not hold'}"
+        for s in report.students for a in s.artifacts if a.quantization is not None for m in a.quantization.assignments
+    ]
+
+
 def _qat_cell(qat: dict | None, metrics: dict[str, float]) -> str:
     if qat is None:
         return "-"
@@ -240,6 +251,14 @@ def deployed_rows(report: Report) -> list[tuple[str, ...]]:
     """Which file each target deploys of each student, and why that one."""
     return [
         (s.name, d.target, short_name(d.format, d.precision), d.path, d.reason) for s in report.students for d in s.deployed
+    ]
+
+
+def deployed_summary(report: Report) -> list[tuple[str, str]]:
+    """(student, "host-cpu onnx int8 · pixel-8 ort fp32 (int8 slower there)") for the terminal."""
+    return [
+        (s.name, " · ".join(f"{d.target} {short_name(d.format, d.precision)}{' (int8 slower there)' if d.findings else ''}" for d in s.deployed))
+        for s in report.students if s.deployed
     ]
 
 

@@ -23,6 +23,8 @@ class QuantizationInfo:
     trials: tuple[dict, ...]
     # quantization-aware training where it ran: post-training and QAT scores, and which shipped
     qat: dict | None = None
+    # where layers stayed in float: each mixed-precision search's layers, score, bytes and verdict
+    assignments: tuple[dict, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,10 @@ def test_fallback_keeps_most_sensitive_layers_in_float(mlp_onnx, splits, tmp_pat
         max_drop=drop / 1000, timing_runs=5,
     )
     assert again.kept_float == result.kept_float
+    # Both mixed-precision searches ran on the real model, and the smallest holding file shipped.
+    assert {a.order for a in result.assignments} == {"most sensitive first", "most sensitive per byte kept"}
+    holding = [a for a in result.assignments if a.holds]
+    assert holding and result.bytes == min(a.bytes for a in holding)
 
 
 def test_default_methods_add_dynamic_for_linear_graphs(mlp_onnx, tmp_path, cnn):

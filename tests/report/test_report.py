@@ -153,7 +153,7 @@ def test_markdown_has_tables_budgets_quantization_and_failures():
     assert len(budget_rows) == 1 and "**no**" in budget_rows[0]
     good_budget = [line for line in lines if line.startswith("| good | params")]
     assert len(good_budget) == 1 and "| yes |" in good_budget[0] and "**no**" not in good_budget[0]
-    quant = [line for line in lines if line.startswith("| good | int8-static")]
+    quant = [line for line in lines if line.startswith("| good | onnx int8 | int8-static")]
     assert len(quant) == 1
     assert "int8-static within 1 point of fp32" in quant[0]
     assert "95.00% → 94.00%" in quant[0] and "head.1" in quant[0]
