@@ -35,6 +35,8 @@ class ArrayInputs:
     """Fixed-shape float arrays with integer labels; models are PyTorch modules."""
 
     name = "arrays"
+    # Its students are plain torch modules: quantization-aware training wraps their layers.
+    qat_refused: str | None = None
 
     def parts(self, cfg: RunConfig) -> Parts:
         """The seeded train / validation / calibration splits of the config's data, training on

@@ -139,6 +139,8 @@ class Inputs(Protocol):
     """One kind of input, and what the run does with models of it."""
 
     name: str
+    # Why its students cannot train with int8 in the loop (quantize.qat); None where they can.
+    qat_refused: str | None
 
     def prepare(self, cfg: RunConfig, rd: RunDir, progress: Progress, fit: Fit) -> Prepared:
         """Load and split the data, load (or train) the teacher and have its outputs, cached."""

@@ -54,6 +54,8 @@ class TextInputs:
     """Token ids of a Hugging Face tokenizer; models are Hugging Face encoders."""
 
     name = "text"
+    # The Hugging Face loop reads the student's own backbone, which the fake-quant wrapper hides.
+    qat_refused: str | None = "quantization-aware training is not built for Hugging Face students yet"
 
     def parts(self, cfg: RunConfig) -> Parts:
         """The tokenized splits (the teacher's tokenizer is read from its folder)."""

@@ -62,6 +62,8 @@ def run(
         # Every rank would need the synthetic inputs that rank 0 alone makes.
         raise UserError("data.synthetic runs in one process: run without torchrun (synthesise once, then train on its data/synthetic.npz with data.train), or drop it")
     entry = inputs_for(cfg.teacher)
+    if cfg.quantize.qat and entry.qat_refused is not None:
+        raise UserError(f"quantize.qat = true: {entry.qat_refused}: set quantize.qat = false, or leave it unset")
     if not world.is_main:
         parts = entry.parts(cfg)
         serve(world, lambda order: entry.fit(parts, order, None, world))

@@ -23,7 +23,7 @@ from edgedistill.pipeline.student import Distilled, Lesson
 def with_qat(ctx: Context, tier: TierConfig, student: Distilled, learn: Lesson, fp32: Exported, post: QuantResult, key: str) -> tuple[QuantResult, QatResult | None, str]:
     """The int8 the tier ships, the QAT record (None where QAT was not wanted) and the key of both."""
     q = ctx.cfg.quantize
-    if not q.wants_qat(post):
+    if ctx.entry.qat_refused is not None or not q.wants_qat(post):
         return post, None, key
     qat_key = input_key(key, learn.key, ctx.cfg.distill, ctx.cfg.seed)
     folder = ctx.folder(tier.name)
@@ -74,7 +74,9 @@ def _better(qat: QuantResult, post: QuantResult, max_drop: float) -> tuple[bool,
         return r.fp32_score - r.score <= max_drop + 1e-12
 
     said = f"QAT {qat.score:.4f} with {len(qat.kept_float)} layer(s) in float, post-training {post.score:.4f} with {len(post.kept_float)}"
-    if holds(qat) and (not holds(post) or len(qat.kept_float) < len(post.kept_float)):
+    if holds(qat) and not holds(post):
+        return True, f"QAT holds the score where post-training int8 does not: {said}"
+    if holds(qat) and len(qat.kept_float) < len(post.kept_float):
         return True, f"QAT holds the score with fewer layers in float: {said}"
     if holds(qat) and holds(post) and len(qat.kept_float) == len(post.kept_float) and qat.score > post.score:
         return True, f"both hold with as many layers in float and QAT scores higher: {said}"

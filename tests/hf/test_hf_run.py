@@ -158,3 +158,10 @@ def test_array_only_settings_are_refused_for_texts_in_one_line(bert_folder, tmp_
     with pytest.raises(UserError, match=said):
         pipeline.run(parse_config(_config(bert_folder, **extra), "test"), tmp_path / "run")
     assert not (tmp_path / "run" / "teacher").exists()
+
+
+def test_qat_is_refused_for_a_transformer_before_anything_is_written(bert_folder, tmp_path):
+    config = _config(bert_folder, quantize={"methods": ["int8-dynamic"], "qat": True})
+    with pytest.raises(UserError, match="quantize.qat = true: quantization-aware training is not built for Hugging Face"):
+        pipeline.run(parse_config(config, "test"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
