@@ -26,6 +26,7 @@ FIGURES = (
     "threads",
     "data_free",
     "condense",
+    "qat",
 )
 SUITE_HEADING = "## Suite run"
 

@@ -61,14 +61,14 @@ def _train_and_quantize(ctx: Context, tier: TierConfig, student: Distilled, lear
         exported.path, exported.path.parent / "model.int8.qat.onnx", (method,), ctx.entry.feed(parts.calib, exported.inputs),
         functools.partial(ctx.prep.task.score, ref=learn.reference), ctx.entry.feed(parts.val, exported.inputs), q.max_accuracy_drop, reference=post.fp32_score,
     )
-    shipped, why = _better(int8, post, q.max_accuracy_drop)
+    shipped, why = better(int8, post, q.max_accuracy_drop)
     return QatResult(
         int8, method.name, post.score, post.kept_float, trained.val_score, trained.best_epoch, trained.epochs_run, lr,
         round(time.perf_counter() - started, 3), shipped, why,
     )
 
 
-def _better(qat: QuantResult, post: QuantResult, max_drop: float) -> tuple[bool, str]:
+def better(qat: QuantResult, post: QuantResult, max_drop: float) -> tuple[bool, str]:
     """Whether the QAT int8 ships instead of the post-training one, and why."""
     def holds(r: QuantResult) -> bool:
         return r.fp32_score - r.score <= max_drop + 1e-12
