@@ -166,7 +166,8 @@ def _budget_row(s: Student, c: Check) -> BudgetRow:
     precision = s.budget.get("precision", "")
     label, fmt = _BUDGET_UNITS.get(c.name, (c.name, _plain))
     if c.name == "bytes":
-        label = f"{precision} file size (KiB)".strip()
+        # Judged on the deployed files (any precision), or in an older report at the budget's precision.
+        label = "deployed file size (KiB)" if c.source.startswith("largest deployed file") else f"{precision} file size (KiB)".strip()
     elif c.name.startswith(LATENCY_PREFIX):
         label, fmt = f"p50 latency on {c.name.removeprefix(LATENCY_PREFIX)} (ms)", _ms
     known = c.value is not None and not math.isnan(c.value)  # a latency nothing measured nor predicted
