@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from edgedistill.report.rows import short_name
-from edgedistill.report.schema import Artifact, Deployed
+from edgedistill.report.schema import UNSIZED_FORMATS, Artifact, Deployed
 from edgedistill.targets.latency import Latency
 from edgedistill.targets.profile import Target
 
@@ -35,8 +35,6 @@ class Rules:
 
 # (target, the int8 file passed over there) -> findings of why it is slower
 Explain = Callable[[Target, Artifact], tuple[str, ...]]
-# TensorRT engines are built on the device: their size is not known here.
-_UNSIZED = "tensorrt"
 
 
 def choose(artifacts: tuple[Artifact, ...], targets: Sequence[Target], rules: Rules, explain: Explain) -> tuple[tuple[Artifact, ...], tuple[Deployed, ...]]:
@@ -56,14 +54,14 @@ def choose(artifacts: tuple[Artifact, ...], targets: Sequence[Target], rules: Ru
 def _deploy(target: Target, made: list[Artifact], rules: Rules, explain: Explain) -> Deployed:
     holding = [a for a in made if _holds(a, rules)]
     # A file over the tier's bytes budget ships only where no file that holds the score fits.
-    fitting = [a for a in holding if rules.max_bytes is None or a.format == _UNSIZED or a.bytes <= rules.max_bytes]
+    fitting = [a for a in holding if rules.max_bytes is None or a.format in UNSIZED_FORMATS or a.bytes <= rules.max_bytes]
     holding = fitting or holding
     pool = holding or [max(made, key=lambda a: _score(a, rules))]
     timed = _figures(pool, target.name)
     if timed:
         fastest = min(lat.p50_ms for lat, _ in timed)
         near = [(lat, a) for lat, a in timed if lat.p50_ms <= fastest * (1 + SAME_SPEED)]
-        sized = all(a.format != _UNSIZED for _, a in near)
+        sized = all(a.format not in UNSIZED_FORMATS for _, a in near)
         lat, pick = min(near, key=lambda f: (f[1].bytes if sized else 0, _preference(target, f[1])))
     else:
         lat, pick = None, min(pool, key=lambda a: _preference(target, a))
@@ -118,7 +116,7 @@ def _versus(target: Target, pick: Artifact, lat: Latency, holding: list[Artifact
             continue
         same = other_lat.p50_ms <= lat.p50_ms * (1 + SAME_SPEED)
         tail = ""
-        if same and _UNSIZED in (other.format, pick.format):
+        if same and {other.format, pick.format} & UNSIZED_FORMATS:
             tail = f", as fast within {SAME_SPEED:.0%}, and {target.name} lists {short_name(pick.format, pick.precision)} first"
         elif same:
             tail = f", as fast within {SAME_SPEED:.0%} but {other.bytes:,} B against {pick.bytes:,} B"

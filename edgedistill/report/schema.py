@@ -10,6 +10,8 @@ from edgedistill.serialize import from_jsonable, to_jsonable
 from edgedistill.targets.latency import Latency
 
 SCHEMA = "edgedistill.report/1"
+# Files built on the device for its own hardware (TensorRT engines): their size is not known here.
+UNSIZED_FORMATS = frozenset({"tensorrt"})
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,7 @@ def largest_file(artifacts: tuple[Artifact, ...], precision: str) -> Artifact | 
     wants a file, or an older report) falls back to the largest file at the budget's `precision`.
     TensorRT engines are built on the device for its GPU, so their size is not known here and
     they are left out."""
-    sized = [a for a in artifacts if a.format != "tensorrt"]
+    sized = [a for a in artifacts if a.format not in UNSIZED_FORMATS]
     deployed = [a for a in sized if a.deployed_for]
     return max(deployed or [a for a in sized if a.precision == precision], key=lambda a: a.bytes, default=None)
 
