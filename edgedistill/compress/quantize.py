@@ -349,7 +349,9 @@ def _fallback(
         path = _run(method, QuantJob(src, dst, calib_x, workdir, exclude=kept))
         return mixed.Trial(kept, float(score(run_batched(open_session(path), val_x))), path.stat().st_size, path)
 
-    best, assignments = mixed.assign(layers, quantized, lambda value: fp32_score - value <= max_drop)
+    best, assignments = mixed.Trial((), trial.score, trial.bytes, trial_path), ()
+    if layers:  # a graph without weighted nodes has nothing to keep in float
+        best, assignments = mixed.assign(layers, quantized, lambda value: fp32_score - value <= max_drop)
     if trial.score > best.score and fp32_score - best.score > max_drop:
         best = mixed.Trial((), trial.score, trial.bytes, trial_path)
     if fp32_score - best.score <= max_drop:
