@@ -27,6 +27,7 @@ FIGURES = (
     "data_free",
     "condense",
     "qat",
+    "mixed_precision",
 )
 SUITE_HEADING = "## Suite run"
 
