@@ -1,8 +1,8 @@
 """Why an int8 file is not faster than its fp32 source: read from the graphs as onnxruntime
 optimizes them on this machine (which Q/DQ pairs it fused into int8 kernels, which ops it left in
-float between a dequantize and a quantize, how many kernels each runs), the activation type the
-quantizer chose against the one the target's runtime takes, and the model's size. Each finding
-says what to do about it."""
+float between a dequantize and a quantize, how many kernels each runs), whether it quantizes at
+run time, and the model's size. Each finding says what to do about it. Other runtimes
+(TensorRT) fuse in their own way, so for them the finding asks for a measurement on the device."""
 
 from __future__ import annotations
 
@@ -21,9 +21,6 @@ QUANTIZE, DEQUANTIZE = "QuantizeLinear", "DequantizeLinear"
 # Under this many multiply-accumulates a kernel's fixed cost, not its arithmetic, sets the time
 # (a core does about 1e9-1e10 MAC/s, a kernel call costs microseconds).
 TINY_MACS = 1_000_000
-# Runtimes that take int8 activations with zero points of 0 (symmetric): TensorRT's explicit
-# quantization (onnx-tensorrt operators.md: Q/DQ of INT8 only, zero points 0).
-_SIGNED_ACTIVATIONS = frozenset({"tensorrt"})
 _CLIPPING = frozenset({"Relu", "Clip"})
 _ONNXRUNTIMES = frozenset({"onnxruntime", "ort-mobile"})
 
@@ -107,13 +104,6 @@ def explain(int8: Path, fp32: Path, target: Target, macs: int) -> tuple[str, ...
             f"({q.qdq} of them quantize or dequantize): per-kernel overhead, not arithmetic, sets its time; "
             "ship fp32 here, or give the tier a larger budget where int8 pays"
         )
-    wanted = _wanted_activations(target)
-    written = activation_type(int8)
-    if wanted is not None and written is not None and written != wanted:
-        findings.append(
-            f"its activations are {written} where {target.runtime} takes {wanted}: "
-            f"quantize with {'int8-static-symmetric' if wanted == 'int8' else 'int8-static'} for this target"
-        )
     if int8.stat().st_size > fp32.stat().st_size:
         findings.append(
             f"the int8 file ({int8.stat().st_size:,} B) is larger than fp32's ({fp32.stat().st_size:,} B): "
@@ -130,7 +120,3 @@ def _island_fix(islands: tuple[str, ...], activations: str | None) -> str:
         return ("with symmetric int8 activations a Relu cannot fold into the quantized range as it does with uint8: "
                 "quantize with int8-static where the runtime takes uint8 activations")
     return "keep these ops in float (left out of quantization) or use a runtime with int8 kernels for them"
-
-
-def _wanted_activations(target: Target) -> str | None:
-    return "int8" if target.runtime in _SIGNED_ACTIVATIONS else None

@@ -7,6 +7,7 @@ of the most accurate one in float: the cheapest set that holds, as `mixed.assign
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -343,9 +344,10 @@ def _fallback(
     each search's assignment. When nothing holds, the most accurate attempt is kept and the
     reason says so."""
     layers = _layers(method, src, calib_x, val_x, fp32_out, workdir)
+    numbers = itertools.count()
 
     def quantized(kept: tuple[str, ...]) -> mixed.Trial:
-        dst = workdir / f"fallback-{len(list(workdir.glob('fallback-*')))}.onnx"
+        dst = workdir / f"fallback-{next(numbers)}.onnx"
         path = _run(method, QuantJob(src, dst, calib_x, workdir, exclude=kept))
         return mixed.Trial(kept, float(score(run_batched(open_session(path), val_x))), path.stat().st_size, path)
 

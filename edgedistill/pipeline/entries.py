@@ -104,7 +104,7 @@ def _qat(qat: QatResult) -> dict:
     return {
         "shipped": "qat" if qat.shipped else "post-training", "why": qat.why, "method": qat.method,
         "post_training_accuracy": qat.post_training_score, "post_training_kept_float": list(qat.post_training_kept_float),
-        "qat_accuracy": qat.int8.score, "qat_kept_float": list(qat.int8.kept_float), "qat_path": str(qat.int8.path.name),
+        "qat_accuracy": qat.int8.score, "qat_kept_float": list(qat.int8.kept_float), "qat_path": qat.int8.path.name,
         "trained_accuracy": qat.trained_score, "best_epoch": qat.best_epoch, "epochs_run": qat.epochs_run,
         "lr": qat.lr, "seconds": qat.seconds,
     }

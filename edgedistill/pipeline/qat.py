@@ -7,7 +7,6 @@ with fewer layers in float, or the more accurate when neither holds."""
 
 from __future__ import annotations
 
-import functools
 import time
 
 from edgedistill.compress import qat as fake
@@ -17,6 +16,7 @@ from edgedistill.config import TierConfig
 from edgedistill.data.base import Exported, FitOrder
 from edgedistill.rundir import Made, StageId, input_key
 from edgedistill.pipeline.context import Context
+from edgedistill.pipeline.sources import scorer
 from edgedistill.pipeline.student import Distilled, Lesson
 
 
@@ -59,7 +59,7 @@ def _train_and_quantize(ctx: Context, tier: TierConfig, student: Distilled, lear
     parts = ctx.prep.parts
     int8 = quantize(
         exported.path, exported.path.parent / "model.int8.qat.onnx", (method,), ctx.entry.feed(parts.calib, exported.inputs),
-        functools.partial(ctx.prep.task.score, ref=learn.reference), ctx.entry.feed(parts.val, exported.inputs), q.max_accuracy_drop, reference=post.fp32_score,
+        scorer(ctx, learn.reference), ctx.entry.feed(parts.val, exported.inputs), q.max_accuracy_drop, reference=post.fp32_score,
     )
     shipped, why = better(int8, post, q.max_accuracy_drop)
     return QatResult(
