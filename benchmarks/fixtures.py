@@ -150,7 +150,7 @@ def exported(role: str) -> Exported:
     )
     int8 = quantize(
         fp32.path, folder / "model.int8.onnx", cfg.quantize.methods_for(fp32.path), data.test.x,
-        lambda out: accuracy(out, data.val.y), data.val.x, cfg.quantize.max_accuracy_drop,
+        lambda out: accuracy(out, data.val.y), data.val.x, cfg.quantize.max_score_drop,
     )
     return Exported(model, fp32, int8)
 

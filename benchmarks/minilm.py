@@ -132,7 +132,7 @@ def edgedistill_int8(quick: bool) -> Int8Outcome:
     try:
         result = quantize(
             fp32, workdir() / "minilm-edgedistill" / "model.int8.onnx", cfg.methods_for(fp32),
-            feed(fp32, s.calib), score, feed(fp32, s.val), cfg.max_accuracy_drop,
+            feed(fp32, s.calib), score, feed(fp32, s.val), cfg.max_score_drop,
         )
     except Exception as exc:  # the figure reports any failure of the library as a lost row
         return Int8Outcome(None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")

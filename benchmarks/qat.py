@@ -306,7 +306,7 @@ def _qat(job: Job, scheme: str, outputs: TeacherOutputs | None) -> TrainResult:
 
 def _arms(job: Job, scheme: str) -> Arms:
     method, q, test = SCHEMES[scheme], job.q, job.data.test.x
-    fallback = job.int8(job.fp32, method, f"fallback-{scheme}", q.max_accuracy_drop)
+    fallback = job.int8(job.fp32, method, f"fallback-{scheme}", q.max_score_drop)
     emulation_ptq = _agreement(fake.fake_quantized(job.student, fake.scheme_for(method)), job.calib, job.ptq.path, test)
     labels = _qat(job, scheme, None)
     started = time.perf_counter()
@@ -316,9 +316,9 @@ def _arms(job: Job, scheme: str) -> Arms:
     pure = {arm: job.int8(p, method, f"qat-{arm}-{scheme}.int8", NO_FALLBACK) for arm, p in files.items()}
     # What the run's QAT stage makes of the same student: the QAT file quantized with the run's
     # tolerance against the fp32 score, shipped only where pipeline.qat.better says so.
-    run = job.int8(files["kd"], method, f"qat-kd-{scheme}.run", q.max_accuracy_drop, reference=fallback.fp32_score)
+    run = job.int8(files["kd"], method, f"qat-kd-{scheme}.run", q.max_score_drop, reference=fallback.fp32_score)
     wants = q.wants_qat(fallback)
-    ships = wants and better(run, fallback, q.max_accuracy_drop)[0]
+    ships = wants and better(run, fallback, q.max_score_drop)[0]
     shipped = run if ships else fallback
     return Arms(
         job.held_out(job.ptq.path), job.held_out(fallback.path), len(fallback.kept_float),
@@ -459,7 +459,7 @@ def _section(per_case: list[tuple[Seed, ...]], timing_rows: list[list[str]], tim
     return "\n".join([
         "What: held-out accuracy of small students quantized to int8 with onnxruntime's static QDQ (`compress.quantize`, "
         "MinMax calibration) three ways: post-training (PTQ), every layer int8; post-training with the run's fallback "
-        f"(`max_drop` {q.max_accuracy_drop:g}: the most sensitive layers kept in float until the validation score holds); and "
+        f"(`max_drop` {q.max_score_drop:g}: the most sensitive layers kept in float until the validation score holds); and "
         "quantization-aware training (`compress.qat`, which emulates onnxruntime's int8 grid in the forward pass), on labels "
         "alone and with distillation against the teacher, both quantized with every layer int8. The goal: QAT + KD within 0.5 "
         "point of fp32 on students where PTQ loses more than 1 point, at int8 speed.",

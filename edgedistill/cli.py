@@ -492,7 +492,7 @@ def _print_table(report, out: Console | None = None) -> None:
     from edgedistill.report.rows import budget_rows, deployed_summary, distillation_gains, noisy_note
 
     out = out or console
-    quality = "cosine to the teacher and neighbour agreement" if report.task == "embedding" else "accuracy"
+    quality = report.quality or "accuracy"
     out.print(_summary_table(report, f"{report.name}: validation {quality}; p50 latency measured on this CPU, batch 1"))
     if note := noisy_note(report):
         out.print(note, highlight=False)

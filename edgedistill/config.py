@@ -17,6 +17,7 @@ from edgedistill.data.synthetic import SynthesisConfig
 from edgedistill.errors import UserError
 from edgedistill.fileio import config_relative
 from edgedistill.teachers import TeacherConfig, parse_teacher
+from edgedistill.tasks import ARRAY_TASKS
 
 
 class _Section(BaseModel):
@@ -36,6 +37,11 @@ class DataConfig(_Section):
     calib_fraction: float = Field(0.1, gt=0, lt=1, description="Share of samples held out to calibrate int8 quantization.")
     image_size: tuple[int, int] = Field((32, 32), description="Height and width images are resized to (image folders).")
     channels: int = Field(3, description="1 (grayscale) or 3 (RGB), for image folders.")
+    labels: bool = Field(
+        True, strict=True,
+        description="Use the source's labels; false ignores them and students learn from the teacher alone, scored by "
+        "agreement with it (a .npz without y, a .npy or a folder of images alone has none anyway).",
+    )
     text_column: str = Field("text", description="The field of each .jsonl line that holds the text.")
     label_column: str | None = Field(None, description="The field of each .jsonl line that holds a class label, if any.")
     max_length: int = Field(128, ge=2, description="Tokens per text at most (longer texts are truncated).")
@@ -207,6 +213,30 @@ class MeasureConfig(_Section):
     throughput_batch: int = Field(32, ge=1, description="Batch size of the throughput measurement.")
 
 
+class OutputTask(_Section):
+    """How one output of a teacher with several is learnt: its task and its weight."""
+
+    task: str | None = Field(None, description="Its task; default: inferred from its shape.")
+    weight: float = Field(1.0, gt=0, description="Its weight in the loss and in the run's score.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: object) -> object:
+        # `boxes = "regression"` reads as the task alone.
+        return {"task": v} if isinstance(v, str) else v
+
+    @field_validator("task")
+    @classmethod
+    def _known(cls, v: str | None) -> str | None:
+        return _known_task(v)
+
+
+def _known_task(v: str | None) -> str | None:
+    if v is not None and v not in ARRAY_TASKS:
+        raise ValueError(f"unknown task {v!r}: use one of {', '.join(ARRAY_TASKS)}, or leave it out to infer it")
+    return v
+
+
 class RunConfig(_Section):
     """A whole run: teacher, data, budget tiers and how each stage works."""
 
@@ -233,12 +263,33 @@ class RunConfig(_Section):
     export: ExportConfig = Field(default_factory=ExportConfig, description="ONNX export and parity check.")
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig, description="int8 quantization.")
     measure: MeasureConfig = Field(default_factory=MeasureConfig, description="Latency measurement.")
+    task: str | None = Field(
+        None,
+        description="What the teacher's outputs are: classification, regression, multilabel or segmentation; default: "
+        "inferred from their shape and the labels (array teachers; a Hugging Face teacher's task is its own).",
+    )
+    tasks: dict[str, OutputTask] = Field(
+        default_factory=dict,
+        description='Each output of a teacher with several (a dict\'s keys, or output_0, output_1, ...): its task and '
+        'weight, e.g. boxes = "regression", scores = {task = "classification", weight = 2}; default: inferred from shapes.',
+    )
+    score: str | None = Field(
+        None,
+        description='Your own score, "package.module:function" of (outputs, targets) -> float, higher is better; targets '
+        "are the labels, or the teacher's outputs without them. Replaces the task's for early stopping, the int8 "
+        "tolerance and the report.",
+    )
     allow_weak_teacher: bool = Field(
         False,
         strict=True,
         description="Distill a teacher whose validation score is near chance or a constant predictor's "
         "(the run stops on one otherwise).",
     )
+
+    @field_validator("task")
+    @classmethod
+    def _task(cls, v: str | None) -> str | None:
+        return _known_task(v)
 
     @field_validator("targets")
     @classmethod

@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edgedistill.errors import UserError
+from edgedistill.tasks.heads import join_arrays
 
 # ONNX tensor type strings as onnxruntime reports them, to the numpy dtype to feed.
 ORT_DTYPES: dict[str, np.dtype] = {
@@ -90,13 +91,14 @@ def session_feed(session: ort.InferenceSession, x: Feed) -> dict[str, np.ndarray
 
 
 def run_batched(session: ort.InferenceSession, x: Feed, batch_size: int = 256) -> np.ndarray:
-    """Run the session on `x` in batches and return its first output, concatenated."""
+    """Run the session on `x` in batches and return its output, concatenated (several outputs
+    joined per sample as `tasks.heads.join_arrays` joins them)."""
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
     n = feed_len(x)
     if n == 0:
         raise UserError("no inputs to run: the data split is empty")
     outputs = [
-        session.run(None, session_feed(session, feed_slice(x, i, i + batch_size)))[0] for i in range(0, n, batch_size)
+        join_arrays(session.run(None, session_feed(session, feed_slice(x, i, i + batch_size)))) for i in range(0, n, batch_size)
     ]
     return np.concatenate(outputs, axis=0)

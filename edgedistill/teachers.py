@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
+import numpy as np
 import torch
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationInfo, field_validator
 from torch import nn
@@ -288,15 +289,19 @@ class OnnxTeacher(nn.Module):
         # A graph exported with a fixed batch is run that many inputs at a time.
         self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from edgedistill.ortsession import run_batched
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The graph's output; a dict by output name where it has several (a detector's heads)."""
+        from edgedistill.ortsession import session_feed
 
         x = x.detach().numpy()
         if self.fixed_batch is not None and len(x) % self.fixed_batch:
             raise UserError(
                 f"the ONNX teacher {self.path.name} takes batches of exactly {self.fixed_batch}: export it with a dynamic batch axis"
             )
-        return torch.from_numpy(run_batched(self.session, x, self.fixed_batch or 256))
+        step = self.fixed_batch or 256
+        runs = [self.session.run(None, session_feed(self.session, x[i : i + step])) for i in range(0, len(x), step)]
+        outputs = {o.name: torch.from_numpy(np.concatenate([r[j] for r in runs])) for j, o in enumerate(self.session.get_outputs())}
+        return next(iter(outputs.values())) if len(outputs) == 1 else outputs
 
     def __reduce__(self) -> tuple:
         # An onnxruntime session can be neither copied nor pickled (torchrun sends a training order

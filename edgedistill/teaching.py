@@ -24,6 +24,8 @@ from edgedistill.finite import Diverged, nonfinite
 from edgedistill.progress import Progress
 from edgedistill.recorded import load_recorded, log_probabilities
 from edgedistill.rundir import Made, RunDir, StageId, input_key
+from edgedistill.tasks import Inferred, infer, scored_by
+from edgedistill.tasks.heads import Head, Part, Several, heads_of
 from edgedistill.teachers import OnnxTeacher, QueryTeacher, RecordedTeacher, load_teacher, onnx_footprint
 
 
@@ -38,6 +40,19 @@ class LoadedTeacher:
     footprint: budgets.Footprint | None
     # How a `train = true` teacher was trained (score, epoch, threads), for the report.
     training: dict | None = None
+    # Its outputs' names and shapes per sample (None where it cannot run: known from its outputs).
+    heads: tuple[Head, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Taught:
+    """The teacher's outputs on the training split, on the validation split where had (None for a
+    teacher that cannot run, on labelled data), how they were had, and their stage key."""
+
+    outputs: TeacherOutputs
+    val: np.ndarray | None
+    info: OutputsInfo
+    key: str
 
 
 @dataclass(frozen=True)
@@ -64,23 +79,26 @@ def load(
     # Factories initialise weights from the global RNG: seed it so a run is repeatable.
     torch.manual_seed(cfg.seed)
     model = load_teacher(t)
-    check_fit(model, splits)
+    heads = check_fit(model, splits)
     if not t.trains:
-        return LoadedTeacher(model, key, footprint(model, splits.input_shape))
+        return LoadedTeacher(model, key, footprint(model, splits.input_shape), None, heads)
+    if splits.train.y is None:
+        raise UserError("teacher.train trains the teacher on labels, and this data has none: give labelled data or a trained teacher")
     key = input_key(key, cfg.teacher_training, data_key)
+    task = task_of(cfg, heads, splits).task
 
     def train() -> Made[dict]:
         progress.stage(f"teacher: training {t.factory} on labels")
         with progress.task("train teacher", cfg.teacher_training.epochs) as advance:
-            order = FitOrder(model, cfg.teacher_training, cfg.seed, None, None)
+            order = FitOrder(model, cfg.teacher_training, cfg.seed, None, None, task=task)
             try:
-                result = fit(order, lambda e, _n, acc: advance(e, f"val acc {acc:.3f}"))
+                result = fit(order, lambda e, _n, score: advance(e, f"val {score:.3f}"))
             except Diverged as exc:
                 # The same loop trains students; the learning rate to lower is the teacher's own.
                 raise exc.of("teacher_training") from None
         path = rd.save_torch("teacher/teacher.pt", result.model.state_dict())
         record = {
-            "val_accuracy": result.val_score, "best_epoch": result.best_epoch,
+            "val_score": result.val_score, "best_epoch": result.best_epoch,
             "threads": result.threads.threads, "threads_chosen": result.threads.how,
         }
         return Made(record, (path,))
@@ -88,7 +106,7 @@ def load(
     training = rd.stage(StageId("teacher"), key, dict, train, progress, "teacher: trained earlier, loaded from the run directory")
     model.load_state_dict(torch.load(rd.path("teacher/teacher.pt"), weights_only=True))
     # What follows is keyed on the trained weights themselves: a retrained teacher is a new one.
-    return LoadedTeacher(model.eval(), rd.made_key(StageId("teacher")), footprint(model, splits.input_shape), training)
+    return LoadedTeacher(model.eval(), rd.made_key(StageId("teacher")), footprint(model, splits.input_shape), training, heads)
 
 
 def footprint(model: nn.Module, input_shape: tuple[int, ...]) -> budgets.Footprint:
@@ -98,11 +116,45 @@ def footprint(model: nn.Module, input_shape: tuple[int, ...]) -> budgets.Footpri
     return budgets.measure(model, input_shape)
 
 
-def outputs(
-    cfg: RunConfig, rd: RunDir, teacher: LoadedTeacher, splits: Splits, data_key: str, progress: Progress
-) -> tuple[TeacherOutputs, OutputsInfo, str]:
-    """The teacher's outputs on the training split: computed, read or queried once, stored, and
-    reused by every student. Returns them, how they were had, and their key."""
+def task_of(cfg: RunConfig, heads: tuple[Head, ...], splits: Splits) -> Inferred:
+    """The run's task for a teacher with these outputs, checked against every split's labels and
+    scored by the config's own score where it names one: one output's task, or each of several
+    outputs' (`tasks`)."""
+    if len(heads) > 1:
+        inferred = _several(cfg, heads)
+    elif cfg.tasks:
+        raise UserError(f"tasks names outputs of a teacher with several, and this teacher has one: use task = ... instead")
+    else:
+        inferred = infer(cfg.task, heads[0].shape, splits.train.y)
+    shape = heads[0].shape if len(heads) == 1 else (sum(h.size for h in heads),)
+    for part in (splits.train, splits.val, splits.calib):
+        problem = inferred.task.check(shape, part.y)
+        if problem is not None:
+            raise UserError(f"{problem}: give labels of one kind in every sample")
+    return Inferred(scored_by(inferred.task, cfg.score), inferred.how)
+
+
+def _several(cfg: RunConfig, heads: tuple[Head, ...]) -> Inferred:
+    """Each output's task (set in `tasks`, or inferred from its shape) and weight."""
+    names = [h.name for h in heads]
+    if cfg.task is not None:
+        raise UserError(f"the teacher has {len(heads)} outputs ({', '.join(names)}): set each one's task in [tasks], not task")
+    unknown = sorted(set(cfg.tasks) - set(names))
+    if unknown:
+        raise UserError(f"tasks names {', '.join(unknown)}, which the teacher does not output: use its outputs' names ({', '.join(names)})")
+    parts, said = [], []
+    for head in heads:
+        spec = cfg.tasks.get(head.name)
+        inferred = infer(spec.task if spec else None, head.shape, None)
+        parts.append(Part(head, inferred.task, spec.weight if spec else 1.0))
+        said.append(f"{head.name} {list(head.shape)} {inferred.task.name}, {inferred.how.split(' (')[0]}")
+    return Inferred(Several(tuple(parts)), "each output its own task: " + "; ".join(said))
+
+
+def outputs(cfg: RunConfig, rd: RunDir, teacher: LoadedTeacher, splits: Splits, data_key: str, progress: Progress) -> Taught:
+    """The teacher's outputs on the training split (and the validation split where the teacher runs,
+    or where the data has no labels to score by): computed, read or queried once, stored, and
+    reused by every student."""
     layers = tuple(sorted({p.teacher for p in cfg.distill.features}))
     if layers and (teacher.model is None or isinstance(teacher.model, OnnxTeacher)):
         raise UserError(f"distill.features needs a PyTorch teacher's layers; a {cfg.teacher.kind} teacher has none: drop distill.features")
@@ -110,14 +162,11 @@ def outputs(
     rel = "teacher/outputs.npz"
 
     def make() -> Made[OutputsInfo]:
-        out, info = _compute(cfg, rd, teacher, splits, layers, progress)
+        out, val, info = _compute(cfg, rd, teacher, splits, layers, progress)
         check_finite(cfg, out)
-        if out.logits.shape[1] < splits.num_classes:
-            raise UserError(
-                f"the teacher gives {out.logits.shape[1]} outputs per input but the labels go up to {splits.num_classes - 1}: "
-                f"labels must lie in 0..{out.logits.shape[1] - 1}"
-            )
         extra = {"known": out.known} if out.known is not None else {}
+        if val is not None:
+            extra["val"] = val
         with rd.atomic(rel) as tmp, open(tmp, "wb") as f:
             np.savez(f, logits=out.logits, **extra, **{f"feature:{k}": v for k, v in out.features.items()})
         return Made(info, (rd.path(rel),))
@@ -126,31 +175,52 @@ def outputs(
     with np.load(rd.path(rel)) as saved:
         features = {k.removeprefix("feature:"): saved[k] for k in saved.files if k.startswith("feature:")}
         known = saved["known"] if "known" in saved.files else None
-        return TeacherOutputs(saved["logits"], features, known), info, rd.made_key(StageId("teacher-outputs"))
+        val = saved["val"] if "val" in saved.files else None
+        taught = TeacherOutputs(saved["logits"], features, known)
+    return Taught(taught, val, info, rd.made_key(StageId("teacher-outputs")))
 
 
 def _compute(
     cfg: RunConfig, rd: RunDir, teacher: LoadedTeacher, splits: Splits, layers: tuple[str, ...], progress: Progress
-) -> tuple[TeacherOutputs, OutputsInfo]:
+) -> tuple[TeacherOutputs, np.ndarray | None, OutputsInfo]:
     if teacher.model is not None:
-        progress.stage("teacher outputs: running the teacher once over the training split")
+        progress.stage("teacher outputs: running the teacher once over the training and validation splits")
         out = teacher_outputs(teacher.model, splits.train.x, layers)
-        return out, OutputsInfo("logits", "KD at temperature on the teacher's logits, computed once", len(splits.train), 0)
-    # A teacher that cannot run is had by its kind's own means.
-    return _UNRUNNABLE[type(cfg.teacher)](cfg.teacher, rd, splits, progress)
+        info = OutputsInfo("logits", "KD at temperature on the teacher's logits, computed once", len(splits.train), 0)
+        return out, predict(teacher.model, splits.val.x), info
+    # A teacher that cannot run is had by its kind's own means; without labels it answers the
+    # validation inputs too (first, so a query budget covers them), as they are scored against it.
+    if splits.val.y is not None:
+        out, info = _UNRUNNABLE[type(cfg.teacher)](cfg.teacher, rd, splits.train.x, splits.num_classes, progress)
+        return out, None, info
+    n_val = len(splits.val)
+    both, info = _UNRUNNABLE[type(cfg.teacher)](
+        cfg.teacher, rd, np.concatenate([splits.val.x, splits.train.x]), splits.num_classes, progress
+    )
+    if both.known is not None and not both.known[:n_val].all():
+        raise UserError(
+            f"this data has no labels, so students are scored by agreement with the teacher on the validation split, and the "
+            f"{cfg.teacher.kind} teacher answers {int(both.known[:n_val].sum())} of its {n_val} inputs: "
+            + ("record the teacher on every input" if isinstance(cfg.teacher, RecordedTeacher) else "raise teacher.max_queries")
+        )
+    known = both.known[n_val:] if both.known is not None else None
+    if known is not None and known.all():
+        known = None
+    covered = len(splits.train) if known is None else int(known.sum())
+    info = OutputsInfo(info.form, info.use, covered, len(splits.train) - covered, info.queries)
+    return TeacherOutputs(both.logits[n_val:], known=known), both.logits[:n_val], info
 
 
-def _recorded(t: RecordedTeacher, rd: RunDir, splits: Splits, progress: Progress) -> tuple[TeacherOutputs, OutputsInfo]:
+def _recorded(t: RecordedTeacher, rd: RunDir, x: np.ndarray, classes: int, progress: Progress) -> tuple[TeacherOutputs, OutputsInfo]:
     progress.stage(f"teacher outputs: reading the record {t.path}")
-    rec = load_recorded(Path(t.path), splits.train.x, splits.num_classes)
+    rec = load_recorded(Path(t.path), x, classes)
     use = rec.use + (f"; {rec.missing} training inputs the record lacks are trained on labels alone" if rec.missing else "")
     return rec.outputs, OutputsInfo(rec.form, use, rec.matched, rec.missing)
 
 
-def _query(t: QueryTeacher, rd: RunDir, splits: Splits, progress: Progress) -> tuple[TeacherOutputs, OutputsInfo]:
+def _query(t: QueryTeacher, rd: RunDir, x: np.ndarray, _classes: int, progress: Progress) -> tuple[TeacherOutputs, OutputsInfo]:
     from edgedistill.query import QueryTeacherConfig, query_teacher
 
-    x = splits.train.x
     qcfg = QueryTeacherConfig(command=t.command, max_queries=t.max_queries, batch_size=t.query_batch, timeout_s=t.timeout_s)
     progress.stage(f"teacher outputs: querying {t.source} (at most {t.max_queries:,} queries, answers kept as they arrive)")
     with progress.task("query teacher", len(x)) as advance:
@@ -190,10 +260,13 @@ def check_finite(cfg: RunConfig, out: TeacherOutputs) -> None:
             )
 
 
-def check_fit(model: nn.Module, splits: Splits) -> None:
-    """Fail early, in one line, when the data does not fit the teacher."""
+def check_fit(model: nn.Module, splits: Splits) -> tuple[Head, ...]:
+    """Fail early, in one line, when the data does not fit the teacher; returns its outputs' names
+    and shapes per sample."""
     try:
-        out = predict(model, splits.val.x[:2])
+        with torch.no_grad():
+            out = model.eval()(torch.from_numpy(splits.val.x[:2]))
+        heads = heads_of(out)
     except UserError:
         raise
     except Exception as exc:
@@ -201,11 +274,6 @@ def check_fit(model: nn.Module, splits: Splits) -> None:
             f"data of shape {splits.input_shape} does not fit the teacher ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0]}): give data shaped as the teacher expects"
         ) from exc
-    if out.ndim != 2:
-        raise UserError(f"the teacher outputs shape {out.shape[1:]} per sample, not class logits: give a classifier")
-    if splits.num_classes > out.shape[1]:
-        raise UserError(
-            f"labels go up to {splits.num_classes - 1} but the teacher has {out.shape[1]} outputs: "
-            f"labels must lie in 0..{out.shape[1] - 1}"
-        )
-
+    if len(heads) == 1 and heads[0].shape == ():
+        raise UserError("the teacher outputs shape (N,), one number per sample without an output axis: return (N, 1) (e.g. out[:, None])")
+    return heads

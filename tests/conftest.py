@@ -274,3 +274,144 @@ class SaidProgress(Progress):
 
     def stage(self, text: str) -> None:
         self.lines.append(text)
+
+
+# Teachers and data of the tasks beyond classification: tiny, seeded, generated here.
+SIGNAL_SHAPE = (2, 32)
+
+
+class TinySignalRegressor(nn.Module):
+    """Conv1d-BN-ReLU x2, pooling and a linear head: (2, 32) sensor windows to one value."""
+
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv1d(2, width, 5, padding=2), nn.BatchNorm1d(width), nn.ReLU(),
+            nn.Conv1d(width, 2 * width, 5, padding=2), nn.BatchNorm1d(2 * width), nn.ReLU(),
+            nn.AdaptiveAvgPool1d(4),
+        )
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(8 * width, 16), nn.ReLU(), nn.Linear(16, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class TinySegmenter(nn.Module):
+    """Conv-BN-ReLU x2 at full resolution and a 1x1 classifier: per-pixel logits of 1x8x8 inputs."""
+
+    def __init__(self, width: int = 8, classes: int = 3) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, classes, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def tiny_signal_regressor() -> nn.Module:
+    """A seeded TinySignalRegressor."""
+    torch.manual_seed(0)
+    return TinySignalRegressor().eval()
+
+
+def tiny_segmenter() -> nn.Module:
+    """A seeded TinySegmenter of three classes."""
+    torch.manual_seed(0)
+    return TinySegmenter().eval()
+
+
+def tiny_tagger() -> nn.Module:
+    """A seeded TinyCNN with four outputs, one per tag."""
+    torch.manual_seed(0)
+    return TinyCNN(num_classes=4).eval()
+
+
+def signal_regression_data(n: int = 600, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 2, 32) noisy two-axis vibration windows and the frequency of each (cycles per window / 8)."""
+    rng = np.random.default_rng(seed)
+    freq = rng.uniform(1.0, 6.0, n)
+    t = np.arange(SIGNAL_SHAPE[1]) / SIGNAL_SHAPE[1]
+    phase = rng.uniform(0, 2 * np.pi, (n, 2, 1))
+    x = np.sin(2 * np.pi * freq[:, None, None] * t + phase) + 0.2 * rng.standard_normal((n, *SIGNAL_SHAPE))
+    return x.astype(np.float32), (freq[:, None] / 8).astype(np.float32)
+
+
+def segmentation_data(digits: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Digits with a label map per pixel: 0 background, 1 the ink of a digit below 5, 2 of the others."""
+    x, y = digits
+    ink = x[:, 0] > 0.4
+    return x, np.where(ink, 1 + (y[:, None, None] >= 5), 0).astype(np.int64)
+
+
+def tag_data(digits: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Digits with four 0/1 tags each: even, above 4, prime, drawn with a closed loop."""
+    x, y = digits
+    tags = np.stack([y % 2 == 0, y > 4, np.isin(y, (2, 3, 5, 7)), np.isin(y, (0, 6, 8, 9))], axis=1)
+    return x, tags.astype(np.int64)
+
+
+def negative_max_error(outputs: np.ndarray, targets: np.ndarray) -> float:
+    """A user's own score, as a config names it (`score = "conftest:negative_max_error"`): minus the
+    largest absolute error, so higher is better."""
+    return -float(np.abs(outputs - targets.reshape(outputs.shape)).max())
+
+
+def not_a_number(outputs: np.ndarray, targets: np.ndarray) -> str:
+    """A user's score that forgets to return a number."""
+    return "high"
+
+
+class TinyTwoHead(nn.Module):
+    """A detector-like teacher of 1x8x8 inputs with two raw heads from one trunk: "boxes" (the ink's
+    centre and spread, 4 values) and "scores" (10 class logits), returned as a dict."""
+
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Linear(width * 16, 32), nn.ReLU(),
+        )
+        self.boxes = nn.Linear(32, 4)
+        self.scores = nn.Linear(32, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.trunk(x)
+        return {"boxes": self.boxes(features), "scores": self.scores(features)}
+
+
+def tiny_two_head() -> nn.Module:
+    """A seeded TinyTwoHead."""
+    torch.manual_seed(0)
+    return TinyTwoHead().eval()
+
+
+def ink_boxes(x: np.ndarray) -> np.ndarray:
+    """(N, 4): each image's ink centre (row, column) and spread (row, column), in pixels / 8."""
+    rows, cols = np.meshgrid(np.arange(8), np.arange(8), indexing="ij")
+    mass = x[:, 0].reshape(len(x), -1) + 1e-6
+    mass = mass / mass.sum(axis=1, keepdims=True)
+    r, c = rows.reshape(-1), cols.reshape(-1)
+    mr, mc = mass @ r, mass @ c
+    sr, sc = np.sqrt(mass @ r**2 - mr**2), np.sqrt(mass @ c**2 - mc**2)
+    return (np.stack([mr, mc, sr, sc], axis=1) / 8).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def two_head_weights(tmp_path_factory, digits_xy):
+    """TinyTwoHead trained briefly on digits (boxes on `ink_boxes`, scores on the labels): a state dict."""
+    x, y = digits_xy
+    model = tiny_two_head().train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    xt, yt, bt = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(ink_boxes(x))
+    for _ in range(40):
+        out = model(xt)
+        loss = nn.functional.cross_entropy(out["scores"], yt) + 10 * nn.functional.mse_loss(out["boxes"], bt)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    path = tmp_path_factory.mktemp("two-head") / "two_head.pt"
+    torch.save(model.state_dict(), path)
+    return path

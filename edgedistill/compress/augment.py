@@ -78,7 +78,7 @@ def check_shape(cfg: AugmentConfig, sample_shape: tuple[int, ...], where: str = 
 
 @dataclass(frozen=True)
 class View:
-    """One augmented batch. Its labels are `lam * CE(y) + (1 - lam) * CE(y[partner])` per sample;
+    """One augmented batch. Its label loss is `lam * L(y) + (1 - lam) * L(y[partner])` per sample;
     `partner` is None when no samples were mixed."""
 
     x: torch.Tensor
@@ -102,14 +102,6 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> View:
     if cfg.mixup:
         return _mixup(x, cfg.mixup, gen)
     return View(x, None, None)
-
-
-def mixed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, view: View) -> torch.Tensor:
-    """Per-sample cross-entropy against the view's labels (mixed where samples were mixed)."""
-    ce = F.cross_entropy(logits, labels, reduction="none")
-    if view.partner is None:
-        return ce
-    return view.lam * ce + (1 - view.lam) * F.cross_entropy(logits, labels[view.partner], reduction="none")
 
 
 def _coin(n: int, gen: torch.Generator) -> torch.Tensor:

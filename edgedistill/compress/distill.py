@@ -1,4 +1,5 @@
-"""Knowledge distillation: Hinton KD on logits, optional feature matching, one training loop.
+"""Knowledge distillation: the task's loss to the teacher's outputs (Hinton KD on logits for
+classification), optional feature matching, one training loop for every array task.
 
 The teacher's outputs are computed once (`teacher_outputs`) and passed to every student's `fit`,
 so the teacher never runs twice on the same batch; with `augment` on, the teacher runs online
@@ -21,12 +22,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, TensorDataset
 
-from edgedistill.compress.augment import AugmentConfig, View, augment, check_shape, mixed_cross_entropy
+from edgedistill.compress.augment import AugmentConfig, View, augment, check_shape
 from edgedistill.compress.budget import measure
 from edgedistill.data.arrays import Dataset
 from edgedistill.distributed import World
 from edgedistill.errors import UserError
 from edgedistill.finite import check_epoch
+from edgedistill.tasks import ArrayTask, Reference
+from edgedistill.tasks.classification import CLASSIFICATION
+from edgedistill.tasks.heads import join
 from edgedistill.threads import ThreadChoice, choose, torch_threads
 
 
@@ -48,8 +52,11 @@ class DistillConfig(BaseModel):
     batch_size: int = Field(64, ge=1, description="Training batch size.")
     lr: float = Field(3e-3, gt=0, le=1e6, description="AdamW learning rate (cosine-annealed over the epochs); at most 1e6.")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
-    temperature: float = Field(4.0, gt=0, description="KD softmax temperature.")
-    alpha: float = Field(0.7, ge=0, le=1, description="Weight of the KD loss; 1 - alpha weights cross-entropy on labels.")
+    temperature: float = Field(4.0, gt=0, description="KD softmax temperature (classification, multilabel, segmentation).")
+    alpha: float = Field(
+        0.7, ge=0, le=1,
+        description="Weight of the loss to the teacher; 1 - alpha weights the task's loss on labels (cross-entropy, MSE, BCE).",
+    )
     features: tuple[FeaturePair, ...] = Field((), description="Layers whose outputs the student learns to match.")
     feature_weight: float = Field(1.0, ge=0, description="Weight of the feature-matching (MSE) loss.")
     patience: int = Field(15, ge=1, description="Stop after this many epochs without a better validation score.")
@@ -84,7 +91,7 @@ class TeacherOutputs:
 class EpochLog:
     epoch: int
     train_loss: float
-    val_accuracy: float
+    val_score: float
     val_loss: float
 
 
@@ -94,7 +101,7 @@ class TrainResult:
 
     model: nn.Module
     best_epoch: int
-    val_accuracy: float
+    val_score: float
     history: tuple[EpochLog, ...]
     threads: ThreadChoice
     # Seconds the teacher ran on augmented batches (0 when its cached outputs served).
@@ -109,13 +116,14 @@ ProgressFn = Callable[[int, int, float], None]
 
 
 def predict(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Outputs of `model` on `x`, batched, in eval mode, as float32 numpy."""
+    """Outputs of `model` on `x`, batched, in eval mode, as float32 numpy (several outputs joined,
+    `tasks.heads.join`)."""
     was_training = model.training
     model.eval()
     outs = []
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
-            outs.append(model(torch.from_numpy(x[start : start + batch_size])).float().numpy())
+            outs.append(join(model(torch.from_numpy(x[start : start + batch_size]))).float().numpy())
     model.train(was_training)
     return np.concatenate(outs)
 
@@ -154,13 +162,17 @@ def fit(
     progress: ProgressFn | None = None,
     world: World = World(),
     live: nn.Module | None = None,
+    task: ArrayTask = CLASSIFICATION,
+    val_teacher: np.ndarray | None = None,
 ) -> TrainResult:
-    """Train a copy of `model`: KD + cross-entropy against `teacher`, or cross-entropy alone without one.
+    """Train a copy of `model` on the task's loss: to `teacher`'s outputs and the labels, or to
+    either alone where the other is missing.
 
     With `cfg.augment` on, every batch is augmented once and `live` (the teacher as a model) is
     run on that view, so the student matches the teacher on what it sees; without it the
-    cached `teacher` outputs serve. Early-stops on validation accuracy (ties go to the lower
-    validation loss) and returns the best epoch. A loss, validation outputs or weights that stop
+    cached `teacher` outputs serve. Early-stops on the task's validation score, against the
+    labels or, without them, against `val_teacher` (the teacher's validation outputs); ties go
+    to the lower validation loss. A loss, validation outputs or weights that stop
     being finite raise `finite.Diverged` (exit 1). In a distributed `world` every rank calls this
     with the same arguments and trains its shard; the ranks' weights stay equal, so each one
     validates and stops alike.
@@ -169,16 +181,25 @@ def fit(
         raise UserError("feature matching needs the teacher's layer outputs for every sample: drop distill.features")
     if teacher is not None and len(teacher.logits) != len(train):
         raise ValueError(f"teacher outputs cover {len(teacher.logits)} samples, the training split {len(train)}")
-    signal = _signal(cfg, train, teacher, live, seed + world.rank)
+    if train.y is None and teacher is None:
+        raise UserError("training needs labels or a teacher's outputs, and this data has no labels: give labels, or a teacher")
+    if val.y is None and val_teacher is None:
+        raise ValueError("scoring without labels needs the teacher's validation outputs")
+    dense = cfg.augment.active and predict(model, train.x[:1]).ndim > 2
+    signal = _signal(cfg, train, teacher, live, seed + world.rank, task, dense)
     step_macs = measure(model, train.x.shape[1:]).macs * min(cfg.batch_size, len(train))
     threads = choose(cfg.threads, step_macs, world.distributed)
     with torch_threads(threads.threads):
-        trained = _fit(model, train, val, cfg, seed, signal, progress, world)
+        trained = _fit(model, train, val, cfg, seed, signal, progress, world, Reference(val_teacher, val.y))
     return TrainResult(*trained, threads, signal.seconds)
 
 
-def _signal(cfg: DistillConfig, train: Dataset, teacher: TeacherOutputs | None, live: nn.Module | None, seed: int) -> _Signal:
-    """What each batch trains against, after refusing augmentation where it cannot work."""
+def _signal(
+    cfg: DistillConfig, train: Dataset, teacher: TeacherOutputs | None, live: nn.Module | None, seed: int, task: ArrayTask,
+    dense: bool,
+) -> _Signal:
+    """What each batch trains against, after refusing augmentation where it cannot work (`dense`:
+    the outputs have positions, which label maps share)."""
     if cfg.augment.active:
         check_shape(cfg.augment, tuple(train.x.shape[1:]))
         if teacher is not None and live is None:
@@ -188,43 +209,52 @@ def _signal(cfg: DistillConfig, train: Dataset, teacher: TeacherOutputs | None, 
             )
         if teacher is not None and cfg.features:
             raise UserError("distill.augment and distill.features cannot be combined (layer outputs are cached un-augmented): drop one")
-    return _Signal(cfg, teacher, live if teacher is not None else None, torch.Generator().manual_seed(seed))
+        moves = cfg.augment.flip or cfg.augment.shift or cfg.augment.cutmix
+        labelled = train.y is not None and (teacher is None or cfg.alpha < 1)
+        if moves and labelled and dense:
+            raise UserError(
+                "distill.augment flips, shifts or cuts the inputs and the label maps would not follow: set distill.alpha = 1 "
+                "(the teacher alone, run on each augmented view) or drop flip, shift and cutmix"
+            )
+    return _Signal(cfg, teacher, live if teacher is not None else None, torch.Generator().manual_seed(seed), task)
 
 
 class _Signal:
     """The loss of one batch: against the teacher's cached outputs, or (augmenting) against the
     teacher run online on the batch's one augmented view. Counts the teacher's seconds."""
 
-    def __init__(self, cfg: DistillConfig, outputs: TeacherOutputs | None, live: nn.Module | None, gen: torch.Generator) -> None:
-        self.cfg, self.outputs, self.live, self.gen = cfg, outputs, live, gen
+    def __init__(
+        self, cfg: DistillConfig, outputs: TeacherOutputs | None, live: nn.Module | None, gen: torch.Generator, task: ArrayTask
+    ) -> None:
+        self.cfg, self.outputs, self.live, self.gen, self.task = cfg, outputs, live, gen, task
         self.logits = torch.from_numpy(np.nan_to_num(outputs.logits)) if outputs is not None else None
         self.known = torch.from_numpy(outputs.known) if outputs is not None and outputs.known is not None else None
         self.seconds = 0.0
         if live is not None:
             live.eval()
 
-    def loss(self, forward: nn.Module, xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """The student's loss on one batch."""
+    def loss(self, forward: nn.Module, xb: torch.Tensor, yb: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor:
+        """The student's loss on one batch (`yb` None: the data has no labels)."""
         if not self.cfg.augment.active:
             target = self.logits[idx] if self.logits is not None else None
-            return kd_loss(forward(xb), yb, target, self.cfg, self.known[idx] if self.known is not None else None)
+            return kd_loss(join(forward(xb)), yb, target, self.cfg, self.known[idx] if self.known is not None else None, None, self.task)
         view = augment(xb, self.cfg.augment, self.gen)
-        out = forward(view.x)
-        return kd_loss(out, yb, self._teach(view.x) if self.live is not None else None, self.cfg, None, view)
+        out = join(forward(view.x))
+        return kd_loss(out, yb, self._teach(view.x) if self.live is not None else None, self.cfg, None, view, self.task)
 
     def _teach(self, x: torch.Tensor) -> torch.Tensor:
         started = time.perf_counter()
         with torch.no_grad():
-            out = self.live(x).float()
+            out = join(self.live(x)).float()
         self.seconds += time.perf_counter() - started
         return out
 
 
 def _fit(
     model: nn.Module, train: Dataset, val: Dataset, cfg: DistillConfig, seed: int,
-    signal: _Signal, progress: ProgressFn | None, world: World,
+    signal: _Signal, progress: ProgressFn | None, world: World, ref: Reference,
 ) -> tuple[nn.Module, int, float, tuple[EpochLog, ...]]:
-    """The training loop of `fit`: the best model, its epoch, its validation accuracy, the history."""
+    """The training loop of `fit`: the best model, its epoch, its validation score, the history."""
     torch.manual_seed(seed)
     student = copy.deepcopy(model).train()
     pairs = cfg.features if signal.logits is not None else ()
@@ -239,7 +269,7 @@ def _fit(
             sampler.set_epoch(epoch)
         total, count = 0.0, 0
         for xb, yb, idx in loader:
-            loss = signal.loss(forward, xb, yb, idx) + cfg.feature_weight * taps.loss(idx)
+            loss = signal.loss(forward, xb, yb if train.y is not None else None, idx) + cfg.feature_weight * taps.loss(idx)
             optimizer.zero_grad()
             loss.backward()
             if world.distributed:
@@ -250,12 +280,12 @@ def _fit(
         scheduler.step()
         val_logits = predict(student, val.x)
         check_epoch(epoch, total / count, val_logits, student, cfg.lr)
-        val_acc = accuracy(val_logits, val.y)
-        val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(val.y)))
-        history.append(EpochLog(epoch, total / count, val_acc, val_loss))
+        val_score = signal.task.score(val_logits, ref)
+        val_loss = _val_loss(signal.task, val_logits, ref, cfg.temperature)
+        history.append(EpochLog(epoch, total / count, val_score, val_loss))
         if progress is not None:
-            progress(epoch, cfg.epochs, val_acc)
-        key = (val_acc, -val_loss)
+            progress(epoch, cfg.epochs, val_score)
+        key = (val_score, -val_loss)
         if best_key is None or key > best_key:
             best_key, best_epoch = key, epoch
             best_state = copy.deepcopy(student.state_dict())
@@ -264,6 +294,15 @@ def _fit(
     taps.remove()
     student.load_state_dict(best_state)
     return student.eval(), best_epoch, best_key[0], tuple(history)
+
+
+def _val_loss(task: ArrayTask, out: np.ndarray, ref: Reference, temperature: float) -> float:
+    """The task's mean loss on the validation split: to the labels, or to the teacher without them."""
+    out_t = torch.from_numpy(out)
+    with torch.no_grad():
+        if ref.labels is not None:
+            return float(task.supervised(out_t, torch.from_numpy(ref.labels).to(task.label_dtype)).mean())
+        return float(task.distill(out_t, torch.from_numpy(ref.teacher), temperature).mean())
 
 
 def _build(
@@ -277,9 +316,9 @@ def _build(
     optimizer = torch.optim.AdamW(
         [*student.parameters(), *extra_params], lr=cfg.lr, weight_decay=cfg.weight_decay
     )
-    dataset = TensorDataset(
-        torch.from_numpy(train.x), torch.from_numpy(train.y), torch.arange(len(train))
-    )
+    # Data without labels still yields a (placeholder) label per sample: the loader's batches keep one shape.
+    labels = torch.from_numpy(train.y) if train.y is not None else torch.zeros(len(train))
+    dataset = TensorDataset(torch.from_numpy(train.x), labels, torch.arange(len(train)))
     if not world.distributed:
         sampler: Sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
         return optimizer, DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler), sampler, student
@@ -295,27 +334,31 @@ def kd_loss(
     cfg: DistillConfig,
     known: torch.Tensor | None = None,
     view: View | None = None,
+    task: ArrayTask = CLASSIFICATION,
 ) -> torch.Tensor:
-    """alpha * KD + (1 - alpha) * CE per sample, averaged; a sample without teacher outputs
-    (`known` False) gets cross-entropy alone, at full weight. Without labels, KD alone. On an
-    augmented `view` whose samples were mixed, the labels mix as the inputs did."""
+    """alpha * (loss to the teacher) + (1 - alpha) * (loss on labels) per sample, averaged, each
+    the task's own (KD at temperature and cross-entropy for classification); a sample without
+    teacher outputs (`known` False) gets the label loss alone, at full weight. Without labels,
+    the teacher's alone. On an augmented `view` whose samples were mixed, the labels mix as the
+    inputs did."""
     if labels is None:
-        return _kd(logits, teacher_logits, cfg.temperature).mean()
-    ce = mixed_cross_entropy(logits, labels, view) if view is not None else F.cross_entropy(logits, labels, reduction="none")
+        return task.distill(logits, teacher_logits, cfg.temperature).mean()
+    supervised = _supervised(task, logits, labels.to(task.label_dtype), view)
     if teacher_logits is None:
-        return ce.mean()
-    mixed = cfg.alpha * _kd(logits, teacher_logits, cfg.temperature) + (1 - cfg.alpha) * ce
+        return supervised.mean()
+    mixed = cfg.alpha * task.distill(logits, teacher_logits, cfg.temperature) + (1 - cfg.alpha) * supervised
     if known is not None:
-        mixed = torch.where(known, mixed, ce)
+        mixed = torch.where(known, mixed, supervised)
     return mixed.mean()
 
 
-def _kd(logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) -> torch.Tensor:
-    """Per-sample KL divergence at temperature t. Hinton et al.: the T^2 factor keeps the
-    soft-target gradients on the scale of the hard ones."""
-    return F.kl_div(
-        F.log_softmax(logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1), reduction="none", log_target=True
-    ).sum(dim=1) * (t * t)
+def _supervised(task: ArrayTask, out: torch.Tensor, labels: torch.Tensor, view: View | None) -> torch.Tensor:
+    """Per-sample label loss; on a view whose samples were mixed, lam of each sample's own labels'
+    loss and 1 - lam of its partner's."""
+    own = task.supervised(out, labels)
+    if view is None or view.partner is None:
+        return own
+    return view.lam * own + (1 - view.lam) * task.supervised(out, labels[view.partner])
 
 
 def _module(model: nn.Module, name: str, role: str) -> nn.Module:

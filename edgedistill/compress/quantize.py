@@ -25,7 +25,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from edgedistill.compress import mixed
 from edgedistill.errors import EdgeDistillError, UserError
@@ -418,13 +418,15 @@ class QuantizeConfig(BaseModel):
     calibration_method: Literal["minmax", "entropy", "percentile", "distribution"] = Field(
         "minmax", description="How int8-static chooses activation ranges on the calibration split."
     )
-    max_accuracy_drop: float = Field(
-        0.01, ge=0, description="Largest accuracy loss against fp32 (0.01 = 1 point) before layers stay in float."
+    max_score_drop: float = Field(
+        0.01, ge=0, validation_alias=AliasChoices("max_score_drop", "max_accuracy_drop"),
+        description="Largest loss of the task's score against fp32 (0.01 = 1 point of accuracy, mIoU, mAP or R²) before "
+        "layers stay in float; max_accuracy_drop is the same setting's older name.",
     )
     qat: bool | None = Field(
         None,
         description="Quantization-aware training with the teacher: None (default) when post-training int8 loses more "
-        "than max_accuracy_drop or needs layers kept in float; true always; false never. The better int8 ships.",
+        "than max_score_drop or needs layers kept in float; true always; false never. The better int8 ships.",
     )
     qat_epochs: int = Field(10, ge=1, description="Most epochs of quantization-aware training (early stopping as in distill).")
     qat_lr: float | None = Field(
@@ -435,7 +437,7 @@ class QuantizeConfig(BaseModel):
         """Whether to train with int8 in the loop after `post_training` int8 gave this result."""
         if self.qat is not None:
             return self.qat
-        return bool(post_training.kept_float) or post_training.fp32_score - post_training.score > self.max_accuracy_drop
+        return bool(post_training.kept_float) or post_training.fp32_score - post_training.score > self.max_score_drop
 
     def static_for(self, post_training: QuantResult, path: Path) -> Int8Static:
         """The static method QAT emulates: the one post-training chose when static, else int8-static."""

@@ -13,7 +13,7 @@ from typing import Annotated, Callable, Literal, Protocol, TypeVar
 
 import torch
 import torch_pruning as tp
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 from torch import nn
 
 from edgedistill.errors import UserError
@@ -87,14 +87,27 @@ class HFShrink(BaseModel):
 
 
 class Family(BaseModel):
-    """A fresh member of a built-in family (`cnn` or `mlp`), sized by a width knob: the generator
-    for teachers without weights to start from (ONNX, recorded, query-only)."""
+    """A fresh member of a built-in family (`cnn`, `cnn1d`, `dense` or `mlp`), sized by a width
+    knob: the generator for teachers without weights to start from (ONNX, recorded, query-only)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: Literal["family"] = Field("family", description="Generator: a built-in student family, width-searched.")
-    name: Literal["cnn", "mlp"] | None = Field(None, description="cnn (image inputs) or mlp; default: cnn for (C, H, W) inputs.")
-    outputs: int | None = Field(None, ge=1, description="Number of outputs; default: the teacher's.")
+    name: Literal["cnn", "mlp", "cnn1d", "dense"] | None = Field(
+        None,
+        description=(
+            "cnn ((C, H, W) inputs, vector outputs), cnn1d ((C, L) inputs, vector outputs), dense (outputs "
+            "of the input's rank: (C, H, W) to (C', H', W') or (C, L) to (C', L')) or mlp (any shapes); "
+            "default: the one that fits the input and output shapes, mlp where none does."
+        ),
+    )
+    outputs: PositiveInt | Annotated[tuple[PositiveInt, ...], Field(min_length=1)] | None = Field(
+        None,
+        description=(
+            "Shape of one output: an int for a vector of that many, or a tuple (channels, height, width) "
+            "for dense outputs; default: the teacher's."
+        ),
+    )
     min_width: float = Field(0.03, gt=0.0, description="Smallest width the search may try.")
     max_width: float = Field(1.0, gt=0.0, description="Largest width the search may try.")
 
@@ -169,7 +182,7 @@ class _PruneHandler:
         missing = [name for name in cfg.ignore if name not in names]
         if missing:
             raise UserError(f"prune.ignore names {missing} that the teacher lacks: use names from model.named_modules()")
-        ignored = [names[name] for name in cfg.ignore] + [_output_layer(student, example)]
+        ignored = [names[name] for name in cfg.ignore] + _output_layers(student, example)
         layers = [m for m in student.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
         pruner = tp.pruner.BasePruner(
             student,
@@ -202,17 +215,19 @@ def _ratio_keeping(channels: int, keep: float) -> float:
     return max(0.0, 1.0 - (kept + 0.5) / channels)
 
 
-def _output_layer(model: nn.Module, example: torch.Tensor) -> nn.Module:
-    """The last Linear or convolution run in a forward pass: the layer whose width is the output's."""
-    calls: list[nn.Module] = []
+def _output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
+    """The Linear or convolution layers whose widths are the outputs': per returned tensor, the
+    layer whose output it is (or a view of: a head reshaped shares its storage), else the last
+    layer run (a single output past an activation)."""
+    calls: list[tuple[nn.Module, int]] = []
     hooks = [
-        m.register_forward_hook(lambda module, args, output: calls.append(module))
+        m.register_forward_hook(lambda module, args, output: calls.append((module, output.untyped_storage().data_ptr())))
         for m in model.modules()
         if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))
     ]
     try:
         with torch.no_grad():
-            model(example)
+            out = model(example)
     finally:
         for hook in hooks:
             hook.remove()
@@ -221,7 +236,12 @@ def _output_layer(model: nn.Module, example: torch.Tensor) -> nn.Module:
             "prune found no Linear or convolution module in the teacher (a .pt2 teacher has none: its graph "
             "is fixed): use a scale or custom student"
         )
-    return calls[-1]
+    returned = list(out.values()) if isinstance(out, dict) else list(out) if isinstance(out, (tuple, list)) else [out]
+    layers = []
+    for tensor in returned:
+        ptr = tensor.untyped_storage().data_ptr()
+        layers.append(next((m for m, p in reversed(calls) if p == ptr), calls[-1][0]))
+    return layers
 
 
 @register(Scale)
@@ -251,8 +271,10 @@ class _FamilyHandler:
         from edgedistill.compress import families
 
         if cfg.outputs is None:
-            raise UserError("the family generator needs its number of outputs: set student.outputs")
-        return families.build(cfg.name or families.default_family(input_shape), input_shape, cfg.outputs, knob)
+            raise UserError("the family generator needs the shape of its outputs: set student.outputs")
+        output_shape = (cfg.outputs,) if isinstance(cfg.outputs, int) else tuple(cfg.outputs)
+        name = cfg.name or families.default_family(input_shape, output_shape)
+        return families.build(name, input_shape, output_shape, knob)
 
 
 @register(Custom)

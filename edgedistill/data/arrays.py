@@ -1,4 +1,8 @@
-"""Data sources (built-in digits, .npz arrays, image folders) and seeded splits."""
+"""Data sources (built-in digits, .npz and .npy arrays, image folders) and seeded splits.
+
+Labels are what the task makes of them: class indices (N,), 0/1 tags (N, K), values of any
+shape (regression), label maps (N, H, W); or none at all (`.npz` with x alone, a `.npy` of
+inputs, a folder of images without class folders), where students learn from the teacher alone."""
 
 from __future__ import annotations
 
@@ -17,16 +21,16 @@ MAX_CLASSES = 1_000_000
 
 @dataclass(frozen=True)
 class Dataset:
-    """Inputs as float32 (N, ...) and integer labels (N,)."""
+    """Inputs as float32 (N, ...) and labels, one row per sample (None: the data has none)."""
 
     x: np.ndarray
-    y: np.ndarray
+    y: np.ndarray | None
 
     def __len__(self) -> int:
         return len(self.x)
 
     @property
-    def labels(self) -> np.ndarray:
+    def labels(self) -> np.ndarray | None:
         """The labels, as every part of the run's data names them."""
         return self.y
 
@@ -38,6 +42,7 @@ class Splits:
     train: Dataset
     val: Dataset
     calib: Dataset
+    # Classes of one-per-sample integer labels; 0 (and no names) for any other labels or none.
     num_classes: int
     classes: tuple[str, ...]
     source: str
@@ -48,36 +53,55 @@ class Splits:
         return tuple(self.train.x.shape[1:])
 
 
-def load_arrays(source: str, image_size: tuple[int, int] = (32, 32), channels: int = 3) -> tuple[
-    np.ndarray, np.ndarray, tuple[str, ...]
+def load_arrays(source: str, image_size: tuple[int, int] = (32, 32), channels: int = 3, labels: bool = True) -> tuple[
+    np.ndarray, np.ndarray | None, tuple[str, ...]
 ]:
     """Load all inputs and labels of a source: a built-in one ("digits", "sensor-digits"), a `.npz`
-    file or a folder of class folders.
+    file (x, and y where labelled), a `.npy` of inputs, or a folder of class folders (or of images
+    alone); `labels` False drops whatever labels the source has.
 
-    Inputs with NaN or Inf and labels of a single class are refused in one line (UserError)."""
+    Inputs with NaN or Inf, non-finite labels and class labels of a single class are refused in
+    one line (UserError)."""
     if source in BUILTIN:
-        return BUILTIN[source]()
+        x, y, classes = BUILTIN[source]()
+        return (x, y, classes) if labels else (x, None, ())
     path = Path(source)
     if not path.exists():
-        raise UserError(f"data source {source!r} does not exist: give \"digits\", a .npz file or an image folder")
+        raise UserError(f"data source {source!r} does not exist: give \"digits\", a .npz or .npy file or an image folder")
     if path.is_dir():
         x, y, classes = _image_folder(path, image_size, channels)
     elif path.suffix == ".npz":
         x, y, classes = _npz(path)
+    elif path.suffix == ".npy":
+        x, y, classes = _npy(path), None, ()
     else:
-        raise UserError(f"data source {source!r} is not a .npz file or a folder: give \"digits\", a .npz with x and y, or an image folder")
+        raise UserError(
+            f"data source {source!r} is not a .npz or .npy file or a folder: give \"digits\", a .npz with x (and y), "
+            "a .npy of inputs, or an image folder"
+        )
+    if not labels:
+        y, classes = None, ()
     _check_loaded(path, x, y, classes)
     return x, y, classes
 
 
-def _check_loaded(path: Path, x: np.ndarray, y: np.ndarray, classes: tuple[str, ...]) -> None:
-    """Refuse what would train a NaN teacher or teach nothing: non-finite inputs, one class."""
+def class_labels(y: np.ndarray | None) -> bool:
+    """Whether labels are one class index per sample (what stratified splits and class counts take)."""
+    return y is not None and y.ndim == 1 and y.dtype.kind in "iu"
+
+
+def _check_loaded(path: Path, x: np.ndarray, y: np.ndarray | None, classes: tuple[str, ...]) -> None:
+    """Refuse what would train a NaN teacher or teach nothing: non-finite inputs or labels, one class."""
     bad = nonfinite(x)
     if bad:
         raise UserError(
             f"{path}: x holds NaN or Inf (or numbers beyond float32's range) in {bad:,} of its {x.size:,} values: "
             "replace them or drop those samples"
         )
+    if y is not None and y.dtype.kind == "f" and nonfinite(y):
+        raise UserError(f"{path}: y holds NaN or Inf in {nonfinite(y):,} of its {y.size:,} values: replace them or drop those samples")
+    if not class_labels(y):
+        return
     present = np.unique(y)
     if len(present) < 2:
         name = classes[present[0]] if classes else str(present[0])
@@ -105,23 +129,28 @@ def split(
             f"calib_fraction={calib_fraction}: give more data or change the fractions"
         )
     idx = np.arange(n)
-    # Stratify when every class can appear in every split; a tiny split falls back to a plain shuffle.
-    counts = np.bincount(y)
-    classes_present = int((counts > 0).sum())
-    can_stratify = counts[counts > 0].min() >= 3 and min(n_val, n_calib) >= classes_present
-    stratify = y if can_stratify else None
+    stratify = y if _can_stratify(y, min(n_val, n_calib)) else None
     rest, val_idx = train_test_split(idx, test_size=n_val, random_state=seed, stratify=stratify)
     rest_strat = y[rest] if stratify is not None else None
     train_idx, calib_idx = train_test_split(rest, test_size=n_calib, random_state=seed, stratify=rest_strat)
-    num_classes = max(len(classes), int(y.max()) + 1)
+    num_classes = max(len(classes), int(y.max()) + 1) if class_labels(y) else 0
+
+    def part(rows: np.ndarray) -> Dataset:
+        return Dataset(x[rows], y[rows] if y is not None else None)
+
     return Splits(
-        train=Dataset(x[train_idx], y[train_idx]),
-        val=Dataset(x[val_idx], y[val_idx]),
-        calib=Dataset(x[calib_idx], y[calib_idx]),
-        num_classes=num_classes,
-        classes=classes or tuple(str(c) for c in range(num_classes)),
-        source=source,
+        train=part(train_idx), val=part(val_idx), calib=part(calib_idx), num_classes=num_classes,
+        classes=classes or tuple(str(c) for c in range(num_classes)), source=source,
     )
+
+
+def _can_stratify(y: np.ndarray | None, smallest_split: int) -> bool:
+    """Stratify class labels when every class can appear in every split; a tiny split (or labels
+    that are not classes) falls back to a plain shuffle."""
+    if not class_labels(y):
+        return False
+    counts = np.bincount(y)
+    return bool(counts[counts > 0].min() >= 3 and smallest_split >= int((counts > 0).sum()))
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
@@ -149,58 +178,98 @@ BUILTIN = {"digits": _digits, "sensor-digits": _sensor_digits}
 SENSOR_NOISE, SENSOR_SEED = 0.3, 0
 
 
-def _npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+def _npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...]]:
     try:
         with np.load(path, allow_pickle=False) as arrays:
-            missing = {"x", "y"} - set(arrays.files)
-            if missing:
-                raise UserError(f"{path} lacks array(s) {', '.join(sorted(missing))}: save it with numpy.savez(path, x=inputs, y=labels)")
-            x, y = arrays["x"], arrays["y"]
+            if "x" not in arrays.files:
+                raise UserError(f"{path} lacks array x: save it with numpy.savez(path, x=inputs, y=labels) (y may be left out)")
+            x, y = arrays["x"], arrays["y"] if "y" in arrays.files else None
     except (OSError, ValueError, EOFError) as exc:
         raise UserError(f"{path} is not a readable .npz of numeric arrays ({exc}): save it with numpy.savez(path, x=inputs, y=labels)") from exc
+    x = _inputs(path, x)
+    if y is None:
+        return x, None, ()
+    # Integers, floats and bools (0/1 tags): a complex value or a string is no label.
+    if y.dtype.kind not in "biuf" or y.ndim == 0:
+        raise UserError(f"{path}: y has dtype {y.dtype} and shape {y.shape}, expected numbers with one row per sample")
+    if len(x) != len(y):
+        raise UserError(f"{path}: x has {len(x)} samples but y has {len(y)}: give one label (row) per input")
+    if class_labels(y) and y.min() < 0:
+        raise UserError(f"{path}: y holds negative label {int(y.min())}: labels must be class indices 0..C-1")
+    if class_labels(y) and y.max() >= MAX_CLASSES:
+        # Larger labels are ids, not class indices: every split, count and output row would take that many.
+        raise UserError(f"{path}: y holds label {int(y.max())}: labels must be class indices 0..C-1, with C at most {MAX_CLASSES:,}")
+    return x, _labels(y), ()
+
+
+def _labels(y: np.ndarray) -> np.ndarray:
+    """Labels as training takes them: integers as int64, tags and values as float32."""
+    if y.dtype.kind in "iu":
+        return y.astype(np.int64)
+    with np.errstate(over="ignore"):
+        return y.astype(np.float32)
+
+
+def _npy(path: Path) -> np.ndarray:
+    """A `.npy` of inputs alone (no labels)."""
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise UserError(f"{path} is not a readable .npy of numbers ({exc}): save the inputs with numpy.save(path, inputs)") from exc
+    return _inputs(path, x)
+
+
+def _inputs(path: Path, x: np.ndarray) -> np.ndarray:
+    """Inputs checked for a sample axis and real numbers, as float32."""
     if x.ndim == 0:
         raise UserError(f"{path}: x is a single value (a 0-d array), not samples: save x with one row per sample, shape (N, ...)")
     if len(x) == 0:
-        raise UserError(f"{path} holds no samples: x and y are empty")
+        raise UserError(f"{path} holds no samples: x is empty")
     # Integers and floats only: a complex value would lose its imaginary part, a bool or a date is no input.
     if x.dtype.kind not in "iuf":
         raise UserError(f"{path}: x has dtype {x.dtype}, expected real numbers: store inputs as a float array")
-    if y.dtype.kind not in "iu" or y.ndim != 1:
-        raise UserError(f"{path}: y must be a 1-D integer array of class indices, got {y.dtype} with shape {y.shape}")
-    if len(x) != len(y):
-        raise UserError(f"{path}: x has {len(x)} samples but y has {len(y)}: give one label per input")
-    if y.min() < 0:
-        raise UserError(f"{path}: y holds negative label {int(y.min())}: labels must be class indices 0..C-1")
-    if y.max() >= MAX_CLASSES:
-        # Larger labels are ids, not class indices: every split, count and output row would take that many.
-        raise UserError(f"{path}: y holds label {int(y.max())}: labels must be class indices 0..C-1, with C at most {MAX_CLASSES:,}")
     # Values beyond float32's range become Inf here, which `_check_loaded` reports.
     with np.errstate(over="ignore"):
-        return x.astype(np.float32), y.astype(np.int64), ()
+        return x.astype(np.float32)
 
 
-def _image_folder(path: Path, image_size: tuple[int, int], channels: int) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    from PIL import Image, UnidentifiedImageError
-
+def _image_folder(path: Path, image_size: tuple[int, int], channels: int) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...]]:
+    """Class folders of images (labelled by folder), or images alone in the folder (unlabelled)."""
     # Hidden folders (.ipynb_checkpoints, .git) are a tool's, not a class.
     class_dirs = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not class_dirs:
-        raise UserError(f"image folder {path} has no class folders: put each class's images in {path}/<class>/")
-    mode = {1: "L", 3: "RGB"}[channels]
+        files = _images_in(path)
+        if not files:
+            raise UserError(
+                f"image folder {path} has no class folders and no images: put each class's images in {path}/<class>/, "
+                "or unlabelled images in the folder itself"
+            )
+        return np.stack([_image(f, image_size, channels) for f in files]), None, ()
     xs, ys = [], []
     for label, class_dir in enumerate(class_dirs):
-        files = [f for f in sorted(class_dir.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+        files = _images_in(class_dir)
         if not files:
             # An empty class would still take a label and an output, which nothing could teach.
             raise UserError(
                 f"class folder {class_dir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}): add its images or remove the folder"
             )
-        for file in files:
-            try:
-                with Image.open(file) as img:
-                    arr = np.asarray(img.convert(mode).resize(image_size[::-1]), dtype=np.float32) / 255.0
-            except (UnidentifiedImageError, OSError) as exc:
-                raise UserError(f"{file} is not a readable image ({exc}): remove or replace it") from exc
-            xs.append(arr[None] if channels == 1 else arr.transpose(2, 0, 1))
-            ys.append(label)
+        xs += [_image(f, image_size, channels) for f in files]
+        ys += [label] * len(files)
     return np.stack(xs), np.asarray(ys, dtype=np.int64), tuple(d.name for d in class_dirs)
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return [f for f in sorted(folder.iterdir()) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def _image(file: Path, image_size: tuple[int, int], channels: int) -> np.ndarray:
+    """One image as float32 (channels, height, width) in [0, 1]."""
+    from PIL import Image, UnidentifiedImageError
+
+    mode = {1: "L", 3: "RGB"}[channels]
+    try:
+        with Image.open(file) as img:
+            arr = np.asarray(img.convert(mode).resize(image_size[::-1]), dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UserError(f"{file} is not a readable image ({exc}): remove or replace it") from exc
+    return arr[None] if channels == 1 else arr.transpose(2, 0, 1)

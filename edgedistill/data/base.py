@@ -85,6 +85,8 @@ class Prepared:
     seq_lens: tuple[int, ...] = ()
     # What exports and saved students carry beside the model (a tokenizer), or None.
     companion: Any = field(default=None, compare=False)
+    # The names of the model's outputs, as exported graphs name them.
+    output_names: tuple[str, ...] = ("output",)
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,8 @@ class FitOrder:
     reference: Reference | None
     # The teacher as a model, run on augmented batches when distill.augment is on (None: cached outputs only).
     teacher: nn.Module | None = None
+    # The run's task, whose loss and score train the model (None: the entry's own, where it has one).
+    task: Task | None = None
 
 
 # Training as the run offers it to an entry: on these parts, this order (on every rank, under torchrun).

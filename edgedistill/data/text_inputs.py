@@ -198,6 +198,11 @@ def _refuse_array_settings(cfg: RunConfig) -> None:
             )
     if cfg.data.train is not None or cfg.data.synthetic is not None:
         raise UserError("data.train and data.synthetic apply to arrays (images, signals, vectors), not texts: drop them")
+    if cfg.task is not None or cfg.tasks or cfg.score is not None:
+        raise UserError(
+            "task, tasks and score apply to array teachers; a Hugging Face teacher's task is its own (teacher.task = "
+            "embedding or classification): drop them"
+        )
 
 
 def _parts(cfg: RunConfig, tokenizer: object, teacher: HFModel) -> tuple[Parts, str]:

@@ -48,6 +48,11 @@ def students_train(
         report["train_source"] = d.train
     if d.synthetic is None:
         return TrainingSet(splits, data_key, report)
+    if splits.num_classes < 2:
+        raise UserError(
+            "data.synthetic makes inputs the teacher gives each class to, which needs a classifier's class labels; this data "
+            "has none: drop data.synthetic"
+        )
     if teacher is None or isinstance(teacher, OnnxTeacher):
         raise UserError(
             f"data.synthetic optimises inputs through the teacher's gradients, which a {cfg.teacher.kind} teacher does not give: "
@@ -81,7 +86,9 @@ def given_train(cfg: RunConfig, splits: Splits) -> Splits:
             f"data.train {path} holds inputs of shape {tuple(x.shape[1:])}, the data source {splits.input_shape}: "
             "make it from the same data (edgedistill condense with this config)"
         )
-    if int(y.max()) >= splits.num_classes or int(y.min()) < 0:
+    if (y is None) != (splits.train.y is None):
+        raise UserError(f"data.train {path} {'lacks' if y is None else 'has'} labels and the data source {'has' if y is None else 'lacks'} them: make it from the same data")
+    if splits.num_classes and (int(y.max()) >= splits.num_classes or int(y.min()) < 0):
         raise UserError(f"data.train {path} has labels outside 0..{splits.num_classes - 1}, the source's classes: make it from the same data")
     return replace(splits, train=Dataset(x, y))
 

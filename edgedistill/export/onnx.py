@@ -16,6 +16,7 @@ from edgedistill.errors import UserError
 from edgedistill.export.parity import Parity, max_abs_err
 from edgedistill.fileio import atomic_path, quiet
 from edgedistill.ortsession import open_session, run_batched
+from edgedistill.tasks.heads import join
 
 _BATCH_DIM = "batch"
 _PARITY_BATCH = 256
@@ -30,7 +31,8 @@ class OnnxExport:
 
     opset: int = 18
     input_name: str = "input"
-    output_name: str = "output"
+    # One name per output of the model (a teacher with several outputs keeps each one's name).
+    output_names: tuple[str, ...] = ("output",)
     dynamic_batch: bool = True
     simplify: bool = True
     parity_tolerance: float = 1e-4
@@ -118,7 +120,7 @@ def _to_onnx(model: nn.Module, sample: torch.Tensor, cfg: OnnxExport) -> onnx.Mo
                 dynamo=True,
                 dynamic_shapes=dynamic_shapes,
                 input_names=[cfg.input_name],
-                output_names=[cfg.output_name],
+                output_names=list(cfg.output_names),
                 opset_version=cfg.opset,
                 verbose=False,
                 optimize=True,
@@ -155,7 +157,7 @@ def _simplify(proto: onnx.ModelProto, cfg: OnnxExport) -> onnx.ModelProto | None
 def _parity_max_abs_err(
     model: nn.Module, path: Path, check_inputs: np.ndarray, dynamic_batch: bool
 ) -> float:
-    """Max |torch - onnxruntime| over the first output on `check_inputs`; Inf when the shapes
+    """Max |torch - onnxruntime| over every output on `check_inputs`; Inf when the shapes
     differ or either holds NaN or Inf."""
     batch = _PARITY_BATCH if dynamic_batch else 1
     session = open_session(path)
@@ -164,17 +166,8 @@ def _parity_max_abs_err(
     with torch.no_grad():
         want = np.concatenate(
             [
-                _first_output(model(torch.from_numpy(np.ascontiguousarray(check_inputs[i : i + batch]))))
+                join(model(torch.from_numpy(np.ascontiguousarray(check_inputs[i : i + batch])))).detach().cpu().numpy()
                 for i in range(0, len(check_inputs), batch)
             ]
         )
     return max_abs_err(got, want)
-
-
-def _first_output(out: object) -> np.ndarray:
-    """The first tensor of a model's output (a tensor, or a tuple/list whose first item is one)."""
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    if not isinstance(out, torch.Tensor):
-        raise UserError(f"the model returns {type(out).__name__}: return a tensor or a tuple of tensors")
-    return out.detach().cpu().numpy()

@@ -120,6 +120,7 @@ def _report(ctx: Context) -> schema.Report:
         students=ordered,
         failures=schema.parity_failures(teacher, ordered),
         targets=tuple(t.model_dump(mode="json") for t in ctx.targets),
+        quality=ctx.prep.task.quality,
     )
 
 

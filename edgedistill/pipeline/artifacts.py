@@ -44,7 +44,7 @@ def files(ctx: Context, tier: TierConfig, student: Distilled, learn: Lesson) -> 
         parts, score = ctx.prep.parts, scorer(ctx, learn.reference)
         result = quantize(
             fp32.path, dst.parent / "model.int8.onnx", cfg.quantize.methods_for(fp32.path),
-            ctx.entry.feed(parts.calib, fp32.inputs), score, ctx.entry.feed(parts.val, fp32.inputs), cfg.quantize.max_accuracy_drop,
+            ctx.entry.feed(parts.calib, fp32.inputs), score, ctx.entry.feed(parts.val, fp32.inputs), cfg.quantize.max_score_drop,
         )
         return Made(result, (result.path,))
 
@@ -128,7 +128,7 @@ def _deployed(
     the tier's bytes budget; where int8 lost on speed, the findings read from the int8 ONNX that
     file was made from (a TensorRT engine's is the symmetric one) against the fp32 ONNX."""
     fp32 = next(a for a in artifacts if (a.format, a.precision) == ("onnx", "fp32"))
-    rules = choice.Rules(fp32.score, ctx.cfg.quantize.max_accuracy_drop, ctx.prep.task.quality, max_bytes)
+    rules = choice.Rules(fp32.score, ctx.cfg.quantize.max_score_drop, ctx.prep.task.quality, max_bytes)
     onnx_of = {ctx.rd.relative(d.path): d.source for d in dep.made}
     if made.int8 is not None:
         onnx_of[ctx.rd.relative(made.int8.path)] = made.int8.path

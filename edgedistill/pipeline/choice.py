@@ -133,7 +133,7 @@ def _lost(a: Artifact, rules: Rules) -> str:
     drop = rules.reference - _score(a, rules)
     return (
         f"{name} loses {100 * drop:.2f} points of {rules.quality}, more than the {100 * rules.tolerance:.2f} allowed "
-        "(quantize.max_accuracy_drop); try int8 in the training loop (quantize.qat = true)"
+        "(quantize.max_score_drop); try int8 in the training loop (quantize.qat = true)"
         if a.precision == INT8 else
         f"{name} loses {100 * drop:.2f} points of {rules.quality}, more than the {100 * rules.tolerance:.2f} allowed"
     )

@@ -52,16 +52,16 @@ def _train_and_quantize(ctx: Context, tier: TierConfig, student: Distilled, lear
     with fake.calibrating(model):
         ctx.entry.predict(model, ctx.prep.parts.calib)
     live = learn.model if cfg.augment.active else None
-    order = FitOrder(model, training, ctx.cfg.seed, learn.outputs, learn.reference, live)
+    order = FitOrder(model, training, ctx.cfg.seed, learn.outputs, learn.reference, live, ctx.prep.task)
     with ctx.progress.task(f"qat {tier.name}", q.qat_epochs) as advance:
         trained = ctx.trainer.fit(ctx.prep.parts, order, lambda e, _n, score: advance(e, f"val {score:.3f}"))
     exported = ctx.entry.export(ctx.prep, fake.unwrapped(trained.model), ctx.onnx(folder, "qat"), ctx.cfg.export)
     parts = ctx.prep.parts
     int8 = quantize(
         exported.path, exported.path.parent / "model.int8.qat.onnx", (method,), ctx.entry.feed(parts.calib, exported.inputs),
-        scorer(ctx, learn.reference), ctx.entry.feed(parts.val, exported.inputs), q.max_accuracy_drop, reference=post.fp32_score,
+        scorer(ctx, learn.reference), ctx.entry.feed(parts.val, exported.inputs), q.max_score_drop, reference=post.fp32_score,
     )
-    shipped, why = better(int8, post, q.max_accuracy_drop)
+    shipped, why = better(int8, post, q.max_score_drop)
     return QatResult(
         int8, method.name, post.score, post.kept_float, trained.val_score, trained.best_epoch, trained.epochs_run, lr,
         round(time.perf_counter() - started, 3), shipped, why,

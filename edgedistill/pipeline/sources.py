@@ -42,5 +42,5 @@ def sources(ctx: Context, made: Files, ref: Reference | None) -> Sources:
     return Sources(
         made.fp32.path, made.int8.path if made.int8 else None, made.fp32.path.parent,
         ctx.entry.feed(parts.val, names, count), ctx.entry.feed(parts.calib, names),
-        (lambda _out: 0.0) if ref is None else scorer(ctx, ref), q.symmetric(), q.max_accuracy_drop, make_int8=q.enabled,
+        (lambda _out: 0.0) if ref is None else scorer(ctx, ref), q.symmetric(), q.max_score_drop, make_int8=q.enabled,
     )

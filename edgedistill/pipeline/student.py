@@ -146,7 +146,7 @@ def resolve(ctx: Context, tier: TierConfig) -> budgets.ResolvedBudget:
 def _fit(ctx: Context, model: nn.Module, learn: Lesson, seed: int, bar: str) -> Trained:
     # The teacher as a model travels with the order only when it must run on augmented batches.
     live = learn.model if ctx.cfg.distill.augment.active else None
-    order = FitOrder(model, ctx.cfg.distill, seed, learn.outputs, learn.reference, live)
+    order = FitOrder(model, ctx.cfg.distill, seed, learn.outputs, learn.reference, live, ctx.prep.task)
     with ctx.progress.task(bar, ctx.cfg.distill.epochs) as advance:
         return ctx.trainer.fit(ctx.prep.parts, order, lambda e, _n, score: advance(e, f"val {score:.3f}"))
 
@@ -156,7 +156,7 @@ def _labels_only(ctx: Context, tier: TierConfig, model: nn.Module) -> float:
     if ctx.prep.parts.train.labels is None:
         raise UserError(f"tier {tier.name}: compare trains the student on labels alone, and this data has none: drop compare")
     ctx.progress.stage(f"{tier.name}: training the same student on labels alone, to compare")
-    order = FitOrder(model, ctx.cfg.distill, ctx.cfg.seed, None, None)
+    order = FitOrder(model, ctx.cfg.distill, ctx.cfg.seed, None, Reference(None, ctx.prep.parts.val.labels), task=ctx.prep.task)
     with ctx.progress.task(f"labels only {tier.name}", ctx.cfg.distill.epochs) as advance:
         return ctx.trainer.fit(ctx.prep.parts, order, lambda e, _n, score: advance(e, f"val {score:.3f}")).val_score
 

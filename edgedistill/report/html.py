@@ -79,11 +79,15 @@ def _header(report: Report) -> str:
     verdict = ('<span class="verdict pass">passed</span>' if report.passed
                else f'<span class="verdict fail">FAILED: {len(report.failures)} failure(s)</span>')
     targets = ", ".join(t.get("name", "?") for t in report.targets) or "host-cpu"
+    scored = (
+        "Cosine and neighbour agreement (nbr@10) are against the teacher" if report.task == "embedding"
+        else f"Scores ({_e(report.quality or 'accuracy')}) are"
+    )
     return (
         f"<header><h1>edgedistill report: {_e(report.name)} {verdict}</h1>"
         f'<p class="meta">Task: {_e(report.task)}. Data: {_e(data)}. Targets: {_e(targets)}.</p>'
         f'<p class="meta">Created {_e(report.created)} by edgedistill {_e(report.edgedistill_version)} '
-        f"(report schema {_e(report.schema)}). {'Cosine and neighbour agreement (nbr@10) are against the teacher' if report.task == 'embedding' else 'Accuracy is'} on the validation split; every latency "
+        f"(report schema {_e(report.schema)}). {scored} on the validation split; every latency "
         "says whether it was measured or predicted.</p></header>"
     )
 
@@ -270,11 +274,14 @@ def _log_if_wide(ax, axis: str, values: list[float]) -> None:
 
 
 def _quality(report: Report) -> tuple[str, str, float]:
-    """The metric plot 1 shows: (key in metrics, axis label, scale): accuracy in %, or a sentence
-    encoder's cosine to the teacher."""
+    """The metric plot 1 shows: (key in metrics, axis label, scale): accuracy in %, a sentence
+    encoder's cosine to the teacher, or any other task's score (the first of its columns)."""
     if report.task == "embedding":
         return "cosine", "cosine to the teacher", 1.0
-    return "accuracy", "accuracy (%)", 100.0
+    first = next((k for a in report.teacher.artifacts for k in a.metrics), "accuracy")
+    if first == "accuracy":
+        return "accuracy", "accuracy (%)", 100.0
+    return first, f"{first} ({report.quality})" if report.quality else first, 1.0
 
 
 def _accuracy_latency(report: Report, target: str) -> str:

@@ -78,11 +78,13 @@ def _about(report: Report) -> str:
             f"{quality}. Latencies are measured with onnxruntime on this machine at batch 1 and "
             f"{max(d['seq_lens'])} tokens (p50/p99); items/s at the throughput batch."
         )
+    labels = f"{d['classes']} classes" if d.get("classes") else f"labels: {d.get('labels', 'none')}"
+    chosen = f" ({d['task_chosen']})" if d.get("task_chosen") else ""
     return (
-        f"Task: {report.task}. Data: `{d['source']}`, input {tuple(d['input_shape'])}, {d['classes']} classes, "
+        f"Task: {report.task}{chosen}. Data: `{d['source']}`, input {tuple(d['input_shape'])}, {labels}, "
         f"{d['train']} train / {d['val']} validation / {d['calib']} calibration samples (seed {d['seed']}). "
-        "Accuracy is on the validation split. Latencies are measured with onnxruntime on this machine "
-        "at batch 1 (p50/p99); items/s at the throughput batch."
+        f"Scores ({report.quality or 'accuracy'}) are on the validation split. Latencies are measured with onnxruntime "
+        "on this machine at batch 1 (p50/p99); items/s at the throughput batch."
     )
 
 

@@ -66,12 +66,10 @@ def _row(name: str, gen: str, params: int, macs: int, a: Artifact, verdict: str,
 
 
 def headers(columns: tuple[str, ...], task: str) -> tuple[str, ...]:
-    """Column titles for a report's task: a sentence encoder's quality column is cosine and
-    neighbour agreement, not accuracy."""
-    return tuple(
-        "cos · nbr@10" if c in ("accuracy", "score") and task == "embedding" else "accuracy" if c == "score" else c
-        for c in columns
-    )
+    """Column titles for a report's task: a classifier's quality column is accuracy, a sentence
+    encoder's cosine and neighbour agreement, any other task's its score (each cell names its metric)."""
+    title = {"embedding": "cos · nbr@10", "classification": "accuracy"}.get(task, "score")
+    return tuple(title if c in ("accuracy", "score") else c for c in columns)
 
 
 def quality(metrics: dict[str, float], short: bool = False) -> str:
@@ -84,9 +82,9 @@ def quality(metrics: dict[str, float], short: bool = False) -> str:
         cos, nbr = ("", "·") if short else ("cos ", " · nbr ")
         agreement = next((f"{nbr}{v:.3f}" for k, v in metrics.items() if k.startswith("neighbours@")), "")
         return f"{cos}{metrics['cosine']:.4f}{agreement}"
-    if "agreement" in metrics:
+    if "agreement" in metrics and len(metrics) == 1:
         return f"{100 * metrics['agreement']:.2f}% agree"
-    return "-"
+    return next((f"{k} {v:.4f}" for k, v in metrics.items()), "-")
 
 
 def score_change(fp32_score: float, metrics: dict[str, float]) -> str:
@@ -95,7 +93,10 @@ def score_change(fp32_score: float, metrics: dict[str, float]) -> str:
         return f"{100 * fp32_score:.2f}% → {100 * metrics['accuracy']:.2f}%"
     if "cosine" in metrics:
         return f"cos {fp32_score:.4f} → {metrics['cosine']:.4f}"
-    return f"{100 * fp32_score:.2f}% → {100 * metrics.get('agreement', float('nan')):.2f}% agreement"
+    if "agreement" in metrics and len(metrics) == 1:
+        return f"{100 * fp32_score:.2f}% → {100 * metrics['agreement']:.2f}% agreement"
+    key, value = next(iter(metrics.items()), ("score", float("nan")))
+    return f"{key} {fp32_score:.4f} → {value:.4f}"
 
 
 def short_name(fmt: str, precision: str) -> str:

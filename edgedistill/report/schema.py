@@ -128,6 +128,8 @@ class Report:
     students: tuple[Student, ...]
     failures: tuple[str, ...]
     targets: tuple[dict, ...] = ()
+    # What the task's score measures, in words ("" in reports written before it was kept).
+    quality: str = ""
 
     @property
     def passed(self) -> bool:

@@ -1,15 +1,18 @@
-"""The task seam: what a teacher outputs, and so how a student is scored against it.
+"""The task seam: what a teacher outputs, and so how a student learns from it and is scored.
 
 An entry gives the score (higher is better, for early stopping and the int8 tolerance), the
-report's metric columns and the words the report uses; `TASKS` holds one per kind and
-`task_for(name)` finds it. A new task is one new module plus its line in `TASKS`.
+report's metric columns and the words the report uses; an array task (`ArrayTask`) also gives
+the two halves of the training loss and checks the outputs and labels it takes. `TASKS` holds one
+per kind and `task_for(name)` finds it; `infer` picks an array task from the teacher's outputs and
+the labels. A new task is one new module plus its line in `TASKS` (and `ARRAY_TASKS`).
 """
 
-from edgedistill.tasks.base import Reference, Task
-from edgedistill.tasks.classification import CLASSIFICATION
+from edgedistill.tasks.base import ArrayTask, Reference, Task
+from edgedistill.tasks.custom import scored_by
 from edgedistill.tasks.embedding import EMBEDDING
+from edgedistill.tasks.infer import ARRAY_TASKS, Inferred, infer
 
-TASKS: dict[str, Task] = {t.name: t for t in (CLASSIFICATION, EMBEDDING)}
+TASKS: dict[str, Task] = {**ARRAY_TASKS, EMBEDDING.name: EMBEDDING}
 
 
 def task_for(name: str) -> Task:
@@ -17,4 +20,4 @@ def task_for(name: str) -> Task:
     return TASKS[name]
 
 
-__all__ = ["Reference", "Task", "TASKS", "task_for"]
+__all__ = ["ARRAY_TASKS", "ArrayTask", "Inferred", "Reference", "Task", "TASKS", "infer", "scored_by", "task_for"]

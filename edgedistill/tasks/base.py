@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+import torch
 
 
 @dataclass(frozen=True)
@@ -30,10 +31,37 @@ class Task(Protocol):
         ...
 
     def metrics(self, out: np.ndarray, ref: Reference) -> dict[str, float]:
-        """The report's metric columns for these outputs."""
+        """The report's metric columns for these outputs, the headline first."""
         ...
 
     def weakness(self, metrics: dict[str, float], ref: Reference) -> str | None:
         """Why a teacher with these validation `metrics` teaches nothing, in words (its score is no
         better than chance, or than a constant predictor's, for this task); None when it does."""
         ...
+
+
+class ArrayTask(Task, Protocol):
+    """A task whose students train in the array entry's loop (`compress.distill`): it gives the
+    two halves of the loss, per sample, and says which outputs and labels it takes."""
+
+    # The torch dtype labels train as (int64 class indices, float32 targets).
+    label_dtype: torch.dtype
+
+    def distill(self, out: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+        """Per-sample loss of matching the teacher's outputs (KD at `temperature` where the task
+        has one), shape (N,)."""
+        ...
+
+    def supervised(self, out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Per-sample loss against the labels, shape (N,)."""
+        ...
+
+    def check(self, out_shape: tuple[int, ...], labels: np.ndarray | None) -> str | None:
+        """Why outputs of `out_shape` per sample (and these labels) are not this task's, in words
+        with the fix; None when they are."""
+        ...
+
+
+def per_sample(loss: torch.Tensor) -> torch.Tensor:
+    """The mean of an element-wise loss over every axis but the batch's."""
+    return loss.reshape(len(loss), -1).mean(dim=1)

@@ -46,9 +46,9 @@ def test_fit_trains_a_copy_and_keeps_the_best_epoch(splits):
     before = {k: v.clone() for k, v in student.state_dict().items()}
     result = fit(student, train, val, DistillConfig(epochs=6, alpha=0.0), seed=0)
     assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
-    assert result.val_accuracy == max(h.val_accuracy for h in result.history)
-    assert accuracy(predict(result.model, val.x), val.y) == pytest.approx(result.val_accuracy)
-    assert result.val_accuracy > 0.5
+    assert result.val_score == max(h.val_score for h in result.history)
+    assert accuracy(predict(result.model, val.x), val.y) == pytest.approx(result.val_score)
+    assert result.val_score > 0.5
 
 
 def test_fit_is_seeded(splits):
@@ -78,7 +78,7 @@ def test_distillation_beats_a_wrong_teacher(splits):
     cfg = DistillConfig(epochs=8, alpha=0.9)
     from_good = fit(tiny_cnn(0.5), train, val, cfg, seed=0, teacher=good)
     from_wrong = fit(tiny_cnn(0.5), train, val, cfg, seed=0, teacher=wrong)
-    assert from_good.val_accuracy > from_wrong.val_accuracy + 0.1
+    assert from_good.val_score > from_wrong.val_score + 0.1
 
 
 def test_feature_matching_trains_a_projection(splits):

@@ -257,7 +257,7 @@ def test_fit_trains_the_fake_quantized_student(digits_xy, trained_mlp):
     fq = fake_quantized(trained_mlp, UINT8)
     result = fit(fq, train, val, DistillConfig(epochs=2, lr=1e-3, alpha=0.0), seed=0)
     assert type(result.model) is type(fq)
-    assert result.val_accuracy > 0.85
+    assert result.val_score > 0.85
     assert all(float(b) > 0 for name, b in result.model.named_buffers() if name.endswith("batches"))
     plain = unwrapped(result.model)
     assert list(plain.state_dict()) == list(trained_mlp.state_dict())

@@ -114,3 +114,32 @@ def test_import_object_errors_are_one_line(spec, match):
 
 def test_import_object_finds_the_factory():
     assert import_object("conftest:tiny_cnn") is tiny_cnn
+
+
+@pytest.mark.parametrize(
+    ("cfg", "input_shape", "family_type", "output_shape"),
+    [
+        (Family(outputs=10), INPUT_SHAPE, "ConvNet", (10,)),
+        (Family(outputs=(10,)), INPUT_SHAPE, "ConvNet", (10,)),
+        (Family(outputs=[2, 8, 8]), INPUT_SHAPE, "DenseNet", (2, 8, 8)),  # a TOML list is a shape
+        (Family(outputs=3), (2, 16), "ConvNet1d", (3,)),
+        (Family(outputs=(1, 8)), (2, 16), "DenseNet", (1, 8)),
+        (Family(name="mlp", outputs=(2, 4, 4)), INPUT_SHAPE, "MLP", (2, 4, 4)),
+    ],
+)
+def test_family_builds_the_default_or_named_family_for_the_output_shape(cfg, input_shape, family_type, output_shape):
+    student = handler_for(cfg).make(cfg, None, 0.1, input_shape)
+    assert type(student).__name__ == family_type
+    with torch.no_grad():
+        assert student.eval()(torch.randn(2, *input_shape)).shape == (2, *output_shape)
+
+
+def test_family_outputs_must_be_a_positive_size_or_shape():
+    assert Family(outputs=[2, 8, 8]).outputs == (2, 8, 8)
+    for bad in (0, (), (2, 0, 8)):
+        with pytest.raises(ValueError):
+            Family(outputs=bad)
+    with pytest.raises(UserError, match="use family dense"):
+        handler_for(Family()).make(Family(name="cnn", outputs=(2, 8, 8)), None, 0.5, INPUT_SHAPE)
+    with pytest.raises(UserError, match="student.outputs"):
+        handler_for(Family()).make(Family(), None, 0.5, INPUT_SHAPE)

@@ -114,13 +114,40 @@ def test_npz_with_x_and_y_loads(tmp_path):
     assert classes == ()
 
 
-def test_npz_without_y_names_the_fix(tmp_path):
-    np.savez(tmp_path / "d.npz", x=np.zeros((4, 2)))
+def test_npz_without_y_is_unlabelled_and_a_npy_is_inputs_alone(tmp_path):
+    x = np.random.default_rng(0).random((4, 2))
+    np.savez(tmp_path / "d.npz", x=x)
+    np.save(tmp_path / "d.npy", x)
+    for name in ("d.npz", "d.npy"):
+        lx, ly, classes = load_arrays(str(tmp_path / name))
+        assert lx.dtype == np.float32 and lx.shape == (4, 2) and ly is None and classes == ()
+
+
+def test_npz_without_x_names_the_fix(tmp_path):
+    np.savez(tmp_path / "d.npz", y=np.zeros(4))
     with pytest.raises(UserError) as exc:
         load_arrays(str(tmp_path / "d.npz"))
     msg = _one_line_user_error(exc)
-    assert "lacks" in msg and " y" in msg
-    assert "numpy.savez" in msg
+    assert "lacks array x" in msg and "numpy.savez" in msg
+
+
+@pytest.mark.parametrize(
+    ("y", "dtype"),
+    [
+        (np.zeros((4, 2), np.int32), np.int64),  # tags or 1-D label maps
+        (np.array([0.5, 1.0, 0.0, 1.0]), np.float32),  # regression targets
+        (np.ones((4, 3), bool), np.float32),  # 0/1 tags
+    ],
+)
+def test_npz_labels_of_other_tasks_load(tmp_path, y, dtype):
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 2), np.float32), y=y)
+    _, ly, _ = load_arrays(str(tmp_path / "d.npz"))
+    assert ly.dtype == dtype and ly.shape == y.shape
+
+
+def test_labels_false_drops_the_sources_labels():
+    x, y, classes = load_arrays("digits", labels=False)
+    assert len(x) == 1797 and y is None and classes == ()
 
 
 @pytest.mark.parametrize(
@@ -128,8 +155,8 @@ def test_npz_without_y_names_the_fix(tmp_path):
     [
         (np.arange(3), "samples"),  # 4 inputs, 3 labels
         (np.array([0, 1, -1, 0]), "negative"),
-        (np.zeros((4, 2), np.int64), "1-D"),
-        (np.array([0.0, 1.0, 0.0, 1.0]), "integer"),
+        (np.array(["a", "b", "c", "d"]), "dtype"),
+        (np.array([0.0, np.nan, 0.0, 1.0]), "NaN"),
     ],
 )
 def test_bad_npz_labels_raise_user_error(tmp_path, y, expect):
@@ -174,11 +201,18 @@ def test_image_folder_loads_at_configured_size_and_channels(tmp_path, channels):
     assert np.all(x[y == 1] == 0.0)
 
 
-def test_image_folder_without_class_folders_raises_user_error(tmp_path):
-    Image.new("L", (4, 4)).save(tmp_path / "a.png")
+def test_image_folder_without_class_folders_is_unlabelled(tmp_path):
+    for i in range(3):
+        Image.new("L", (4, 4), 40 * i).save(tmp_path / f"{i}.png")
+    x, y, classes = load_arrays(str(tmp_path), image_size=(4, 4), channels=1)
+    assert x.shape == (3, 1, 4, 4) and y is None and classes == ()
+
+
+def test_image_folder_without_images_or_classes_raises_user_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("no images here")
     with pytest.raises(UserError) as exc:
         load_arrays(str(tmp_path))
-    assert "class folders" in _one_line_user_error(exc)
+    assert "no class folders and no images" in _one_line_user_error(exc)
 
 
 def _truncated_png(path):
@@ -238,7 +272,7 @@ def test_inputs_beyond_float32_are_refused_not_turned_into_inf(tmp_path):
     "x,y,expect",
     [
         (np.float32(1.0), np.arange(4) % 2, "x is a single value (a 0-d array)"),
-        (np.zeros((4, 2), np.float32), np.int64(1), "y must be a 1-D integer array"),
+        (np.zeros((4, 2), np.float32), np.int64(1), "expected numbers with one row per sample"),
         (np.zeros((4, 2), np.complex64), np.arange(4) % 2, "expected real numbers"),
         (np.zeros((4, 2), bool), np.arange(4) % 2, "expected real numbers"),
         (np.zeros((4, 2), np.float32), np.zeros(4, np.int64), "every sample has the label 0"),

@@ -152,6 +152,8 @@ def test_the_minilm_example_on_a_small_slice(tmp_path):
     [
         ({"distill": {"epochs": 2, "augment": {"mixup": 0.2}}}, r"distill.augment applies to arrays"),
         ({"data": {"source": "pydoc", "synthetic": 100}}, r"data.train and data.synthetic apply to arrays"),
+        ({"task": "regression"}, r"task, tasks and score apply to array teachers"),
+        ({"score": "conftest:negative_max_error"}, r"task, tasks and score apply to array teachers"),
     ],
 )
 def test_array_only_settings_are_refused_for_texts_in_one_line(bert_folder, tmp_path, extra, said):

@@ -116,7 +116,7 @@ DATA_CASES = {
     "nan": "x holds NaN or Inf (or numbers beyond float32's range) in 2 of its 115,008 values",
     "inf": "x holds NaN or Inf (or numbers beyond float32's range) in 1 of its 115,008 values",
     "0-d x": "x is a single value (a 0-d array)",
-    "0-d y": "y must be a 1-D integer array",
+    "0-d y": "expected numbers with one row per sample",
     "single class": "every sample has the label 0",
     "empty class folder": "images/empty holds no images",
 }

@@ -2,23 +2,119 @@
 
 import numpy as np
 import pytest
+import torch
 
-from edgedistill.tasks import TASKS, Reference, task_for
+from edgedistill.errors import UserError
+from edgedistill.tasks import ARRAY_TASKS, TASKS, Reference, infer, scored_by, task_for
+
+
+def _example(name: str, rng: np.random.Generator, n: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
+    """Teacher outputs of the task and labels that they fit (None for embeddings, which have none)."""
+    if name == "segmentation":
+        out = rng.standard_normal((n, 3, 4, 5)).astype(np.float32)
+        return out, out.argmax(axis=1)
+    out = rng.standard_normal((n, 5)).astype(np.float32)
+    labels = {"classification": out.argmax(axis=1), "regression": out.copy(), "multilabel": (out > 0).astype(np.float32)}
+    return out, labels.get(name)
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_every_task_scores_the_teacher_above_noise(name):
     task = task_for(name)
     rng = np.random.default_rng(0)
-    teacher = rng.standard_normal((64, 5)).astype(np.float32)
-    ref = Reference(teacher, teacher.argmax(axis=1))
-    noise = rng.standard_normal((64, 5)).astype(np.float32)
+    teacher, labels = _example(name, rng)
+    ref = Reference(teacher, labels)
+    noise = rng.standard_normal(teacher.shape).astype(np.float32)
     assert task.name == name and task.quality
     assert task.score(teacher, ref) == pytest.approx(1.0)
     assert task.score(noise, ref) < 0.9
     own, other = task.metrics(teacher, ref), task.metrics(noise, ref)
     assert own and set(own) == set(other)
-    assert all(own[k] >= other[k] for k in own)
+    higher_better = [k for k in own if k != "mae"]
+    assert all(own[k] >= other[k] for k in higher_better)
+
+
+@pytest.mark.parametrize("name", sorted(ARRAY_TASKS))
+@pytest.mark.parametrize("labelled", [True, False])
+def test_the_score_is_the_first_column(name, labelled):
+    task = task_for(name)
+    rng = np.random.default_rng(1)
+    teacher, labels = _example(name, rng)
+    ref = Reference(teacher, labels if labelled else None)
+    out = teacher + rng.standard_normal(teacher.shape).astype(np.float32)
+    assert next(iter(task.metrics(out, ref).values())) == pytest.approx(task.score(out, ref))
+
+
+@pytest.mark.parametrize("name", sorted(ARRAY_TASKS))
+def test_losses_are_per_sample_and_least_at_the_target(name):
+    task = ARRAY_TASKS[name]
+    rng = np.random.default_rng(2)
+    teacher, labels = _example(name, rng, 16)
+    t = torch.from_numpy(teacher)
+    y = torch.from_numpy(labels).to(task.label_dtype)
+    noise = torch.randn(t.shape, requires_grad=True)
+    for loss_at in (lambda o: task.distill(o, t, 2.0), lambda o: task.supervised(o, y)):
+        far = loss_at(noise)
+        assert far.shape == (16,) and bool((far > 0).all())
+        far.sum().backward()
+        assert torch.isfinite(noise.grad).all()
+        noise.grad = None
+    assert float(task.distill(t, t, 2.0).abs().max()) < 1e-5
+
+
+@pytest.mark.parametrize("name", sorted(ARRAY_TASKS))
+def test_each_task_takes_its_own_outputs_and_labels(name):
+    task = ARRAY_TASKS[name]
+    teacher, labels = _example(name, np.random.default_rng(3))
+    assert task.check(teacher.shape[1:], labels) is None
+    assert task.check(teacher.shape[1:], None) is None
+
+
+@pytest.mark.parametrize(
+    ("out_shape", "labels", "expected"),
+    [
+        ((10,), np.arange(20) % 10, "classification"),
+        ((10,), None, "classification"),
+        ((1,), None, "regression"),
+        ((3,), np.random.default_rng(0).standard_normal((20, 3)).astype(np.float32), "regression"),
+        ((1,), np.random.default_rng(0).standard_normal(20).astype(np.float32), "regression"),
+        ((4,), (np.arange(80).reshape(20, 4) % 3 == 0).astype(np.int64), "multilabel"),
+        ((4,), (np.arange(80).reshape(20, 4) % 3 == 0).astype(np.float32), "multilabel"),
+        ((3, 8, 8), np.zeros((20, 8, 8), np.int64), "segmentation"),
+        ((3, 16), np.ones((20, 16), np.int64), "segmentation"),
+        ((3, 8, 8), None, "segmentation"),
+        ((1, 8, 8), np.zeros((20, 1, 8, 8), np.float32), "regression"),
+        ((1, 8, 8), None, "regression"),
+    ],
+)
+def test_the_task_is_inferred_from_the_outputs_and_labels(out_shape, labels, expected):
+    inferred = infer(None, out_shape, labels)
+    assert inferred.task.name == expected and inferred.how.startswith("inferred")
+
+
+def test_a_task_set_in_the_config_is_checked_against_the_outputs():
+    assert infer("regression", (1,), np.arange(20) % 10).how == "set in the config (task)"
+    with pytest.raises(UserError, match="segmentation takes"):
+        infer("segmentation", (10,), np.arange(20) % 10)
+    with pytest.raises(UserError, match="labels go up to 12"):
+        infer(None, (10,), np.arange(20) % 13)
+
+
+def test_a_users_score_replaces_the_tasks_and_leads_the_columns():
+    task = scored_by(ARRAY_TASKS["regression"], "conftest:negative_max_error")
+    out, target = np.zeros((4, 2), np.float32), np.array([[0, 1], [0, -3], [0, 0], [2, 0]], np.float32)
+    ref = Reference(None, target)
+    assert task.score(out, ref) == -3.0
+    assert list(task.metrics(out, ref))[:2] == ["score", "r2"] and task.name == "regression"
+    assert scored_by(ARRAY_TASKS["regression"], None) is ARRAY_TASKS["regression"]
+
+
+def test_a_users_score_that_fails_or_returns_no_number_is_named():
+    bad = scored_by(ARRAY_TASKS["regression"], "conftest:not_a_number")
+    with pytest.raises(UserError, match=r"returned 'high': return one finite number"):
+        bad.score(np.zeros((2, 1), np.float32), Reference(None, np.zeros((2, 1), np.float32)))
+    with pytest.raises(UserError, match="has no attribute"):
+        scored_by(ARRAY_TASKS["regression"], "conftest:missing")
 
 
 def test_classification_without_teacher_outputs_reports_accuracy_alone():
