@@ -377,6 +377,11 @@ def condense(
         cfg = load_config(config or config_path(DEFAULT_EXAMPLE))
         architecture = dm.architecture_of(cfg.teacher)
         splits = source_splits(cfg)
+        if splits.num_classes < 2:
+            raise UserError(
+                f"condense makes a few samples per class, and {cfg.data.source} has no class labels (one class index per "
+                "sample): condense a classifier's data"
+            )
         console.print(
             f"[bold]edgedistill condense[/] {escape(cfg.name)}: {len(splits.train):,} training samples of "
             f"{len(splits.classes)} classes → {how.per_class} per class"

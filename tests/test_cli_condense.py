@@ -49,6 +49,14 @@ def test_an_onnx_teacher_is_refused_with_the_fix(tmp_path):
     assert not (tmp_path / "c.npz").exists()
 
 
+def test_data_without_class_labels_is_refused_with_the_reason(tmp_path):
+    path = tmp_path / "run.toml"
+    config = {"teacher": "conftest:TinyCNN", "data": {"source": "digits", "labels": False}, "tiers": [{"name": "a", "budget": {"params": "50%"}}]}
+    path.write_bytes(tomli_w.dumps(config).encode())
+    line = _one_line_error(runner.invoke(app, ["condense", str(path), "--out", str(tmp_path / "c.npz")]))
+    assert "condense makes a few samples per class, and digits has no class labels" in line
+
+
 @pytest.mark.parametrize("out, message", [
     (".", "is a folder"),
     ("missing/c.npz", "is not an existing folder"),

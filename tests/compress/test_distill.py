@@ -6,6 +6,7 @@ from edgedistill.compress.distill import DistillConfig, FeaturePair, accuracy, f
 from edgedistill.data.arrays import Dataset
 from edgedistill.errors import EdgeDistillError, UserError
 from edgedistill.finite import Diverged
+from edgedistill.tasks import Reference
 
 from conftest import tiny_cnn
 
@@ -139,3 +140,49 @@ def test_weights_that_stop_being_finite_stop_the_fit(splits, monkeypatch):
     train, val = splits
     with pytest.raises(Diverged, match="epoch 2: the weights became NaN or Inf"):
         fit(tiny_cnn(0.5), train, val, DistillConfig(epochs=3, alpha=0.0), seed=0)
+
+
+def _segmentation_splits(digits_xy):
+    from conftest import segmentation_data
+
+    x, maps = segmentation_data(digits_xy)
+    return Dataset(x[:300], maps[:300]), Dataset(x[300:400], maps[300:400])
+
+
+def test_a_dense_task_trains_on_its_own_loss_and_scores_by_its_own_score(digits_xy):
+    from conftest import tiny_segmenter
+    from edgedistill.tasks import ARRAY_TASKS
+
+    train, val = _segmentation_splits(digits_xy)
+    task = ARRAY_TASKS["segmentation"]
+    result = fit(tiny_segmenter(), train, val, DistillConfig(epochs=4, alpha=0.0, lr=1e-2), seed=0, task=task)
+    assert result.val_score == max(h.val_score for h in result.history)
+    out = predict(result.model, val.x)
+    assert out.shape == (100, 3, 8, 8) and result.val_score == pytest.approx(task.score(out, Reference(None, val.y)))
+
+
+def test_without_labels_students_learn_the_teacher_and_stop_on_agreement(splits):
+    train, val = splits
+    teacher = tiny_cnn()
+    outputs = teacher_outputs(teacher, train.x)
+    unlabelled, val_x = Dataset(train.x, None), Dataset(val.x, None)
+    result = fit(tiny_cnn(0.5), unlabelled, val_x, DistillConfig(epochs=3), seed=0, teacher=outputs, val_teacher=predict(teacher, val.x))
+    agreement = float((predict(result.model, val.x).argmax(axis=1) == predict(teacher, val.x).argmax(axis=1)).mean())
+    assert result.val_score == pytest.approx(agreement)
+    with pytest.raises(UserError, match="needs labels or a teacher's outputs"):
+        fit(tiny_cnn(0.5), unlabelled, val_x, DistillConfig(epochs=1), seed=0, val_teacher=predict(teacher, val.x))
+
+
+def test_moving_augmentations_are_refused_where_label_maps_would_not_follow(digits_xy):
+    from conftest import tiny_segmenter
+    from edgedistill.compress.augment import AugmentConfig
+    from edgedistill.tasks import ARRAY_TASKS
+
+    train, val = _segmentation_splits(digits_xy)
+    teacher = tiny_segmenter()
+    outputs = teacher_outputs(teacher, train.x)
+    flip = DistillConfig(epochs=1, augment=AugmentConfig(flip=True))
+    with pytest.raises(UserError, match="the label maps would not follow: set distill.alpha = 1"):
+        fit(tiny_segmenter(), train, val, flip, seed=0, teacher=outputs, live=teacher, task=ARRAY_TASKS["segmentation"])
+    alone = flip.model_copy(update={"alpha": 1.0})
+    fit(tiny_segmenter(), train, val, alone, seed=0, teacher=outputs, live=teacher, task=ARRAY_TASKS["segmentation"])

@@ -73,6 +73,20 @@ def test_synthesis_through_an_onnx_teacher_is_one_line(tmp_path, digits_xy):
         pipeline.run(parse_config(config, "test"), tmp_path / "run")
 
 
+def test_synthesis_for_data_without_class_labels_is_one_line(tmp_path):
+    config = _config(synthetic=SYNTHESIS, labels=False)
+    config["teacher"] = {"factory": "conftest:tiny_cnn"}
+    with pytest.raises(UserError, match="data.synthetic makes inputs the teacher gives each class to"):
+        pipeline.run(parse_config(config, "test"), tmp_path / "run")
+
+
+def test_a_given_training_set_must_be_labelled_as_the_source_is(tmp_path, digits_xy):
+    x, _ = digits_xy
+    np.savez(tmp_path / "unlabelled.npz", x=x[:50])
+    with pytest.raises(UserError, match=r"data.train .*unlabelled.npz lacks labels and the data source has them"):
+        pipeline.run(parse_config(_config(train=str(tmp_path / "unlabelled.npz")), "test"), tmp_path / "run")
+
+
 @pytest.mark.parametrize("value", [True, 0, {"samples": 10, "colour": 1}])
 def test_a_synthetic_setting_that_is_not_a_count_or_table_is_refused(value):
     with pytest.raises(UserError, match="data.synthetic"):
