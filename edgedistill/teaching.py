@@ -16,7 +16,7 @@ from torch import nn
 from edgedistill.compress import budget as budgets
 from edgedistill.compress.distill import TeacherOutputs, predict, teacher_outputs
 from edgedistill.config import RunConfig
-from edgedistill.data.arrays import Splits
+from edgedistill.data.arrays import OutputLabels, Splits, output_labels
 from edgedistill.data.base import EpochProgress, FitOrder, Trained
 from edgedistill.errors import UserError
 from edgedistill.fileio import file_digest
@@ -25,7 +25,7 @@ from edgedistill.progress import Progress
 from edgedistill.recorded import load_recorded, log_probabilities
 from edgedistill.rundir import Made, RunDir, StageId, input_key
 from edgedistill.tasks import Inferred, infer, scored_by
-from edgedistill.tasks.heads import Head, Part, Several, heads_of
+from edgedistill.tasks.heads import Head, Labelled, Part, Several, heads_of, labels_in
 from edgedistill.teachers import OnnxTeacher, QueryTeacher, RecordedTeacher, load_teacher, onnx_footprint
 
 
@@ -120,10 +120,16 @@ def task_of(cfg: RunConfig, heads: tuple[Head, ...], splits: Splits) -> Inferred
     """The run's task for a teacher with these outputs, checked against every split's labels and
     scored by the config's own score where it names one: one output's task, or each of several
     outputs' (`tasks`)."""
+    given = output_labels(cfg.data.source) if cfg.data.labels else ()
     if len(heads) > 1:
-        inferred = _several(cfg, heads)
+        inferred = _several(cfg, heads, given, splits.train.y)
     elif cfg.tasks:
-        raise UserError(f"tasks names outputs of a teacher with several, and this teacher has one: use task = ... instead")
+        raise UserError("tasks names outputs of a teacher with several, and this teacher has one: use task = ... instead")
+    elif given:
+        raise UserError(
+            f"{cfg.data.source} holds labels per output ({', '.join(f'y_{g.name}' for g in given)}) and the teacher has one "
+            "output: save its labels as y"
+        )
     else:
         inferred = infer(cfg.task, heads[0].shape, splits.train.y)
     shape = heads[0].shape if len(heads) == 1 else (sum(h.size for h in heads),)
@@ -134,19 +140,23 @@ def task_of(cfg: RunConfig, heads: tuple[Head, ...], splits: Splits) -> Inferred
     return Inferred(scored_by(inferred.task, cfg.score), inferred.how)
 
 
-def _several(cfg: RunConfig, heads: tuple[Head, ...]) -> Inferred:
-    """Each output's task (set in `tasks`, or inferred from its shape) and weight."""
+def _several(cfg: RunConfig, heads: tuple[Head, ...], given: tuple[OutputLabels, ...], labels: np.ndarray | None) -> Inferred:
+    """Each output's task (set in `tasks`, or inferred from its shape and its `y_<output>`
+    labels, where given), weight and labels."""
     names = [h.name for h in heads]
     if cfg.task is not None:
         raise UserError(f"the teacher has {len(heads)} outputs ({', '.join(names)}): set each one's task in [tasks], not task")
-    unknown = sorted(set(cfg.tasks) - set(names))
-    if unknown:
-        raise UserError(f"tasks names {', '.join(unknown)}, which the teacher does not output: use its outputs' names ({', '.join(names)})")
+    for what, named in (("tasks", set(cfg.tasks)), (f"{cfg.data.source} labels", {g.name for g in given})):
+        unknown = sorted(named - set(names))
+        if unknown:
+            raise UserError(f"{what} name(s) {', '.join(unknown)}, which the teacher does not output: use its outputs' names ({', '.join(names)})")
+    by_name = {g.name: Labelled(g.start, g.stop, g.shape, g.integer) for g in given}
     parts, said = [], []
     for head in heads:
         spec = cfg.tasks.get(head.name)
-        inferred = infer(spec.task if spec else None, head.shape, None)
-        parts.append(Part(head, inferred.task, spec.weight if spec else 1.0))
+        where = by_name.get(head.name)
+        inferred = infer(spec.task if spec else None, head.shape, labels_in(where, labels))
+        parts.append(Part(head, inferred.task, spec.weight if spec else 1.0, where))
         said.append(f"{head.name} {list(head.shape)} {inferred.task.name}, {inferred.how.split(' (')[0]}")
     return Inferred(Several(tuple(parts)), "each output its own task: " + "; ".join(said))
 

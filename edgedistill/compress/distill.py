@@ -52,7 +52,11 @@ class DistillConfig(BaseModel):
     batch_size: int = Field(64, ge=1, description="Training batch size.")
     lr: float = Field(3e-3, gt=0, le=1e6, description="AdamW learning rate (cosine-annealed over the epochs); at most 1e6.")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
-    temperature: float = Field(4.0, gt=0, description="KD softmax temperature (classification, multilabel, segmentation).")
+    temperature: float | None = Field(
+        None, gt=0,
+        description="KD softmax temperature; default the task's: 4 for classification and multilabel, 1 for segmentation "
+        "(per pixel, 4 lost to training from scratch in benchmark figure 13).",
+    )
     alpha: float = Field(
         0.7, ge=0, le=1,
         description="Weight of the loss to the teacher; 1 - alpha weights the task's loss on labels (cross-entropy, MSE, BCE).",
@@ -296,7 +300,7 @@ def _fit(
     return student.eval(), best_epoch, best_key[0], tuple(history)
 
 
-def _val_loss(task: ArrayTask, out: np.ndarray, ref: Reference, temperature: float) -> float:
+def _val_loss(task: ArrayTask, out: np.ndarray, ref: Reference, temperature: float | None) -> float:
     """The task's mean loss on the validation split: to the labels, or to the teacher without them."""
     out_t = torch.from_numpy(out)
     with torch.no_grad():

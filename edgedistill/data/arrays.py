@@ -178,12 +178,45 @@ BUILTIN = {"digits": _digits, "sensor-digits": _sensor_digits}
 SENSOR_NOISE, SENSOR_SEED = 0.3, 0
 
 
+@dataclass(frozen=True)
+class OutputLabels:
+    """The labels of one output of a teacher with several, saved as `y_<output>` in a `.npz`:
+    where they lie in the joined label rows, their shape per sample and whether they are integers."""
+
+    name: str
+    start: int
+    shape: tuple[int, ...]
+    integer: bool
+
+    @property
+    def stop(self) -> int:
+        return self.start + int(np.prod(self.shape))
+
+
+OUTPUT_PREFIX = "y_"
+
+
+def output_labels(source: str) -> tuple[OutputLabels, ...]:
+    """The per-output labels (`y_<output>` arrays) of a `.npz` source, in the order `load_arrays`
+    joins them; () for any other source."""
+    if not source.endswith(".npz"):
+        return ()
+    with np.load(source, allow_pickle=False) as arrays:
+        keys = [k for k in arrays.files if k.startswith(OUTPUT_PREFIX)] if "y" not in arrays.files else []
+        parts, start = [], 0
+        for key in keys:
+            a = arrays[key]
+            parts.append(OutputLabels(key.removeprefix(OUTPUT_PREFIX), start, tuple(a.shape[1:]), a.dtype.kind in "biu"))
+            start = parts[-1].stop
+    return tuple(parts)
+
+
 def _npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...]]:
     try:
         with np.load(path, allow_pickle=False) as arrays:
             if "x" not in arrays.files:
                 raise UserError(f"{path} lacks array x: save it with numpy.savez(path, x=inputs, y=labels) (y may be left out)")
-            x, y = arrays["x"], arrays["y"] if "y" in arrays.files else None
+            x, y = arrays["x"], arrays["y"] if "y" in arrays.files else _joined(path, arrays)
     except (OSError, ValueError, EOFError) as exc:
         raise UserError(f"{path} is not a readable .npz of numeric arrays ({exc}): save it with numpy.savez(path, x=inputs, y=labels)") from exc
     x = _inputs(path, x)
@@ -200,6 +233,20 @@ def _npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...]]:
         # Larger labels are ids, not class indices: every split, count and output row would take that many.
         raise UserError(f"{path}: y holds label {int(y.max())}: labels must be class indices 0..C-1, with C at most {MAX_CLASSES:,}")
     return x, _labels(y), ()
+
+
+def _joined(path: Path, arrays: np.lib.npyio.NpzFile) -> np.ndarray | None:
+    """The labels of several outputs (`y_<output>` arrays), each flattened per sample and joined
+    as float32 rows (class indices stay exact), as the outputs themselves are joined; None without any."""
+    keys = [k for k in arrays.files if k.startswith(OUTPUT_PREFIX)]
+    if not keys:
+        return None
+    parts = [arrays[k] for k in keys]
+    for key, a in zip(keys, parts):
+        if a.dtype.kind not in "biuf" or a.ndim == 0 or len(a) != len(parts[0]):
+            raise UserError(f"{path}: {key} has dtype {a.dtype} and shape {a.shape}, expected numbers with one row per sample as every y_ array")
+    with np.errstate(over="ignore"):
+        return np.concatenate([a.reshape(len(a), -1).astype(np.float32) for a in parts], axis=1)
 
 
 def _labels(y: np.ndarray) -> np.ndarray:

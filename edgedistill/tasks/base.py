@@ -46,10 +46,12 @@ class ArrayTask(Task, Protocol):
 
     # The torch dtype labels train as (int64 class indices, float32 targets).
     label_dtype: torch.dtype
+    # The KD temperature where distill.temperature is unset (unused by tasks without one).
+    temperature: float
 
-    def distill(self, out: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-        """Per-sample loss of matching the teacher's outputs (KD at `temperature` where the task
-        has one), shape (N,)."""
+    def distill(self, out: torch.Tensor, teacher: torch.Tensor, temperature: float | None) -> torch.Tensor:
+        """Per-sample loss of matching the teacher's outputs (KD at `temperature`, or the task's
+        own where None, for tasks that soften), shape (N,)."""
         ...
 
     def supervised(self, out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -38,6 +38,10 @@ class CustomScore:
     def label_dtype(self) -> torch.dtype:
         return self.base.label_dtype
 
+    @property
+    def temperature(self) -> float:
+        return self.base.temperature
+
     def score(self, out: np.ndarray, ref: Reference) -> float:
         """The user's function on these outputs and the reference's labels (or teacher outputs)."""
         target = ref.labels if ref.labels is not None else ref.teacher
@@ -57,7 +61,7 @@ class CustomScore:
         """The task's own judgement of the teacher (a user's score has no chance level we know)."""
         return self.base.weakness({k: v for k, v in metrics.items() if k != "score"}, ref)
 
-    def distill(self, out: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    def distill(self, out: torch.Tensor, teacher: torch.Tensor, temperature: float | None) -> torch.Tensor:
         """The task's own teacher-matching loss."""
         return self.base.distill(out, teacher, temperature)
 

@@ -52,6 +52,8 @@ class MultiLabel:
     name: str = "multilabel"
     quality: str = "mean average precision"
     label_dtype: torch.dtype = torch.float32
+    # As classification's: each tag is a two-class distribution.
+    temperature: float = 4.0
 
     def score(self, out: np.ndarray, ref: Reference) -> float:
         """mAP on the labels; mAP against the teacher's decisions (logit > 0) without them."""
@@ -87,9 +89,9 @@ class MultiLabel:
             return None
         return f"the teacher makes the same yes/no decisions for every one of the {len(decisions)} validation samples"
 
-    def distill(self, out: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    def distill(self, out: torch.Tensor, teacher: torch.Tensor, temperature: float | None) -> torch.Tensor:
         """Per-sample binary KL divergence of each label's softened sigmoid, times T^2 (as KD)."""
-        t = temperature
+        t = temperature or self.temperature
         p = torch.sigmoid(teacher / t)
         log_q, log_not_q = F.logsigmoid(out / t), F.logsigmoid(-out / t)
         log_p, log_not_p = F.logsigmoid(teacher / t), F.logsigmoid(-teacher / t)

@@ -45,6 +45,8 @@ class Regression:
     name: str = "regression"
     quality: str = "R² (share of the target's variance explained)"
     label_dtype: torch.dtype = torch.float32
+    # Values are not softened: no temperature applies.
+    temperature: float = 1.0
 
     def score(self, out: np.ndarray, ref: Reference) -> float:
         """R² on the labels; R² against the teacher's outputs without them."""
@@ -73,7 +75,7 @@ class Regression:
             return None
         return f"the teacher gives the same outputs for every one of the {len(rows)} validation samples"
 
-    def distill(self, out: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    def distill(self, out: torch.Tensor, teacher: torch.Tensor, temperature: float | None) -> torch.Tensor:
         """Per-sample mean squared error to the teacher's outputs (no temperature: they are values)."""
         return per_sample((out - teacher) ** 2)
 

@@ -145,6 +145,18 @@ def test_npz_labels_of_other_tasks_load(tmp_path, y, dtype):
     assert ly.dtype == dtype and ly.shape == y.shape
 
 
+def test_labels_per_output_are_joined_in_the_files_order(tmp_path):
+    from edgedistill.data.arrays import output_labels
+
+    boxes, scores = np.random.default_rng(0).random((5, 2, 2)), np.arange(5) % 3
+    np.savez(tmp_path / "d.npz", x=np.zeros((5, 3), np.float32), y_boxes=boxes, y_scores=scores)
+    _, y, _ = load_arrays(str(tmp_path / "d.npz"))
+    assert y.dtype == np.float32 and y.shape == (5, 5)
+    np.testing.assert_allclose(y[:, :4], boxes.reshape(5, 4), rtol=1e-6) and np.testing.assert_array_equal(y[:, 4], scores)
+    parts = output_labels(str(tmp_path / "d.npz"))
+    assert [(p.name, p.start, p.stop, p.shape, p.integer) for p in parts] == [("boxes", 0, 4, (2, 2), False), ("scores", 4, 5, (), True)]
+
+
 def test_labels_false_drops_the_sources_labels():
     x, y, classes = load_arrays("digits", labels=False)
     assert len(x) == 1797 and y is None and classes == ()

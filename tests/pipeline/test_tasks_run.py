@@ -106,7 +106,31 @@ def test_labels_for_a_teacher_of_two_outputs_are_refused_in_one_line(tmp_path, d
     }
     (tmp_path / "run.toml").write_bytes(tomli_w.dumps(config).encode())
     result = runner.invoke(app, ["run", str(tmp_path / "run.toml"), "--out", str(tmp_path / "out")])
-    assert result.exit_code == 2 and "cannot be split between them: leave y out" in result.stderr
+    assert result.exit_code == 2 and "cannot be split between them: save each output's labels as y_<output>" in result.stderr
+
+
+def test_each_output_trains_on_its_own_labels_where_the_data_gives_them(tmp_path, digits_xy, two_head_weights):
+    from conftest import ink_boxes
+
+    x, y = digits_xy
+    np.savez(tmp_path / "data.npz", x=x, y_scores=y)
+    config = {
+        "name": "task", "teacher": {"factory": "conftest:tiny_two_head", "weights": str(two_head_weights)},
+        "data": {"source": "data.npz"}, "tiers": [{"name": "half", "budget": {"params": "50%"}}],
+        "distill": {"epochs": 4}, "measure": MEASURE, "tasks": {"boxes": "regression"},
+    }
+    (tmp_path / "run.toml").write_bytes(tomli_w.dumps(config).encode())
+    result = runner.invoke(app, ["run", str(tmp_path / "run.toml"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert "scores [10] classification, inferred: one integer label per sample" in report["data"]["task_chosen"]
+    metrics = report["students"][0]["artifacts"][0]["metrics"]
+    # scores is scored on its labels, boxes (unlabelled here) against the teacher.
+    assert {"scores accuracy", "scores agreement", "boxes teacher r2"} <= set(metrics) and "boxes r2" not in metrics
+    assert metrics["score"] == pytest.approx((metrics["scores accuracy"] + metrics["boxes teacher r2"]) / 2)
+    np.savez(tmp_path / "data.npz", x=x, y_scores=y, y_box=ink_boxes(x))
+    again = runner.invoke(app, ["run", str(tmp_path / "run.toml"), "--out", str(tmp_path / "out")])
+    assert again.exit_code == 2 and "labels name(s) box, which the teacher does not output" in again.stderr
 
 
 def test_an_onnx_segmentation_teacher_gets_a_dense_family_student(tmp_path, digits_xy):

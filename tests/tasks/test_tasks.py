@@ -166,3 +166,42 @@ def test_an_embedding_teacher_is_weak_when_every_embedding_is_the_same_vector():
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_no_task_calls_a_teacher_without_a_validation_reference_weak(name):
     assert task_for(name).weakness({}, Reference(None)) is None
+
+
+def _several(labels: bool = False):
+    from edgedistill.tasks.heads import Head, Labelled, Part, Several
+
+    boxes = Part(Head("boxes", (2, 2)), ARRAY_TASKS["regression"], 1.0, Labelled(0, 4, (4,), False) if labels else None)
+    scores = Part(Head("scores", (3,)), ARRAY_TASKS["classification"], 3.0, Labelled(4, 5, (), True) if labels else None)
+    return Several((boxes, scores))
+
+
+def test_several_outputs_join_split_and_weigh_each_outputs_own_loss():
+    from edgedistill.tasks.heads import join
+
+    task = _several()
+    out = {"boxes": torch.randn(6, 2, 2), "scores": torch.randn(6, 3)}
+    joined = join(out)
+    assert joined.shape == (6, 7) and torch.equal(task.split(joined)[0], out["boxes"])
+    teacher = torch.randn(6, 7)
+    boxes, scores = task.split(joined), task.split(teacher)
+    expected = ARRAY_TASKS["regression"].distill(boxes[0], scores[0], None) + 3 * ARRAY_TASKS["classification"].distill(boxes[1], scores[1], None)
+    assert torch.allclose(task.distill(joined, teacher, None), expected)
+    assert task.check((7,), None) is None and "join to (6,)" in task.check((6,), None)
+    assert "save each output's labels as y_<output>" in task.check((7,), np.zeros((6, 1)))
+
+
+def test_several_outputs_score_each_on_its_labels_and_check_them():
+    task = _several(labels=True)
+    rng = np.random.default_rng(0)
+    teacher = rng.standard_normal((40, 7)).astype(np.float32)
+    labels = np.concatenate([teacher[:, :4], teacher[:, 4:].argmax(axis=1, keepdims=True)], axis=1).astype(np.float32)
+    ref = Reference(teacher, labels)
+    assert task.score(teacher, ref) == pytest.approx(1.0)
+    metrics = task.metrics(teacher, ref)
+    assert list(metrics)[0] == "score" and {"boxes r2", "scores accuracy", "scores agreement"} <= set(metrics)
+    y = torch.from_numpy(labels)
+    assert task.supervised(torch.from_numpy(teacher), y).shape == (40,)
+    bad = labels.copy()
+    bad[0, 4] = 7
+    assert task.check((7,), bad).startswith("output scores: labels go up to 7")
