@@ -28,6 +28,7 @@ FIGURES = (
     "condense",
     "qat",
     "mixed_precision",
+    "every_task",
 )
 SUITE_HEADING = "## Suite run"
 

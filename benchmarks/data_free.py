@@ -243,7 +243,7 @@ def _section(rows: list[Row], made: list[tuple[Case, Made]], cfg: DistillConfig,
         f"{defaults.lr:g}, batch {defaults.batch_size}, bn_weight {defaults.bn_weight:g}, tv_weight {defaults.tv_weight:g}, "
         f"l2_weight {defaults.l2_weight:g}; {defaults.steps} steps a batch, digits {DIGITS_STEPS}"
         f"{f', quick mode {QUICK_STEPS}' if quick else ''}). Every arm is `fit` with the example's `[distill]` "
-        f"settings (KD at temperature {cfg.temperature:g}, alpha {cfg.alpha:g}, up to {cfg.epochs} epochs, patience "
+        f"settings (KD at temperature {fixtures.kd_temperature(cfg):g}, alpha {cfg.alpha:g}, up to {cfg.epochs} epochs, patience "
         f"{cfg.patience}) against the teacher's outputs. The real arm early-stops on the real validation split; the "
         "synthetic and noise arms on a held-out share of their own inputs (the last ones made, as many as the validation split has), "
         "scored by agreement with the teacher, so they use no real input for selection either. Accuracy is on the "

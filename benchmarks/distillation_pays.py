@@ -212,7 +212,7 @@ def _section(rows: list[Row], cfg: DistillConfig, seeds: int) -> str:
     return "\n".join([
         "What: held-out accuracy of one student architecture trained four ways with the same call, "
         "`fit(student, train, val, cfg, seed, ...)`: from scratch on labels; distilled against the teacher's cached "
-        f"outputs (Hinton KD at the example's temperature {cfg.temperature:g}, alpha {cfg.alpha:g}, plus cross-entropy); "
+        f"outputs (Hinton KD at the example's temperature {fixtures.kd_temperature(cfg):g}, alpha {cfg.alpha:g}, plus cross-entropy); "
         f"and each of these with `distill.augment = {{ mixup = {AUGMENT.mixup:g} }}`, where distillation is consistent: "
         "the teacher runs online on the very mixed batch the student sees (Beyer et al. 2022), and cross-entropy uses the mixed labels.",
         "",

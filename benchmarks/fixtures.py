@@ -28,6 +28,8 @@ from edgedistill.config import RunConfig, load_config
 from edgedistill.data.arrays import Dataset, load_arrays, split
 from edgedistill.examples.digits import config_path
 from edgedistill.export.onnx import OnnxArtifact, OnnxExport, export_onnx
+from edgedistill.tasks import ArrayTask
+from edgedistill.tasks.classification import CLASSIFICATION
 from edgedistill.teachers import load_teacher
 from edgedistill.threads import cores, torch_threads
 
@@ -106,6 +108,11 @@ def digits() -> Split:
 def teacher() -> nn.Module:
     """The digits teacher trained on labels with the example's factory, `teacher_training` and seed."""
     return trained_teacher(digits())
+
+
+def kd_temperature(cfg: DistillConfig, task: ArrayTask = CLASSIFICATION) -> float:
+    """The temperature KD runs at under `cfg` for `task`: the config's, or the task's own default."""
+    return task.temperature if cfg.temperature is None else cfg.temperature
 
 
 def parallel_seeds(job: Callable[..., T], cases: int, seeds: range, *args: object) -> list[tuple[T, ...]]:

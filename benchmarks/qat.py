@@ -481,7 +481,7 @@ def _section(per_case: list[tuple[Seed, ...]], timing_rows: list[list[str]], tim
         "",
         f"How: {seeds} seed{'s' if seeds > 1 else ''} (0–{seeds - 1}); each seed fixes the student's initialisation, its "
         "distillation and its QAT. Students are distilled with the task's example settings: sensor-digits the default example's "
-        f"`[distill]` (KD at temperature {distill.temperature:g}, alpha {distill.alpha:g}, mixup {distill.augment.mixup:g} with "
+        f"`[distill]` (KD at temperature {fixtures.kd_temperature(distill):g}, alpha {distill.alpha:g}, mixup {distill.augment.mixup:g} with "
         f"the teacher run online on each mixed batch, up to {distill.epochs} epochs, patience {distill.patience}); digits the "
         "digits example's (no augmentation). The teacher is the example's CNN trained on each task's labels "
         f"({', '.join(f'{t} {a:.2%} held-out' for t, a in teachers.items())}). QAT is the run's stage (`pipeline.qat`) with its "

@@ -71,7 +71,7 @@ def header() -> str:
         "Written by `python -m benchmarks` (all figures) or `python -m benchmarks.<figure>` (one); each run "
         "replaces only its own section.",
         "",
-        f"Machine: {cpu_name()}, {cores()} cores ({platform.machine()}), {memory:.0f} GiB, CPU flags "
+        f"Machine of the latest run (each section's stamp names the CPU it was measured on): {cpu_name()}, {cores()} cores ({platform.machine()}), {memory:.0f} GiB, CPU flags "
         f"{', '.join(cpu_flags()) or 'none of ' + ', '.join(CPU_FLAGS)}; {platform.system()} {platform.release()}.",
         "",
         f"Versions: {versions()}.",
@@ -120,7 +120,8 @@ def run_figure(figure: Figure, quick: bool, path: Path) -> float:
     elapsed = time.perf_counter() - started
     stamp = (
         f"_Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC{' in quick mode (smoke run: not representative)' if quick else ''}; "
-        f"{elapsed:.0f} s; load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after, on {cores()} cores._"
+        f"{elapsed:.0f} s; load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after, on {cores()} cores "
+        f"({cpu_name()})._"
     )
     write_section(figure.heading, f"{body.strip()}\n\n{stamp}", path)
     return elapsed
