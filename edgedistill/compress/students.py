@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 from torch import nn
 
 from edgedistill.errors import UserError
+from edgedistill.tasks.heads import tensors_of
 from edgedistill.importing import import_object
 
 
@@ -236,9 +237,8 @@ def _output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
             "prune found no Linear or convolution module in the teacher (a .pt2 teacher has none: its graph "
             "is fixed): use a scale or custom student"
         )
-    returned = list(out.values()) if isinstance(out, dict) else list(out) if isinstance(out, (tuple, list)) else [out]
     layers = []
-    for tensor in returned:
+    for tensor in tensors_of(out):
         ptr = tensor.untyped_storage().data_ptr()
         layers.append(next((m for m, p in reversed(calls) if p == ptr), calls[-1][0]))
     return layers

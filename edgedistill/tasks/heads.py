@@ -19,14 +19,22 @@ from edgedistill.errors import UserError
 from edgedistill.tasks.base import ArrayTask, Reference
 
 
+def tensors_of(out: object) -> list[torch.Tensor]:
+    """A model's outputs in their order: a tensor alone, or a tuple, list or dict of tensors."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    parts = list(out.values()) if isinstance(out, dict) else list(out) if isinstance(out, (tuple, list)) else None
+    if not parts or not all(isinstance(p, torch.Tensor) for p in parts):
+        raise UserError(f"the model returns {type(out).__name__}: return a tensor, or a tuple or dict of tensors")
+    return parts
+
+
 def join(out: object) -> torch.Tensor:
     """A model's output as one tensor: a tensor as it is; a tuple, list or dict of tensors (in
     their order) flattened per sample and concatenated along axis 1."""
     if isinstance(out, torch.Tensor):
         return out
-    parts = list(out.values()) if isinstance(out, dict) else list(out) if isinstance(out, (tuple, list)) else None
-    if not parts or not all(isinstance(p, torch.Tensor) for p in parts):
-        raise UserError(f"the model returns {type(out).__name__}: return a tensor, or a tuple or dict of tensors")
+    parts = tensors_of(out)
     if len(parts) == 1:
         return parts[0]
     return torch.cat([p.reshape(len(p), -1) for p in parts], dim=1)
