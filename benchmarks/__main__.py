@@ -29,6 +29,7 @@ FIGURES = (
     "qat",
     "mixed_precision",
     "every_task",
+    "runtimes",
 )
 SUITE_HEADING = "## Suite run"
 

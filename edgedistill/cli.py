@@ -158,7 +158,7 @@ def run(
 @app.command()
 def export(
     model: Annotated[Path, typer.Argument(help="A .onnx, a .pt2, or a run's student folder (runs/<name>/students/<tier>).", show_default=False)],
-    format: Annotated[str, typer.Option("--format", help="onnx, ort (ONNX Runtime Mobile) or tensorrt.")] = "onnx",
+    format: Annotated[str, typer.Option("--format", help="onnx, ort (ONNX Runtime Mobile), pte (ExecuTorch, from a student folder or .pt2) or tensorrt.")] = "onnx",
     precision: Annotated[str, typer.Option(help="fp32, fp16 or int8 (int8 from fp32 needs --data to calibrate).")] = "fp32",
     out: Annotated[Path, typer.Option(help="Folder to write into.")] = Path("export"),
     data: Annotated[Optional[Path], typer.Option(help=".npz with x (and y): real inputs for parity checks and int8 calibration.")] = None,

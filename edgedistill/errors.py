@@ -1,4 +1,4 @@
-"""The two kinds of failure a user sees without a traceback."""
+"""The failures a user sees without a traceback: two that end a command, one that a run reports."""
 
 
 class EdgeDistillError(Exception):
@@ -12,3 +12,8 @@ class UserError(EdgeDistillError):
 
     exit_code = 2
 
+
+
+class Unmade(Exception):
+    """A deployment file that cannot be made from this student (a converter refuses it): the run
+    goes on without that file, and the report says why (the message, one line)."""

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import torch
+from torch import nn
 
 from edgedistill.compress.budget import Precision
 from edgedistill.compress.quantize import QuantizeConfig, quantize
@@ -91,8 +93,10 @@ def export_model(req: ExportRequest) -> ExportOutcome:
         # The run's own ONNX files (export and quantize stages): placed in the folder as they are.
         final = _place(OnnxFiles(src).at(req.precision), req.out)
         return ExportOutcome(final, req.format, req.precision, final.stat().st_size, Parity.unchecked(), (), None, described, notes)
-    (made,) = deploy(src, {(req.format, req.precision): ()}).made
-    return _outcome(made, described, notes)
+    done = deploy(src, {(req.format, req.precision): ()})
+    if not done.made:
+        raise UserError(f"{req.format} {req.precision} was not made: {done.skipped[0].reason}")
+    return _outcome(done.made[0], described, notes)
 
 
 def _make_folder(out: Path) -> None:
@@ -169,8 +173,18 @@ def _sources_for(req: ExportRequest, fp32: Path | None, int8: Path | None, x: np
     return Sources(
         fp32, int8, req.out, val_x, calib_x,
         lambda out: float((out.argmax(axis=1) == labels).mean()), QuantizeConfig().symmetric(),
-        timing_cache=req.out / "tensorrt.cache",
+        timing_cache=req.out / "tensorrt.cache", model=_torch_model(req),
     )
+
+
+def _torch_model(req: ExportRequest) -> nn.Module | None:
+    """The model in PyTorch, for formats made by torch.export, where the request names one: a
+    run's student folder (its student.pt) or a .pt2 program; None for an ONNX file."""
+    if req.model.is_dir() and (req.model / "student.pt").is_file():
+        return torch.load(req.model / "student.pt", weights_only=False)
+    if req.model.suffix == ".pt2":
+        return load_teacher(parse_teacher(str(req.model)))
+    return None
 
 
 def _require_data(req: ExportRequest) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from edgedistill.errors import Unmade
 from edgedistill.export.formats import FORMATS, DeployArtifact, OnnxFiles, Sources, format_for
 from edgedistill.targets.profile import Target
 
@@ -46,7 +47,9 @@ def wanted(targets: Sequence[Target]) -> dict[tuple[str, str], tuple[str, ...]]:
 def deploy(src: Sources, want: dict[tuple[str, str], tuple[str, ...]]) -> Deployment:
     """Make every (format, precision) of `want` (see `wanted`) beyond those the run's export and
     quantize stages make (each format's `staged` precisions: the fp32 and int8 ONNX), in the
-    registry's order. An unknown format or precision fails before anything is made."""
+    registry's order. An unknown format or precision fails before anything is made; a format
+    that cannot be made here (`DeployFormat.unavailable`) or from this student (`Unmade`) is
+    skipped with its reason."""
     for fmt, precision in want:
         format_for(fmt).require(precision)
     files = OnnxFiles(src)
@@ -59,5 +62,12 @@ def deploy(src: Sources, want: dict[tuple[str, str], tuple[str, ...]]) -> Deploy
             if precision == "int8" and not src.make_int8:
                 skipped.append(Skipped(fmt, precision, names, "quantization is disabled: set quantize.enabled = true"))
                 continue
-            made.append(entry.make(precision, files, names))
+            why = entry.unavailable(src)
+            if why is not None:
+                skipped.append(Skipped(fmt, precision, names, why))
+                continue
+            try:
+                made.append(entry.make(precision, files, names))
+            except Unmade as exc:
+                skipped.append(Skipped(fmt, precision, names, str(exc)))
     return Deployment(tuple(made), tuple(skipped))

@@ -54,13 +54,13 @@ def files(ctx: Context, tier: TierConfig, student: Distilled, learn: Lesson) -> 
     return Files(fp32, shipped, trained), key
 
 
-def deployment(ctx: Context, tier: TierConfig, made: Files, learn: Lesson, key: str) -> tuple[Deployment, str]:
+def deployment(ctx: Context, tier: TierConfig, made: Files, student: Distilled, learn: Lesson, key: str) -> tuple[Deployment, str]:
     """Every file each target wants beyond the fp32 and int8 ONNX, made, checked and linted."""
     deploy_key = input_key(key, ctx.targets)
 
     def make() -> Made[Deployment]:
         ctx.progress.stage(f"{tier.name}: making artifacts for {', '.join(t.name for t in ctx.targets)}")
-        result = deploy(sources(ctx, made, learn.reference), wanted(ctx.targets))
+        result = deploy(sources(ctx, made, learn.reference, student.model), wanted(ctx.targets))
         return Made(result, tuple(d.path for d in result.made) + tuple(d.build.command_path for d in result.made if d.build))
 
     done = ctx.rd.stage(StageId("deploy", tier.name), deploy_key, Deployment, make, ctx.progress, f"{tier.name}: target files made earlier")
@@ -94,7 +94,7 @@ def measured(ctx: Context, tier: TierConfig, made: Files, dep: Deployment, learn
 def student_entry(ctx: Context, tier: TierConfig, student: Distilled, learn: Lesson) -> schema.Student:
     """Everything after distillation for one tier, and its report entry."""
     made, key = files(ctx, tier, student, learn)
-    dep, key = deployment(ctx, tier, made, learn, key)
+    dep, key = deployment(ctx, tier, made, student, learn, key)
     resolved = resolve(ctx, tier)
     artifacts, chosen = _deployed(
         ctx, made, dep, measured(ctx, tier, made, dep, learn, key), student.record.footprint.macs, resolved.limits.get("bytes")

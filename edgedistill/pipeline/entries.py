@@ -6,10 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from edgedistill.compress import budget as budgets
 from edgedistill.compress.qat import QatResult
 from edgedistill.compress.quantize import QuantResult
 from edgedistill.export.deploy import DeployArtifact
+from edgedistill.export.formats import here_runtime
 from edgedistill.export.parity import Parity
 from edgedistill.ortsession import open_session, run_batched
 from edgedistill.report import schema
@@ -43,9 +46,7 @@ def artifact(ctx: Context, spec: ArtifactSpec, ref: Reference) -> schema.Artifac
     """One file's entry: its metrics on the validation split and its latency on this machine and
     on every target it is made for, measured where a runner reaches it and predicted elsewhere."""
     evaluated = spec.evaluated or spec.path
-    session = open_session(evaluated)
-    names = tuple(i.name for i in session.get_inputs())
-    out = run_batched(session, ctx.entry.feed(ctx.prep.parts.val, names))
+    out = _outputs(ctx, evaluated)
     latency, seq_latency = _latencies(ctx, spec)
     notes = () if spec.runs_here else (f"accuracy of its source {evaluated.name}, run with onnxruntime on this CPU",)
     if ctx.prep.companion is not None:
@@ -56,6 +57,16 @@ def artifact(ctx: Context, spec: ArtifactSpec, ref: Reference) -> schema.Artifac
         parity_tolerance=spec.parity.tolerance, passed=spec.parity.passed, latency=latency, quantization=_quantization(spec.quant, spec.qat),
         targets=spec.targets, lint=spec.lint, build=spec.build, notes=notes, seq_latency=seq_latency,
     )
+
+
+def _outputs(ctx: Context, path: Path) -> np.ndarray:
+    """`path`'s outputs on the validation split: by its format's own runtime where onnxruntime
+    cannot open it (an ExecuTorch program, whose one input is an array), else by onnxruntime."""
+    runtime = here_runtime(path)
+    if runtime is not None:
+        return runtime.outputs(path, ctx.entry.feed(ctx.prep.parts.val, ()))
+    session = open_session(path)
+    return run_batched(session, ctx.entry.feed(ctx.prep.parts.val, tuple(i.name for i in session.get_inputs())))
 
 
 def _latencies(ctx: Context, spec: ArtifactSpec) -> tuple[dict[str, Latency], dict[str, Latency]]:

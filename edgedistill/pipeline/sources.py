@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from torch import nn
 
 from edgedistill.compress.qat import QatResult
 from edgedistill.compress.quantize import QuantResult
@@ -34,13 +35,14 @@ def scorer(ctx: Context, ref: Reference) -> Callable[[np.ndarray], float]:
     return lambda out: task.score(out, ref)
 
 
-def sources(ctx: Context, made: Files, ref: Reference | None) -> Sources:
-    """The ONNX files and real inputs to check and calibrate target files with; without a
-    reference (the search's size probe) a few inputs and no score."""
+def sources(ctx: Context, made: Files, ref: Reference | None, model: nn.Module | None = None) -> Sources:
+    """The ONNX files, the student in PyTorch (`model`, for formats made by torch.export; None
+    for the search's size probe) and real inputs to check and calibrate target files with;
+    without a reference (the size probe) a few inputs and no score."""
     parts, names, q = ctx.prep.parts, made.fp32.inputs, ctx.cfg.quantize
     count = PROBE_SAMPLES if ref is None else None
     return Sources(
         made.fp32.path, made.int8.path if made.int8 else None, made.fp32.path.parent,
         ctx.entry.feed(parts.val, names, count), ctx.entry.feed(parts.calib, names),
-        (lambda _out: 0.0) if ref is None else scorer(ctx, ref), q.symmetric(), q.max_score_drop, make_int8=q.enabled,
+        (lambda _out: 0.0) if ref is None else scorer(ctx, ref), q.symmetric(), q.max_score_drop, make_int8=q.enabled, model=model,
     )

@@ -23,7 +23,7 @@ class ArtifactSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    format: str = Field(description="A registered format: onnx, ort (ONNX Runtime Mobile) or tensorrt (an engine, or its trtexec build).")
+    format: str = Field(description="A registered format: onnx, ort (ONNX Runtime Mobile), pte (ExecuTorch) or tensorrt (an engine, or its trtexec build).")
     precision: Precision = Field(description="fp32, fp16 or int8.")
 
     @model_validator(mode="after")

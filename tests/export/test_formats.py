@@ -2,16 +2,27 @@
 
 import platform
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from torch import nn
 
 from edgedistill.compress.quantize import Int8Static, QuantizeConfig, quantize
 from edgedistill.errors import UserError
 from edgedistill.export.deploy import Sources, deploy
-from edgedistill.export.formats import FORMATS, format_for, format_names
+from edgedistill.export.formats import FORMATS, format_for, format_names, here_runtime
 from edgedistill.ortsession import open_session, run_batched
 
 _X86 = platform.machine().lower() in ("x86_64", "amd64")
+
+
+# Sources with a student and one input array: what a format with its own runtime needs besides
+# that runtime, so `unavailable` on it says only whether the runtime is installed.
+_PROBE = Sources(
+    None, None, Path("."), np.zeros((1, 1, 8, 8), np.float32), np.zeros((1, 1, 8, 8), np.float32), lambda _o: 0.0,
+    QuantizeConfig().symmetric(), model=nn.Identity(),
+)
 
 
 def _cases():
@@ -19,9 +30,13 @@ def _cases():
         for precision in entry.precisions:
             # export_ort refuses fp16 on x86, where the file would run in fp32 (test_ort_mobile.py).
             host_cannot = entry.name == "ort" and precision == "fp16" and _X86
+            missing = entry.unavailable(_PROBE) if entry.here is not None else None
             yield pytest.param(
                 entry.name, precision, id=f"{entry.name}-{precision}",
-                marks=pytest.mark.skipif(host_cannot, reason="an fp16 .ort is made on an ARM host"),
+                marks=[
+                    pytest.mark.skipif(host_cannot, reason="an fp16 .ort is made on an ARM host"),
+                    pytest.mark.skipif(missing is not None, reason=str(missing)),
+                ],
             )
 
 
@@ -34,27 +49,31 @@ def int8_mlp(mlp_onnx, digits_xy, tmp_path_factory):
 
 
 def _opens_here(path) -> bool:
+    runtime = here_runtime(path)
     try:
-        open_session(path)
+        if runtime is not None:
+            runtime.load(path)
+        else:
+            open_session(path)
     except UserError:
         return False
     return True
 
 
 @pytest.mark.parametrize(("name", "precision"), list(_cases()))
-def test_every_format_makes_a_checked_file(name, precision, mlp_onnx, int8_mlp, digits_xy, tmp_path):
+def test_every_format_makes_a_checked_file(name, precision, mlp_onnx, int8_mlp, trained_mlp, digits_xy, tmp_path):
     x, y = digits_xy
     entry = format_for(name)
     src = Sources(
         mlp_onnx, int8_mlp, tmp_path, x[1000:1200], x[:300], lambda out: float((out.argmax(1) == y[1000:1200]).mean()),
-        QuantizeConfig().symmetric(), timing_cache=tmp_path / "tensorrt.cache",
+        QuantizeConfig().symmetric(), timing_cache=tmp_path / "tensorrt.cache", model=trained_mlp,
     )
     (art,) = deploy(src, {(name, precision): ("some-target",)}).made
     assert (art.format, art.precision, art.targets) == (name, precision, ("some-target",))
     assert art.path.is_file() and art.source.is_file()
     assert [r.runtime for r in art.lint] == ([entry.lint_runtime] if entry.lint_runtime else [])
     assert all(r.ok for r in art.lint), art.lint
-    # Checked against its source where onnxruntime runs it here; and only there.
+    # Checked against its source where it runs here (onnxruntime, or its format's runtime); and only there.
     assert art.parity.checked == entry.runs_here == _opens_here(art.path)
     assert art.parity.passed, art
     if art.build is not None and not art.build.built:  # TensorRT without a GPU here

@@ -14,14 +14,19 @@ def test_every_builtin_profile_loads_and_wants_something_runnable(name):
     assert target.name == name
     assert target.artifacts
     if target.runtime == "ort-mobile":
-        assert {a.format for a in target.artifacts} == {"ort"}
+        # Phones run ONNX Runtime Mobile's .ort, and ExecuTorch's .pte beside it.
+        formats = {a.format for a in target.artifacts}
+        assert "ort" in formats and formats <= {"ort", "pte"}
     if target.runtime == "tensorrt":
         assert "tensorrt" in {a.format for a in target.artifacts}
 
 
-def test_phones_want_int8_ort_then_fp32_and_jetsons_fp16_and_int8_engines():
+def test_phones_want_int8_then_fp32_of_each_runtime_and_jetsons_fp16_and_int8_engines():
     # Both precisions, so the run deploys whichever is faster there and holds the score.
-    assert [(a.format, a.precision) for a in load_target("pixel-8").artifacts] == [("ort", "int8"), ("ort", "fp32")]
+    for phone in ("pixel-8", "galaxy-s24"):
+        assert [(a.format, a.precision) for a in load_target(phone).artifacts] == [
+            ("ort", "int8"), ("ort", "fp32"), ("pte", "int8"), ("pte", "fp32"),
+        ]
     jetson = {(a.format, a.precision) for a in load_target("jetson-orin-nano").artifacts}
     assert {("tensorrt", "fp16"), ("tensorrt", "int8"), ("onnx", "fp16")} <= jetson
 

@@ -4,16 +4,19 @@ from edgedistill.export.formats.base import (
     FORMATS,
     DeployArtifact,
     DeployFormat,
+    HereRuntime,
     OnnxFiles,
     Sources,
     format_for,
     format_names,
+    here_runtime,
     register,
 )
 
 # Imported for their registrations, in the order formats are made: ONNX first.
-from edgedistill.export.formats import onnx, ort, tensorrt  # noqa: E402,F401  isort: skip
+from edgedistill.export.formats import onnx, ort, tensorrt, executorch  # noqa: E402,F401  isort: skip
 
 __all__ = [
-    "FORMATS", "DeployArtifact", "DeployFormat", "OnnxFiles", "Sources", "format_for", "format_names", "register",
+    "FORMATS", "DeployArtifact", "DeployFormat", "HereRuntime", "OnnxFiles", "Sources", "format_for", "format_names",
+    "here_runtime", "register",
 ]

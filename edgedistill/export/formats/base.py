@@ -1,8 +1,9 @@
 """The format seam: what a device loads, as registered entries.
 
 An entry (`DeployFormat`) names a format, the precisions it makes, the runtime its source is
-linted for and whether onnxruntime here can run its file; its `make` builds the file from the
-ONNX file of that precision (`OnnxFiles`) and checks it against that source. `FORMATS` holds the
+linted for and whether its file runs here (with onnxruntime, or with the format's own runtime,
+`HereRuntime`); its `make` builds the file from the ONNX file of that precision (`OnnxFiles`), or
+from the student in PyTorch (`Sources.model`), and checks it against that source. `FORMATS` holds the
 registered entries by name; a new format is one new module in this package plus its
 `register(...)` line.
 """
@@ -16,6 +17,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+from torch import nn
 
 from edgedistill.compress.budget import Precision
 from edgedistill.compress.quantize import Int8StaticSymmetric, QuantResult, quantize
@@ -37,7 +39,9 @@ class Sources:
     `fp32` None: only an int8 model is at hand (`edgedistill export` of an int8 file), and only
     int8 artifacts can be made, from that file as it is. `make_int8` False skips every int8
     artifact (quantization is off for the run). `timing_cache` None keeps TensorRT's timing
-    cache beside `folder`, shared by a run's students.
+    cache beside `folder`, shared by a run's students. `model` is the student in PyTorch, which
+    formats made by `torch.export` convert (None: only ONNX files are at hand, as for
+    `edgedistill export` or the search's size probe).
     """
 
     fp32: Path | None
@@ -50,13 +54,15 @@ class Sources:
     max_drop: float = 0.01
     make_int8: bool = True
     timing_cache: Path | None = None
+    model: nn.Module | None = None
 
 
 @dataclass(frozen=True)
 class DeployArtifact:
     """One file made for one or more targets. `path` is the file a device loads (for TensorRT
     without a GPU here: the trtexec script that builds the engine on the device); `source` is
-    the ONNX it was made from."""
+    the ONNX it was made from, or for a file made from the student in PyTorch the student's ONNX
+    of the same precision, which its latency on a device is predicted from and which is linted."""
 
     format: str
     precision: str
@@ -112,13 +118,27 @@ class OnnxFiles:
 
 
 @dataclass(frozen=True)
+class HereRuntime:
+    """A format's own runtime on this machine, for files onnxruntime cannot open: `name` labels
+    its figures, `suffix` is its files' ending, `outputs` runs a file on every sample of one input
+    array, `load` gives one batch-1 call of a file and `input_shape` that call's input shape."""
+
+    name: str
+    suffix: str
+    outputs: Callable[[Path, np.ndarray], np.ndarray]
+    load: Callable[[Path], Callable[[np.ndarray], np.ndarray]]
+    input_shape: Callable[[Path], tuple[int, ...]]
+
+
+@dataclass(frozen=True)
 class DeployFormat(ABC):
     """One registered format.
 
     `precisions` are those `make` makes; `staged` those of this format that the run's export and
     quantize stages make instead (the fp32 and int8 ONNX), which `deploy` passes over.
     `lint_runtime` names the linter (`edgedistill.export.lint`) the source is checked with, or
-    None. `runs_here`: onnxruntime on this machine can evaluate and time the file.
+    None. `runs_here`: the file is evaluated and timed on this machine, by onnxruntime or, where
+    `here` is given, by that runtime.
     `symmetric_int8`: int8 is made from a symmetric Q/DQ quantization of fp32 of its own
     (`OnnxFiles.symmetric`), not from the run's int8 ONNX.
     """
@@ -129,10 +149,17 @@ class DeployFormat(ABC):
     runs_here: bool
     staged: tuple[Precision, ...] = ()
     symmetric_int8: bool = False
+    here: HereRuntime | None = None
 
     @abstractmethod
     def make(self, precision: Precision, files: OnnxFiles, targets: tuple[str, ...]) -> DeployArtifact:
-        """Make this format's file at `precision` for `targets`, checked against its source."""
+        """Make this format's file at `precision` for `targets`, checked against its source; raise
+        `edgedistill.errors.Unmade` where a converter refuses this student."""
+
+    def unavailable(self, src: Sources) -> str | None:
+        """Why this format cannot be made from `src` here (a runtime not installed, no student in
+        PyTorch), as one line with the fix; None when it can."""
+        return None
 
     def source(self, precision: Precision, files: OnnxFiles) -> tuple[Path, QuantResult | None]:
         """The ONNX file this format makes `precision` from, and how it was quantized when made here."""
@@ -165,6 +192,11 @@ def format_for(name: str) -> DeployFormat:
     if name not in FORMATS:
         raise UserError(f"format {name!r} is unknown: use one of {', '.join(format_names())}")
     return FORMATS[name]
+
+
+def here_runtime(path: Path) -> HereRuntime | None:
+    """The runtime of the format whose files end as `path` does, where that is not onnxruntime."""
+    return next((f.here for f in FORMATS.values() if f.here is not None and f.here.suffix == path.suffix), None)
 
 
 def format_names() -> tuple[str, ...]:

@@ -12,6 +12,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edgedistill.errors import UserError
+from edgedistill.export.formats import FORMATS, HereRuntime, here_runtime
 from edgedistill.ortsession import ORT_DTYPES, open_session
 from edgedistill.targets.runners.base import Measurement, Reach, register_runner
 from edgedistill.timing import MIN_TIME_S, load_per_core, time_calls
@@ -31,7 +32,8 @@ class LocalRunner:
     # The size of every dynamic axis after the batch (a transformer's sequence length).
     seq_len: int | None = None
 
-    accepts: ClassVar[tuple[str, ...]] = (".onnx", ".ort")
+    # onnxruntime's files, and those of every format with a runtime of its own here.
+    accepts: ClassVar[tuple[str, ...]] = (".onnx", ".ort", *(f.here.suffix for f in FORMATS.values() if f.here))
 
     @classmethod
     def open(cls, reach: Reach) -> LocalRunner:
@@ -60,6 +62,9 @@ class LocalRunner:
 
         `progress(done, total)` is called after each timed latency run.
         """
+        runtime = here_runtime(Path(model_path))
+        if runtime is not None:
+            return self._measure_with(runtime, Path(model_path), target, progress)
         session = open_session(Path(model_path), threads=self.threads, provider=self.provider)
         batch, tp_batch = _batches(session, self.throughput_batch)
         latency_feed = _random_feed(session, batch, self.seq_len)
@@ -88,6 +93,22 @@ class LocalRunner:
             throughput_batch=tp_batch,
             throughput_per_s=tp_batch * 1000.0 / batched.p50_ms,
             seq_len=self.seq_len,
+            load=load_per_core(),
+        )
+
+
+    def _measure_with(
+        self, runtime: HereRuntime, path: Path, target: str, progress: Callable[[int, int], None] | None
+    ) -> Measurement:
+        """Time a file of a format with its own runtime here (an ExecuTorch program). Its batch is
+        fixed at 1, so throughput is one sample per latency; its threads are the runtime's own."""
+        call = runtime.load(path)
+        x = np.random.default_rng(0).random(runtime.input_shape(path)).astype(np.float32)
+        latency = time_calls(lambda: call(x), warmup=self.warmup, runs=self.runs, progress=progress, min_time_s=MIN_TIME_S)
+        return Measurement(
+            target=target, source="measured", runner="local", runtime=runtime.name, provider=runtime.name,
+            threads=0, device=cpu_name(), batch=1, runs=latency.runs, p50_ms=latency.p50_ms, p90_ms=latency.p90_ms,
+            p99_ms=latency.p99_ms, throughput_batch=1, throughput_per_s=1000.0 / latency.p50_ms, seq_len=None,
             load=load_per_core(),
         )
 

@@ -1,0 +1,48 @@
+"""ExecuTorch: a `.pte` program delegated to XNNPACK, made from the student in PyTorch, for phones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgedistill.compress.budget import Precision
+from edgedistill.export import executorch as et
+from edgedistill.export.formats.base import DeployArtifact, DeployFormat, HereRuntime, OnnxFiles, Sources, register
+
+
+@dataclass(frozen=True)
+class ExecuTorchFormat(DeployFormat):
+    """`model.<precision>.pte`, converted from the student by `torch.export` (int8 by PT2E with
+    XNNPACK's quantizer on the calibration split) and checked by ExecuTorch's runtime here.
+
+    It is priced on a device, and linted, as the student's ONNX of the same precision: the same
+    graph, and the int8 ONNX's scheme is the one the cost model knows."""
+
+    def unavailable(self, src: Sources) -> str | None:
+        """Without ExecuTorch, without the student in PyTorch, or for named inputs, no program."""
+        if (why := et.available()) is not None:
+            return why
+        if src.model is None:
+            return (
+                "an ExecuTorch program is made from the student in PyTorch, not from an ONNX file: "
+                "give a run's student folder or a .pt2 program"
+            )
+        if not isinstance(src.val_x, np.ndarray):
+            return "ExecuTorch programs are made for students of one input array; this student takes named inputs (a tokenizer's)"
+        return None
+
+    def make(self, precision: Precision, files: OnnxFiles, targets: tuple[str, ...]) -> DeployArtifact:
+        """The program at `precision`, checked on the validation inputs."""
+        src = files.src
+        art = et.export_pte(src.model, precision, files.folder / f"model.{precision}.pte", src.calib_x, src.val_x)
+        source = files.at(precision)
+        return DeployArtifact(self.name, precision, art.path, source, targets, art.parity, self.lint_source(source))
+
+
+EXECUTORCH = register(
+    ExecuTorchFormat(
+        "pte", et.PRECISIONS, lint_runtime=None, runs_here=True,
+        here=HereRuntime(et.RUNTIME, ".pte", et.run_pte, et.load_pte, et.input_shape),
+    )
+)
