@@ -15,13 +15,11 @@ coremltools is an optional extra (`pip install -e '.[coreml]'`); it is imported 
 from __future__ import annotations
 
 import collections
-import contextlib
 import copy
 import functools
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ import torch
 from torch import nn
 
 from edgedistill.errors import Unmade, UserError
+from edgedistill.export.eager import as_tensor, first_line
 from edgedistill.fileio import quiet
 
 PRECISIONS = ("fp16", "int8")
@@ -67,20 +66,16 @@ class CoreMLArtifact:
     check: CoreMLCheck
 
 
-@contextlib.contextmanager
-def _quiet_coremltools() -> Iterator[None]:
-    """coremltools logs, on import and on each convert, that this torch is newer than it was
-    tested with and that its macOS-only runtime is absent: expected here, so silenced for the
-    block only (log level and warnings are restored after)."""
-    with quiet("coremltools"):
-        yield
+# coremltools logs, on import and on each convert, that this torch is newer than it was tested
+# with and that its macOS-only runtime is absent: expected here, so silenced around its calls.
+_COREMLTOOLS_LOG = "coremltools"
 
 
 @functools.cache
 def available() -> str | None:
     """None when coremltools imports here; else one line saying why and the fix."""
     try:
-        with _quiet_coremltools():
+        with quiet(_COREMLTOOLS_LOG):
             import coremltools  # noqa: F401
             import coremltools.optimize.coreml  # noqa: F401
     except ImportError as exc:
@@ -102,8 +97,8 @@ def export_coreml(model: nn.Module, sample: np.ndarray, precision: str, dst: Pat
     if why is not None:
         raise UserError(why)
     student = copy.deepcopy(model).cpu().eval()  # the caller's model keeps its device and mode
-    x = torch.from_numpy(np.ascontiguousarray(sample, dtype=np.float32))
-    with _quiet_coremltools():
+    x = as_tensor(sample)
+    with quiet(_COREMLTOOLS_LOG):
         mlmodel = _convert(student, x)
         if precision == "int8":
             mlmodel = _int8_weights(mlmodel)
@@ -121,7 +116,7 @@ def _convert(student: nn.Module, x: torch.Tensor) -> Any:
         try:
             return _ct_convert(graph(student, x), tuple(x.shape))
         except Exception as exc:  # noqa: BLE001 - any converter failure means: try the next path
-            errors.append(f"{name}: {type(exc).__name__}: {_first_line(exc)}")
+            errors.append(f"{name}: {type(exc).__name__}: {first_line(exc)}")
     raise Unmade("coremltools could not convert this student (" + "; ".join(errors) + ")")
 
 
@@ -188,7 +183,7 @@ def check_package(path: Path) -> CoreMLCheck:
         raise UserError(f"no Core ML package at {path}: export one first")
     import coremltools as ct
 
-    with _quiet_coremltools():
+    with quiet(_COREMLTOOLS_LOG):
         spec = ct.utils.load_spec(str(path))
     if not spec.HasField("mlProgram"):
         raise UserError(f"{path} is not an mlprogram (a neural network package): re-export it")
@@ -263,8 +258,3 @@ def _feature(feature: Any) -> str:
     dtype = FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(array.dataType)
     shape = "x".join(str(d) for d in array.shape) or "?"
     return f"{feature.name}: {shape} {_DTYPE_NAMES.get(dtype, dtype.lower())}"
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:200] if lines else ""

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from edgedistill.errors import Unmade, UserError
+from edgedistill.export.eager import as_tensor, first_line
 from edgedistill.export.parity import Parity, max_abs_err
 from edgedistill.fileio import atomic_path, quiet
 
@@ -76,15 +77,14 @@ def export_pte(model: nn.Module, precision: str, dst: Path, calib_x: np.ndarray,
     if precision not in PRECISIONS:
         raise UserError(f"ExecuTorch programs are made at {', '.join(PRECISIONS)}, not {precision!r}: pick one of those")
     student = copy.deepcopy(model).cpu().eval()
-    sample = _tensor(check_x[:1])
+    sample = as_tensor(check_x[:1])
     # torch.export, torchao and XNNPACK's CPU probe log to stderr as they load and lower.
     with quiet(), quiet("torchao"), _stderr_silenced(), torch.no_grad():
         try:
             reference = student if precision == "fp32" else _quantized(student, sample, calib_x)
             program = _lowered(reference, sample)
         except Exception as exc:  # torch.export or the lowering refuses this model: the run goes on without it
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise Unmade(f"ExecuTorch could not convert the student at {precision} ({first})") from exc
+            raise Unmade(f"ExecuTorch could not convert the student at {precision} ({first_line(exc)})") from exc
     with atomic_path(dst) as tmp:
         tmp.write_bytes(program)
     got = run_pte(dst, check_x[:MAX_SAMPLES])
@@ -121,15 +121,8 @@ def _lowered(model: nn.Module, sample: torch.Tensor) -> bytes:
 
 def _rows(fn: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray) -> np.ndarray:
     """`fn` on each sample of `x` at batch 1 (the program's shape), stacked."""
-    rows = [fn(_tensor(x[i : i + 1])) for i in range(len(x))]
+    rows = [fn(as_tensor(x[i : i + 1])) for i in range(len(x))]
     return torch.cat(rows).detach().numpy()
-
-
-def _tensor(x: np.ndarray) -> torch.Tensor:
-    """A float32 copy with the usual strides: a numpy view keeps a 0 stride on an added axis
-    (`x[:, None]`), which ExecuTorch refuses."""
-    flat = np.array(x, dtype=np.float32).reshape(-1)
-    return torch.from_numpy(flat).reshape(x.shape)
 
 
 def load_pte(path: Path) -> Callable[[np.ndarray], np.ndarray]:
@@ -144,7 +137,7 @@ def load_pte(path: Path) -> Callable[[np.ndarray], np.ndarray]:
         raise UserError(f"{path} is not a program ExecuTorch loads ({exc}): make it again with edgedistill run") from exc
 
     def call(x: np.ndarray) -> np.ndarray:
-        return method.execute([_tensor(x)])[0].numpy()
+        return method.execute([as_tensor(x)])[0].numpy()
 
     return call
 
