@@ -1,6 +1,6 @@
 """Figure 14: int8 against fp32 in each runtime, on the same students: ONNX Runtime (the run's
-static QDQ int8) and ExecuTorch (XNNPACK, PT2E int8), held-out accuracy, file size and latency,
-measured side by side in one process.
+static QDQ int8), ExecuTorch (XNNPACK, PT2E int8) and LiteRT (XNNPACK, PT2E full-integer int8),
+held-out accuracy, file size and latency, measured side by side in one process.
 
 Run: python -m benchmarks.runtimes [--quick]
 """
@@ -19,15 +19,18 @@ from benchmarks.results import Figure, main, table
 from edgedistill.compress.distill import accuracy, fit, teacher_outputs
 from edgedistill.compress.quantize import Int8Static, quantize
 from edgedistill.export import executorch as et
+from edgedistill.export import litert as lt
+from edgedistill.export.formats import here_runtime
 from edgedistill.export.onnx import OnnxExport, export_onnx
 from edgedistill.ortsession import open_session, run_batched
 from edgedistill.targets.runners.local import LocalRunner
 from edgedistill.timing import load_per_core
 
-HEADING = "## 14. int8 against fp32 in each runtime: ONNX Runtime and ExecuTorch on the same students"
+HEADING = "## 14. int8 against fp32 in each runtime: ONNX Runtime, ExecuTorch and LiteRT on the same students"
 # Three of figure 11's students: the depthwise-heavy MobileNet-v2 style, a separable CNN, a plain CNN.
 STUDIED = (0, 1, 3)
 QUICK_EPOCHS, RUNS, QUICK_RUNS = 3, 300, 30
+RUNTIMES = ("onnxruntime", "ExecuTorch", "LiteRT")
 
 
 def _files(arch: str, folder: Path, quick: bool) -> dict[str, Path]:
@@ -43,13 +46,17 @@ def _files(arch: str, folder: Path, quick: bool) -> dict[str, Path]:
     calib = calibration_inputs(data, 0)
     fp32 = export_onnx(student, data.val.x[:2], data.val.x, folder / "model.onnx", how).path
     int8 = quantize(fp32, folder / "model.int8.onnx", (Int8Static(),), calib, lambda o: accuracy(o, data.val.y), data.val.x, 1.0, timing_runs=1).path
-    programs = {p: et.export_pte(student, p, folder / f"model.{p}.pte", calib, data.val.x).path for p in et.PRECISIONS}
-    return {"onnxruntime fp32": fp32, "onnxruntime int8": int8, "ExecuTorch fp32": programs["fp32"], "ExecuTorch int8": programs["int8"]}
+    files = {"onnxruntime fp32": fp32, "onnxruntime int8": int8}
+    for p in ("fp32", "int8"):
+        files[f"ExecuTorch {p}"] = et.export_pte(student, p, folder / f"model.{p}.pte", calib, data.val.x).path
+        files[f"LiteRT {p}"] = lt.export_tflite(student, p, folder / f"model.{p}.tflite", calib, data.val.x).path
+    return files
 
 
 def _held_out(path: Path) -> float:
     x = tasks.sensor().test
-    out = et.run_pte(path, x.x) if path.suffix == ".pte" else run_batched(open_session(path, threads=1), x.x)
+    runtime = here_runtime(path)
+    out = runtime.outputs(path, x.x) if runtime is not None else run_batched(open_session(path, threads=1), x.x)
     return accuracy(out, x.y)
 
 
@@ -57,7 +64,7 @@ def _rows(arch: str, files: dict[str, Path], quick: bool) -> list[list[str]]:
     runner = LocalRunner(threads=1, warmup=20, runs=QUICK_RUNS if quick else RUNS)
     p50 = {name: runner.measure(path).p50_ms for name, path in files.items()}
     rows = []
-    for runtime in ("onnxruntime", "ExecuTorch"):
+    for runtime in RUNTIMES:
         f32, i8 = f"{runtime} fp32", f"{runtime} int8"
         rows.append([
             arch, runtime, f"{100 * _held_out(files[f32]):.2f}%", f"{100 * _held_out(files[i8]):.2f}%",
@@ -68,8 +75,9 @@ def _rows(arch: str, files: dict[str, Path], quick: bool) -> list[list[str]]:
 
 
 def run(quick: bool = False) -> str:
-    if et.available() is not None:
-        return f"Not run: {et.available()}."
+    missing = [why for why in (et.available(), lt.available()) if why is not None]
+    if missing:
+        return f"Not run: {'; '.join(missing)}."
     load_before = load_per_core()
     rows = []
     with tempfile.TemporaryDirectory() as tmp, torch_threads(TRAIN_THREADS):
@@ -79,17 +87,22 @@ def run(quick: bool = False) -> str:
             rows += _rows(arch, _files(arch, folder, quick), quick)
     load_after = load_per_core()
     return "\n".join([
-        "What: the same distilled students in two runtimes, fp32 beside int8 in each, as a phone would get them: "
+        "What: the same distilled students in three runtimes, fp32 beside int8 in each, as a phone would get them: "
         "onnxruntime's static QDQ int8 (per-channel weights, uint8 activations, MinMax on the calibration inputs: the run's "
-        "default) and ExecuTorch's XNNPACK program (`edgedistill.export.executorch`: PT2E int8 with XNNPACK's quantizer, "
-        "symmetric per-channel weights, int8 activations, calibrated on the same inputs).",
+        "default), ExecuTorch's XNNPACK program (`edgedistill.export.executorch`: PT2E int8 with XNNPACK's quantizer, "
+        "symmetric per-channel weights, int8 activations, calibrated on the same inputs) and LiteRT's flatbuffer "
+        "(`edgedistill.export.litert`: PT2E full-integer int8 with litert-torch's quantizer, symmetric per-channel weights, "
+        "histogram-calibrated int8 activations, int8 input and output, on the same inputs).",
         "",
         f"How: three of figure 11's students, distilled on sensor-digits at seed 0 as the default example distils "
         f"({'quick: ' + str(QUICK_EPOCHS) + ' epochs' if quick else 'its epochs'}); held-out accuracy on figure 11's held-out "
         f"20 % ({len(tasks.sensor().test)} samples), nothing decides on it. Latency: p50 at batch 1 by the run's local runner "
         f"(`LocalRunner`, {QUICK_RUNS if quick else RUNS} timed runs after 20 warm-ups, at least its minimum time), one after "
         "another in this process; onnxruntime at 1 intra-op thread; ExecuTorch's Python runtime at its own thread count (it "
-        "exposes none to set). Bytes are each file's. Ratio = fp32 p50 / int8 p50 (above 1: int8 faster). "
+        "exposes none to set); LiteRT's interpreter (`ai-edge-litert`, XNNPACK delegate) at its default thread count. The "
+        "ExecuTorch and LiteRT calls time the runtime on an input handed over once in the file's own form (a tensor; "
+        "for LiteRT int8, already quantized, as an app's native code would: numpy's quantization alone costs about "
+        "10 µs here, half a tiny model's invoke). Bytes are each file's. Ratio = fp32 p50 / int8 p50 (above 1: int8 faster). "
         f"Load per core {load_before:.2f} before, {load_after:.2f} after.",
         "",
         table(

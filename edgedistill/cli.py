@@ -158,7 +158,7 @@ def run(
 @app.command()
 def export(
     model: Annotated[Path, typer.Argument(help="A .onnx, a .pt2, or a run's student folder (runs/<name>/students/<tier>).", show_default=False)],
-    format: Annotated[str, typer.Option("--format", help="onnx, ort (ONNX Runtime Mobile), pte (ExecuTorch, from a student folder or .pt2) or tensorrt.")] = "onnx",
+    format: Annotated[str, typer.Option("--format", help="onnx, ort (ONNX Runtime Mobile), or tensorrt; pte (ExecuTorch), tflite (LiteRT) and mlpackage (Core ML), each from a student folder or .pt2.")] = "onnx",
     precision: Annotated[str, typer.Option(help="fp32, fp16 or int8 (int8 from fp32 needs --data to calibrate).")] = "fp32",
     out: Annotated[Path, typer.Option(help="Folder to write into.")] = Path("export"),
     data: Annotated[Optional[Path], typer.Option(help=".npz with x (and y): real inputs for parity checks and int8 calibration.")] = None,
@@ -198,13 +198,13 @@ def export(
 
 @app.command()
 def lint(
-    model: Annotated[Path, typer.Argument(help="The .onnx file to check.", show_default=False)],
-    runtime: Annotated[str, typer.Option(help="tensorrt or ort-mobile.")] = "tensorrt",
+    model: Annotated[Path, typer.Argument(help="The .onnx file to check (an .mlpackage for coreml, a .tflite for litert and litert-micro).", show_default=False)],
+    runtime: Annotated[str, typer.Option(help="tensorrt or ort-mobile (an ONNX file); coreml (an .mlpackage: ops of the iOS 17 mlprogram opset); litert or litert-micro (a .tflite: builtin operators, or those LiteRT Micro's op resolver has).")] = "tensorrt",
     ops_config: Annotated[Optional[Path], typer.Option(help="ort-mobile: the reduced build's required-operators config (default: ONNX Runtime's mobile package).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the findings as JSON to this file (an earlier JSON file there is replaced; any other file is refused).")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
 ) -> None:
-    """Check an ONNX file against what a runtime accepts; exit 1 when any node is not."""
+    """Check an ONNX file (or a Core ML package, or a LiteRT file) against what a runtime accepts; exit 1 when any node is not."""
     from edgedistill.export.lint import lint as run_lint
 
     with _errors(debug):

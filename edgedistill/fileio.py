@@ -34,7 +34,9 @@ def _umask() -> int:
 
 # mkstemp creates files 0600; what a run publishes gets the modes `open` would give (0644 under
 # the usual umask 022), so a CI job running as another user can read the report.
-FILE_MODE = 0o666 & ~_umask()
+_UMASK = _umask()
+FILE_MODE = 0o666 & ~_UMASK
+DIR_MODE = 0o777 & ~_UMASK
 
 
 @contextlib.contextmanager
@@ -113,6 +115,23 @@ def remove_stale(root: Path) -> list[Path]:
 
 def _inside_stale(path: Path, root: Path) -> bool:
     return any(p.name.startswith(".") and p.name.endswith(TMP_SUFFIX) for p in path.relative_to(root).parents if p.name)
+
+
+def publish_folder(folder: Path) -> None:
+    """Give a folder and everything in it the modes `open` and `mkdir` would (FILE_MODE, DIR_MODE),
+    for a writer that makes some private (coremltools saves a package's model spec 0600)."""
+    for path in (folder, *folder.rglob("*")):
+        if not path.is_symlink():
+            path.chmod(DIR_MODE if path.is_dir() else FILE_MODE)
+
+
+def file_bytes(path: Path) -> int:
+    """The size of a file, or the sum of the sizes of a folder's files at any depth (a Core ML
+    `.mlpackage` is a folder): what a device stores, so what a bytes budget judges."""
+    path = Path(path)
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
 
 
 # Digests already computed by this process, by what identifies one version of a file: a write

@@ -248,10 +248,13 @@ def _budget_problem(budget: dict, where: str) -> str | None:
 
 
 def _name_problem(name: str, where: str) -> str | None:
-    """A budget's name is a size budget's or latency_ms:TARGET."""
-    if name in BUDGET_KINDS or latency_target(name):
+    """A budget's name is a size budget's, latency_ms:TARGET, or a device's memory (flash:TARGET, sram:TARGET)."""
+    if name in BUDGET_KINDS or latency_target(name) or schema.device_memory(name):
         return None
-    return f"{where} names budget {name!r}, which is unknown: a budget is {', '.join(BUDGET_KINDS)} or {LATENCY_PREFIX}TARGET"
+    return (
+        f"{where} names budget {name!r}, which is unknown: a budget is {', '.join(BUDGET_KINDS)}, {LATENCY_PREFIX}TARGET, "
+        f"{' or '.join(f'{m}:TARGET' for m in schema.DEVICE_MEMORY)}"
+    )
 
 
 def _figure_problem(value: object, where: str, limit: bool = False) -> str | None:
@@ -390,10 +393,12 @@ def _judge(student: schema.Student, given: dict[str, float], spec: dict[str, flo
     for name in dict.fromkeys([*limits, *checks, *given]):
         fig, check = figure(student, name), checks.get(name)
         tier_limit = limits.get(name, check.limit if check is not None else None)
+        # A device's memory is the target profile's, not the tier's: its check carries the limit.
+        budget_limit = tier_limit if schema.device_memory(name) else limits.get(name)
         problem = None
         if tier_limit is not None:
             # The report's check is held to what the run would have written from the same figures.
-            problem = _disagreement(check, limits.get(name), fig) or _unlike_spec(spec, name, limits.get(name))
+            problem = _disagreement(check, budget_limit, fig) or _unlike_spec(spec, name, limits.get(name))
             if not _fits(fig, tier_limit):
                 tier_broken.append(name)
         limit = given[name] if name in given else typing.cast(float, tier_limit)
@@ -466,6 +471,8 @@ def figure(student: schema.Student, name: str) -> Figure:
     target = latency_target(name)
     if target is not None:
         return latency_figure(student, target)
+    if (device := schema.device_memory(name)) is not None:
+        return Figure(*schema.memory_figure(student.artifacts, *device))
     if name == "bytes":
         return _bytes_figure(student)
     value = {"params": student.params, "macs": student.macs, "peak_memory": student.peak_activation_bytes}[name]

@@ -52,6 +52,32 @@ class TinyMLP(nn.Module):
         return self.net(x)
 
 
+class Branchy(nn.Module):
+    """A forward whose branch depends on the input's values, which torch.export refuses: a
+    student the formats converted from PyTorch (ExecuTorch, LiteRT) cannot make."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:
+            return self.fc(x.flatten(1))
+        return -self.fc(x.flatten(1))
+
+
+def student_sources(model: nn.Module | None, x: np.ndarray, folder, val_x=None, onnx=None):
+    """Deploy sources for a format made from `model` in PyTorch, on the digits `x`: `onnx` (or
+    none) stands in as the ONNX it is priced by, at fp32 and int8."""
+    from edgedistill.compress.quantize import QuantizeConfig
+    from edgedistill.export.deploy import Sources
+
+    return Sources(
+        onnx, onnx, folder, x[:16] if val_x is None else val_x, x[:32], lambda _o: 1.0,
+        QuantizeConfig().symmetric(), model=model,
+    )
+
+
 def tiny_cnn(width: float = 1.0) -> nn.Module:
     """A TinyCNN whose channel count scales with `width` (a `scale` family)."""
     torch.manual_seed(0)

@@ -118,7 +118,8 @@ def test_lint_findings_exit_1(onnx_file, tmp_path):
 
 
 def test_lint_bad_input_is_one_line(onnx_file, tmp_path):
-    assert "tensorrt" in _one_line_error(runner.invoke(app, ["lint", str(onnx_file), "--runtime", "coreml"]))
+    assert "tensorrt" in _one_line_error(runner.invoke(app, ["lint", str(onnx_file), "--runtime", "snpe"]))
+    assert ".mlpackage" in _one_line_error(runner.invoke(app, ["lint", str(onnx_file), "--runtime", "coreml"]))
     truncated = tmp_path / "t.onnx"
     truncated.write_bytes(onnx_file.read_bytes()[:100])
     assert "not a valid ONNX" in _one_line_error(runner.invoke(app, ["lint", str(truncated)]))
@@ -132,7 +133,7 @@ def test_export_writes_the_artifact(onnx_file, tmp_path):
 
 
 def test_export_bad_format_is_one_line(onnx_file):
-    assert "--format" in _one_line_error(runner.invoke(app, ["export", str(onnx_file), "--format", "tflite"]))
+    assert "--format" in _one_line_error(runner.invoke(app, ["export", str(onnx_file), "--format", "onnx-tf"]))
 
 
 def test_targets_lists_the_profiles():

@@ -51,6 +51,7 @@ def test_two_processes_match_one(tmp_path):
     assert not list(out.rglob("*.tmp"))
 
 
+@pytest.mark.slow  # 30 s; the plain two-process run stays in the default suite
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun (from torch) is not on PATH")
 def test_a_transformer_teacher_trains_on_two_processes(bert_folder, tmp_path):
     """The same run for a Hugging Face teacher: each process takes its share of every batch."""

@@ -821,3 +821,48 @@ def test_a_limit_edited_in_the_budget_and_its_check_alike_is_caught_by_the_spec(
     result = _invoke(_write(tmp_path, data))
     assert result.exit_code == 1, result.output
     assert any("budget=params" in line and "but its spec gives" in line for line in _broken_lines(result))
+
+
+# --- a microcontroller's flash and SRAM ------------------------------------------------------------
+
+
+def _mcu_student(file_bytes: int, arena: int | None, sram: int = 8_192) -> schema.Student:
+    """A student whose int8 .tflite is deployed on the STM32H743 profile with its SRAM set to
+    `sram`, its device checks made by the run's rule (`entries.device_checks`)."""
+    from edgedistill.targets.profile import load_target
+
+    mcu = load_target("stm32h743")
+    mcu = mcu.model_copy(update={"specs": mcu.specs.model_copy(update={"sram_bytes": sram})})
+    tflite = dataclasses.replace(
+        _artifact("onnx", "int8", file_bytes, path="students/fifth/model.int8.tflite"),
+        format="tflite", targets=(mcu.name,), deployed_for=(mcu.name,), arena_bytes=arena,
+    )
+    student = _student("fifth", artifacts=(_artifact("onnx", "fp32", 36_000), tflite))
+    checks = student.checks + entries.device_checks((mcu,), student.artifacts)
+    return dataclasses.replace(student, checks=checks, within_budget=all(c.ok for c in checks))
+
+
+def test_a_microcontrollers_flash_and_sram_are_hard_budgets_of_the_deployed_file():
+    fits = _mcu_student(12_000, 4_096)
+    assert {c.name: c.ok for c in fits.checks} == {"params": True, "flash:stm32h743": True, "sram:stm32h743": True}
+    assert g.gate(make_report(fits)).passed
+    over = _mcu_student(12_000, 9_000)
+    result = g.gate(make_report(over))
+    assert not over.within_budget and not result.passed
+    (broken,) = result.broken
+    assert broken.budget == "sram:stm32h743" and broken.value == 9_000 and broken.limit == 8_192
+    assert "activation arena of students/fifth/model.int8.tflite" in broken.source
+
+
+def test_a_file_without_a_known_arena_does_not_claim_to_fit_the_sram():
+    unknown = _mcu_student(12_000, None)
+    (sram,) = [c for c in unknown.checks if c.name == "sram:stm32h743"]
+    assert not sram.ok and math.isnan(sram.value) and "is not known" in sram.source
+    assert not g.gate(make_report(unknown)).passed
+
+
+def test_an_edited_arena_is_caught_as_damage():
+    fits = _mcu_student(12_000, 4_096)
+    edited = _edit_check(fits, "sram:stm32h743", value=100.0)
+    (sram,) = [v for v in g.gate(make_report(edited)).verdicts if v.budget == "sram:stm32h743"]
+    assert not sram.ok and "the report's check says" in sram.source

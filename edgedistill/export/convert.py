@@ -26,7 +26,7 @@ from edgedistill.export.lint import LintResult
 from edgedistill.export.onnx import export_onnx, load_onnx_checked
 from edgedistill.export.parity import Parity
 from edgedistill.export.tensorrt import TrtArtifact
-from edgedistill.fileio import atomic_path
+from edgedistill.fileio import atomic_path, file_bytes
 from edgedistill.ortsession import open_session, run_batched
 from edgedistill.teachers import load_teacher, parse_teacher
 
@@ -92,7 +92,7 @@ def export_model(req: ExportRequest) -> ExportOutcome:
     if req.precision in entry.staged:
         # The run's own ONNX files (export and quantize stages): placed in the folder as they are.
         final = _place(OnnxFiles(src).at(req.precision), req.out)
-        return ExportOutcome(final, req.format, req.precision, final.stat().st_size, Parity.unchecked(), (), None, described, notes)
+        return ExportOutcome(final, req.format, req.precision, file_bytes(final), Parity.unchecked(), (), None, described, notes)
     done = deploy(src, {(req.format, req.precision): ()})
     if not done.made:
         raise UserError(f"{req.format} {req.precision} was not made: {done.skipped[0].reason}")
@@ -193,7 +193,7 @@ def _require_data(req: ExportRequest) -> None:
 
 
 def _outcome(d: DeployArtifact, inputs: str, notes: tuple[str, ...]) -> ExportOutcome:
-    return ExportOutcome(d.path, d.format, d.precision, d.path.stat().st_size, d.parity, d.lint, d.build, inputs, notes)
+    return ExportOutcome(d.path, d.format, d.precision, file_bytes(d.path), d.parity, d.lint, d.build, inputs, notes + d.notes)
 
 
 def _sources(req: ExportRequest) -> tuple[Path | None, Path | None]:

@@ -15,8 +15,10 @@ coremltools is an optional extra (`pip install -e '.[coreml]'`); it is imported 
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import functools
+import io
 import os
 import shutil
 import tempfile
@@ -30,7 +32,7 @@ from torch import nn
 
 from edgedistill.errors import Unmade, UserError
 from edgedistill.export.eager import as_tensor, first_line
-from edgedistill.fileio import quiet
+from edgedistill.fileio import file_bytes, publish_folder, quiet
 
 PRECISIONS = ("fp16", "int8")
 INPUT_NAME = "x"
@@ -54,6 +56,8 @@ class CoreMLCheck:
     spec_version: int
     bytes: int  # total size of the package folder's files
     unsupported: tuple[str, ...]  # ops not in the iOS 17 mlprogram opset (empty when fine)
+    # (node, op) of each operation whose op is in `unsupported`, in program order: what a lint names
+    unsupported_nodes: tuple[tuple[str, str], ...] = ()
     note: str = NOT_RUN
 
 
@@ -98,7 +102,8 @@ def export_coreml(model: nn.Module, sample: np.ndarray, precision: str, dst: Pat
         raise UserError(why)
     student = copy.deepcopy(model).cpu().eval()  # the caller's model keeps its device and mode
     x = as_tensor(sample)
-    with quiet(_COREMLTOOLS_LOG):
+    # coremltools also draws a progress bar of each pass pipeline on stderr, over the run's own.
+    with quiet(_COREMLTOOLS_LOG), contextlib.redirect_stderr(io.StringIO()):
         mlmodel = _convert(student, x)
         if precision == "int8":
             mlmodel = _int8_weights(mlmodel)
@@ -164,6 +169,7 @@ def _save_replacing(mlmodel: Any, dst: Path) -> None:
     try:
         staged = tmp / dst.name
         mlmodel.save(str(staged))
+        publish_folder(staged)
         old = tmp / "old.mlpackage"
         # A folder cannot be os.replace'd onto a non-empty one: move the old one aside first.
         if dst.exists():
@@ -191,14 +197,16 @@ def check_package(path: Path) -> CoreMLCheck:
     operations = main.block_specializations[main.opset].operations
     ops = dict(collections.Counter(op.type for op in operations))
     known = _opset_ops(OPSET)
+    outside = tuple((_node_name(op), op.type) for op in operations if op.type not in known)
     return CoreMLCheck(
         ops=ops,
         weight_dtypes=tuple(sorted({d for op in operations if (d := _weight_dtype(op)) is not None})),
         inputs=tuple(_feature(f) for f in spec.description.input),
         outputs=tuple(_feature(f) for f in spec.description.output),
         spec_version=spec.specificationVersion,
-        bytes=sum(f.stat().st_size for f in path.rglob("*") if f.is_file()),
-        unsupported=tuple(sorted(op for op in ops if op not in known)),
+        bytes=file_bytes(path),
+        unsupported=tuple(sorted({op for _, op in outside})),
+        unsupported_nodes=outside,
     )
 
 
@@ -211,6 +219,13 @@ def _opset_ops(opset: str) -> frozenset[str]:
 
     version = getattr(ct.target, opset)
     return frozenset(op for op, versions in SSAOpRegistry.core_ops.items() if version in versions)
+
+
+def _node_name(op: Any) -> str:
+    """An operation's name as coremltools writes it (its `name` attribute), else its first output's."""
+    name = op.attributes.get("name")
+    strings = name.immediateValue.tensor.strings.values if name is not None else ()
+    return strings[0] if strings else (op.outputs[0].name if op.outputs else op.type)
 
 
 def _weight_dtype(op: Any) -> str | None:

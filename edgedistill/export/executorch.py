@@ -12,13 +12,10 @@ ExecuTorch is an optional extra (`pip install -e '.[executorch]'`); it is import
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
-import os
 from importlib import metadata
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +23,9 @@ import torch
 from torch import nn
 
 from edgedistill.errors import Unmade, UserError
-from edgedistill.export.eager import as_tensor, first_line
+from edgedistill.export.eager import (
+    FP32_TOLERANCE, Converted, MAX_SAMPLES, as_tensor, eager_rows, first_line, int8_tolerance, rows, stderr_silenced,
+)
 from edgedistill.export.parity import Parity, max_abs_err
 from edgedistill.fileio import atomic_path, quiet
 
@@ -35,27 +34,8 @@ try:
     RUNTIME = f"ExecuTorch {metadata.version('executorch')} (XNNPACK)"
 except metadata.PackageNotFoundError:  # the extra is not installed: nothing is made or run with it
     RUNTIME = "ExecuTorch (XNNPACK)"
-
-# fp32: the program runs the student's own fp32 ops in XNNPACK; measured 1.5e-8 on digits CNNs.
-# 1e-4 is the ONNX export's own parity tolerance.
-FP32_TOLERANCE = 1e-4
-# int8 is checked against PT2E's reference int8 module (torch's own arithmetic for the same
-# scales), as a fraction of the largest reference output: XNNPACK may round an accumulator the
-# other way, which moves an output by one step of its int8 scale (1/127 of its range per side).
-INT8_STEPS = 2 / 127
-# Calibration and checks run the batch-1 program sample by sample; this many are plenty for
-# min/max observers and keep a run's conversion to seconds.
-MAX_SAMPLES = 256
-
-
-@dataclass(frozen=True)
-class PteArtifact:
-    """A `.pte` program, its precision and its parity check on real inputs (fp32 against the
-    student in PyTorch, int8 against PT2E's reference int8 module)."""
-
-    path: Path
-    precision: str
-    parity: Parity
+# fp32 parity measured 1.5e-8 on digits CNNs, within eager.FP32_TOLERANCE; int8 is held to
+# eager.int8_tolerance against PT2E's reference module.
 
 
 @functools.cache
@@ -63,7 +43,7 @@ def available() -> str | None:
     """None when ExecuTorch imports here; else why not, and the fix."""
     try:
         # Importing it loads torchao, which logs to stderr of CUDA kernels this CPU build lacks.
-        with quiet(), quiet("torchao"), _stderr_silenced():
+        with quiet(), quiet("torchao"), stderr_silenced():
             import executorch.exir  # noqa: F401
             import executorch.runtime  # noqa: F401
     except ImportError as exc:
@@ -71,7 +51,7 @@ def available() -> str | None:
     return None
 
 
-def export_pte(model: nn.Module, precision: str, dst: Path, calib_x: np.ndarray, check_x: np.ndarray) -> PteArtifact:
+def export_pte(model: nn.Module, precision: str, dst: Path, calib_x: np.ndarray, check_x: np.ndarray) -> Converted:
     """`model` (one float input, batch first) as an XNNPACK-delegated program for batch 1 at
     `dst`, int8 calibrated on `calib_x`, and checked on `check_x` as this runtime runs it."""
     if precision not in PRECISIONS:
@@ -79,7 +59,7 @@ def export_pte(model: nn.Module, precision: str, dst: Path, calib_x: np.ndarray,
     student = copy.deepcopy(model).cpu().eval()
     sample = as_tensor(check_x[:1])
     # torch.export, torchao and XNNPACK's CPU probe log to stderr as they load and lower.
-    with quiet(), quiet("torchao"), _stderr_silenced(), torch.no_grad():
+    with quiet(), quiet("torchao"), stderr_silenced(), torch.no_grad():
         try:
             reference = student if precision == "fp32" else _quantized(student, sample, calib_x)
             program = _lowered(reference, sample)
@@ -88,11 +68,10 @@ def export_pte(model: nn.Module, precision: str, dst: Path, calib_x: np.ndarray,
     with atomic_path(dst) as tmp:
         tmp.write_bytes(program)
     got = run_pte(dst, check_x[:MAX_SAMPLES])
-    with torch.no_grad():
-        want = _rows(lambda x: reference(x), check_x[:MAX_SAMPLES])
+    want = eager_rows(reference, check_x[:MAX_SAMPLES])
     err = max_abs_err(got, want)
-    tolerance = FP32_TOLERANCE if precision == "fp32" else INT8_STEPS * float(np.abs(want).max()) + FP32_TOLERANCE
-    return PteArtifact(dst, precision, Parity(err, tolerance))
+    tolerance = FP32_TOLERANCE if precision == "fp32" else int8_tolerance(want)
+    return Converted(dst, precision, Parity(err, tolerance))
 
 
 def _quantized(model: nn.Module, sample: torch.Tensor, calib_x: np.ndarray) -> nn.Module:
@@ -106,7 +85,7 @@ def _quantized(model: nn.Module, sample: torch.Tensor, calib_x: np.ndarray) -> n
 
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     prepared = prepare_pt2e(torch.export.export(model, (sample,)).module(), quantizer)
-    _rows(lambda x: prepared(x), calib_x[:MAX_SAMPLES])
+    eager_rows(prepared, calib_x[:MAX_SAMPLES])
     return convert_pt2e(prepared)
 
 
@@ -119,27 +98,28 @@ def _lowered(model: nn.Module, sample: torch.Tensor) -> bytes:
     return to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
 
 
-def _rows(fn: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray) -> np.ndarray:
-    """`fn` on each sample of `x` at batch 1 (the program's shape), stacked."""
-    rows = [fn(as_tensor(x[i : i + 1])) for i in range(len(x))]
-    return torch.cat(rows).detach().numpy()
-
-
 def load_pte(path: Path) -> Callable[[np.ndarray], np.ndarray]:
     """A call of the program's forward on one batch-1 input, as `executorch.runtime` runs it here."""
+    method = _method(path)
+    return lambda x: method.execute([as_tensor(x)])[0].numpy()
+
+
+def timed_pte(path: Path, x: np.ndarray) -> Callable[[], object]:
+    """The call a latency times: the program's forward on the batch-1 `x`, made a tensor once."""
+    method, given = _method(path), [as_tensor(x)]
+    return lambda: method.execute(given)
+
+
+def _method(path: Path):  # noqa: ANN202  executorch's Method, typed only where it is installed
+    """The program's loaded forward method; a UserError in one line where it is no program."""
     if available() is not None:
         raise UserError(f"{path.name} is an ExecuTorch program, and {available()}")
     try:
         # XNNPACK probes the CPU as its first method loads, logging to stderr.
-        with _stderr_silenced():
-            method = _runtime().load_program(str(path)).load_method("forward")
+        with stderr_silenced():
+            return _runtime().load_program(str(path)).load_method("forward")
     except (RuntimeError, ValueError) as exc:
         raise UserError(f"{path} is not a program ExecuTorch loads ({exc}): make it again with edgedistill run") from exc
-
-    def call(x: np.ndarray) -> np.ndarray:
-        return method.execute([as_tensor(x)])[0].numpy()
-
-    return call
 
 
 def input_shape(path: Path) -> tuple[int, ...]:
@@ -150,8 +130,7 @@ def input_shape(path: Path) -> tuple[int, ...]:
 
 def run_pte(path: Path, x: np.ndarray) -> np.ndarray:
     """The program's outputs on every sample of `x`, one at a time."""
-    call = load_pte(path)
-    return np.concatenate([call(x[i : i + 1]) for i in range(len(x))]) if len(x) else np.zeros((0,), np.float32)
+    return rows(load_pte(path), x)
 
 
 @functools.cache
@@ -159,18 +138,6 @@ def _runtime():  # noqa: ANN202  executorch's Runtime, typed only where it is in
     """ExecuTorch's runtime, started once; its CPU probe's messages on stderr are not ours to show."""
     from executorch.runtime import Runtime
 
-    with _stderr_silenced():
+    with stderr_silenced():
         return Runtime.get()
 
-
-@contextlib.contextmanager
-def _stderr_silenced() -> Iterator[None]:
-    """File descriptor 2 to /dev/null for the block: the runtime's C++ logs bypass Python's stderr."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)

@@ -99,7 +99,7 @@ def student_entry(ctx: Context, tier: TierConfig, student: Distilled, learn: Les
     artifacts, chosen = _deployed(
         ctx, made, dep, measured(ctx, tier, made, dep, learn, key), student.record.footprint.macs, resolved.limits.get("bytes")
     )
-    checks = entries.checks(student.record.checks, resolved, artifacts)
+    checks = entries.checks(student.record.checks, resolved, artifacts) + entries.device_checks(tuple(ctx.targets), artifacts)
     r = student.record
     return schema.Student(
         name=tier.name, tier=tier.name, generator=student.spec.model_dump(mode="json"), knob=r.knob,

@@ -14,11 +14,13 @@ from edgedistill.compress.quantize import QuantResult
 from edgedistill.export.deploy import DeployArtifact
 from edgedistill.export.formats import here_runtime
 from edgedistill.export.parity import Parity
+from edgedistill.fileio import file_bytes
 from edgedistill.ortsession import open_session, run_batched
 from edgedistill.report import schema
 from edgedistill.pipeline.context import Context
 from edgedistill.serialize import to_jsonable
 from edgedistill.targets.latency import HOST, Latency
+from edgedistill.targets.profile import Target
 from edgedistill.tasks import Reference
 
 
@@ -26,7 +28,9 @@ from edgedistill.tasks import Reference
 class ArtifactSpec:
     """One file to enter: what it is, what it was checked against and what it is made for.
     `evaluated` is the file scored in its place (a TensorRT engine's ONNX source) and `graph`
-    the ONNX its latency is predicted from; both default to the file itself."""
+    the ONNX its latency is predicted from; both default to the file itself. `notes` are the
+    format's own (what could not be checked here). `arena_bytes`: the activation memory the
+    file's runtime plans, where its format knows it."""
 
     format: str
     precision: str
@@ -40,6 +44,8 @@ class ArtifactSpec:
     graph: Path | None = None
     runs_here: bool = True
     qat: QatResult | None = None
+    notes: tuple[str, ...] = ()
+    arena_bytes: int | None = None
 
 
 def artifact(ctx: Context, spec: ArtifactSpec, ref: Reference) -> schema.Artifact:
@@ -48,14 +54,15 @@ def artifact(ctx: Context, spec: ArtifactSpec, ref: Reference) -> schema.Artifac
     evaluated = spec.evaluated or spec.path
     out = _outputs(ctx, evaluated)
     latency, seq_latency = _latencies(ctx, spec)
-    notes = () if spec.runs_here else (f"accuracy of its source {evaluated.name}, run with onnxruntime on this CPU",)
+    notes = spec.notes + (() if spec.runs_here else (f"accuracy of its source {evaluated.name}, run with onnxruntime on this CPU",))
     if ctx.prep.companion is not None:
         notes += (f"tokenizer saved beside it in {ctx.rd.relative(spec.path.parent)}",)
     return schema.Artifact(
-        format=spec.format, precision=spec.precision, path=ctx.rd.relative(spec.path), bytes=spec.path.stat().st_size,
+        format=spec.format, precision=spec.precision, path=ctx.rd.relative(spec.path), bytes=file_bytes(spec.path),
         metrics=ctx.prep.task.metrics(out, ref), score=ctx.prep.task.score(out, ref), parity_max_abs_err=spec.parity.max_abs_err,
         parity_tolerance=spec.parity.tolerance, passed=spec.parity.passed, latency=latency, quantization=_quantization(spec.quant, spec.qat),
         targets=spec.targets, lint=spec.lint, build=spec.build, notes=notes, seq_latency=seq_latency,
+        arena_bytes=spec.arena_bytes,
     )
 
 
@@ -130,7 +137,8 @@ def deployed(ctx: Context, d: DeployArtifact, runs_here: bool) -> ArtifactSpec:
     return ArtifactSpec(
         d.format, d.precision, d.path, d.targets, d.parity, d.quantization,
         tuple(to_jsonable(r, ctx.rd.root) for r in d.lint), build,
-        evaluated=None if runs_here else d.source, graph=graph, runs_here=runs_here,
+        evaluated=None if runs_here else d.source, graph=graph, runs_here=runs_here, notes=d.notes,
+        arena_bytes=d.arena_bytes,
     )
 
 
@@ -152,6 +160,23 @@ def checks(
         elif c.name == "bytes":
             source = f"estimate at {resolved.precision} (no {resolved.precision} artifact)"
         out.append(schema.Check(c.name, c.limit, c.value, c.ok, c.margin, source))
+    return tuple(out)
+
+
+def device_checks(targets: tuple[Target, ...], artifacts: tuple[schema.Artifact, ...]) -> tuple[schema.Check, ...]:
+    """Each target's own memory as a hard budget (`schema.DEVICE_MEMORY`): a microcontroller's
+    flash against the file it deploys, its SRAM against that file's activation arena. A target
+    without a deployed file, or a file without a known arena, breaks the budget: a fit is proved
+    or not claimed."""
+    out = []
+    for t in targets:
+        limits = {"flash": t.specs.flash_bytes, "sram": t.specs.sram_bytes} if t.specs else {}
+        for memory, limit in limits.items():
+            if limit is None:
+                continue
+            value, source = schema.memory_figure(artifacts, memory, t.name)
+            c = budgets.BudgetCheck(f"{memory}:{t.name}", float(limit), value, value <= limit)
+            out.append(schema.Check(c.name, c.limit, c.value, c.ok, c.margin, source))
     return tuple(out)
 
 

@@ -14,7 +14,7 @@ from edgedistill.config import TierConfig
 from edgedistill.data.base import Exported
 from edgedistill.export.deploy import deploy, wanted
 from edgedistill.export.formats import format_for
-from edgedistill.fileio import scratch_dir
+from edgedistill.fileio import file_bytes, scratch_dir
 from edgedistill.pipeline.context import Context
 from edgedistill.pipeline.sources import PROBE_SAMPLES, Files, sources
 
@@ -36,14 +36,14 @@ def file_size(ctx: Context, precision: str) -> Callable[[nn.Module], int] | None
     def probe(model: nn.Module) -> int:
         with scratch_dir(ctx.rd.root, ".size-probe-") as tmp:
             fp32 = _export(ctx, model, Path(tmp))
-            sizes = [fp32.path.stat().st_size] if precision == "fp32" else []
+            sizes = [file_bytes(fp32.path)] if precision == "fp32" else []
             int8 = None
             if precision == "int8":
                 calib, val = ctx.entry.feed(parts.calib, fp32.inputs), ctx.entry.feed(parts.val, fp32.inputs, PROBE_SAMPLES)
                 int8 = quantize(fp32.path, Path(tmp) / "model.int8.onnx", q.methods_for(fp32.path), calib, lambda _o: 0.0, val, timing_runs=1)
                 sizes += [t.bytes for t in int8.trials]
             made = deploy(sources(ctx, Files(fp32, int8), None), deployed).made
-            return max(sizes + [d.path.stat().st_size for d in made])
+            return max(sizes + [file_bytes(d.path) for d in made])
 
     return probe
 

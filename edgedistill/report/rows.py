@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from edgedistill.compress.budget import LATENCY_PREFIX
-from edgedistill.report.schema import Artifact, Check, Latency, Report, Student
+from edgedistill.report.schema import Artifact, Check, Latency, Report, Student, device_memory
 
 HOST = "host-cpu"
 _SHORT_FORMAT = {"tensorrt": "trt"}
@@ -171,6 +171,9 @@ def _budget_row(s: Student, c: Check) -> BudgetRow:
         label = "deployed file size (KiB)" if c.source.startswith("largest deployed file") else f"{precision} file size (KiB)".strip()
     elif c.name.startswith(LATENCY_PREFIX):
         label, fmt = f"p50 latency on {c.name.removeprefix(LATENCY_PREFIX)} (ms)", _ms
+    elif (device := device_memory(c.name)) is not None:
+        memory, target = device
+        label, fmt = (f"file in {target}'s flash (KiB)" if memory == "flash" else f"arena in {target}'s SRAM (KiB)"), _kib_number
     known = c.value is not None and not math.isnan(c.value)  # a latency nothing measured nor predicted
     return BudgetRow(
         s.name, label, fmt(c.limit), fmt(c.value) if known else "none",

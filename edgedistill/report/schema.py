@@ -54,6 +54,9 @@ class Artifact:
     # the targets that deploy this file (pipeline.choice): of the files made for a target, the
     # fastest that holds the score
     deployed_for: tuple[str, ...] = ()
+    # the activation memory the file's own runtime plans at batch 1 (LiteRT's arena), where known:
+    # what a microcontroller target's SRAM is judged on
+    arena_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,31 @@ def deciding_latency(artifacts: tuple[Artifact, ...], target: str) -> tuple[Late
     ]
     deployed = [f for f in figures if target in f[1].deployed_for]
     return min(deployed or figures, key=lambda f: (f[0].source != "measured", f[0].p50_ms), default=None)
+
+
+# A device's own memory, judged as hard budgets of every tier that targets it: "flash:<target>"
+# holds the file the target deploys, "sram:<target>" its activation arena.
+DEVICE_MEMORY = ("flash", "sram")
+
+
+def device_memory(name: str) -> tuple[str, str] | None:
+    """(memory, target) of a device memory check's name ("sram:stm32h743" -> ("sram", "stm32h743")); None for another."""
+    memory, sep, target = name.partition(":")
+    return (memory, target) if sep and memory in DEVICE_MEMORY else None
+
+
+def memory_figure(artifacts: tuple[Artifact, ...], memory: str, target: str) -> tuple[float, str]:
+    """What a device memory check on `target` is judged on, and where it came from: the bytes of
+    the file deployed there (flash), or the activation arena its runtime plans (sram); NaN when
+    no file is deployed there or its arena is not known."""
+    file = next((a for a in artifacts if target in a.deployed_for), None)
+    if file is None:
+        return float("nan"), f"no file is deployed on {target}"
+    if memory == "flash":
+        return float(file.bytes), f"bytes of {file.path}, deployed on {target}"
+    if file.arena_bytes is None:
+        return float("nan"), f"the activation arena of {file.path} ({file.format}) is not known"
+    return float(file.arena_bytes), f"activation arena of {file.path}, as its runtime plans it at batch 1"
 
 
 def dumps(report: Report) -> str:

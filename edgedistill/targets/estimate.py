@@ -33,8 +33,11 @@ OP_CLASSES = ("conv", "gemm", "elementwise", "other")
 # elementwise and "other" kernels are simple loops, rarely vectorised as well, so 0.1.
 DEFAULT_EFFICIENCY = {"conv": 0.5, "gemm": 0.5, "elementwise": 0.1, "other": 0.1}
 # Per-kernel dispatch cost: onnxruntime's CPU executor spends ~2 µs per node (fitted on host-cpu);
-# phones' slower cores about twice that; a GPU kernel launch about 10 µs.
-DEFAULT_OVERHEAD_MS = {"cpu": 0.002, "mobile-cpu": 0.004, "gpu": 0.010}
+# phones' slower cores about twice that; a GPU kernel launch about 10 µs. A neural accelerator
+# (Apple's Neural Engine) has no public per-layer figure: assumed a GPU launch's until a
+# calibration fitted on the device replaces it.
+# mcu: LiteRT Micro's interpreter dispatches each kernel in a few hundred cycles at 480 MHz (assumed, uncalibrated).
+DEFAULT_OVERHEAD_MS = {"cpu": 0.002, "mobile-cpu": 0.004, "gpu": 0.010, "npu": 0.010, "mcu": 0.001}
 # Uncalibrated, the suite on host-cpu came out within 3x for all but one model: the profile's DRAM
 # bandwidth makes cache-resident, memory-bound graphs (8 MB of fp32 weights) up to 8x too slow.
 # So the band is a factor of 3, and it errs towards predicting too slow.

@@ -23,7 +23,7 @@ class ArtifactSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    format: str = Field(description="A registered format: onnx, ort (ONNX Runtime Mobile), pte (ExecuTorch) or tensorrt (an engine, or its trtexec build).")
+    format: str = Field(description="A registered format: onnx, ort (ONNX Runtime Mobile), pte (ExecuTorch), mlpackage (Core ML) or tensorrt (an engine, or its trtexec build).")
     precision: Precision = Field(description="fp32, fp16 or int8.")
 
     @model_validator(mode="after")
@@ -56,9 +56,13 @@ class Target(BaseModel):
 
     name: str = Field(description="Name used in configs, reports and on the command line.")
     description: str = Field(description="The device and the part of it that runs the model.")
-    kind: Literal["cpu", "mobile-cpu", "gpu"] = Field(description="What executes the model.")
-    runtime: Literal["onnxruntime", "ort-mobile", "tensorrt"] = Field(description="Inference runtime on the device.")
-    execution_provider: str = Field(description="onnxruntime execution provider, or the TensorRT builder.")
+    kind: Literal["cpu", "mobile-cpu", "gpu", "npu", "mcu"] = Field(
+        description="What executes the model (npu: a neural accelerator, such as Apple's Neural Engine; mcu: a microcontroller's core)."
+    )
+    runtime: Literal["onnxruntime", "ort-mobile", "tensorrt", "coreml", "litert", "litert-micro"] = Field(
+        description="Inference runtime on the device."
+    )
+    execution_provider: str = Field(description="onnxruntime execution provider, the TensorRT builder, or Core ML's compute units.")
     artifacts: tuple[ArtifactSpec, ...] = Field(min_length=1, description="Files to make for it, preferred first.")
     threads: int = Field(0, ge=0, description="Threads the runtime uses there; 0 = the runtime's default.")
     runner: Literal["local", "ssh", "adb", "none"] = Field(

@@ -25,4 +25,10 @@ class Specs(BaseModel):
     )
     bandwidth_gbs: float = Field(gt=0, description="Memory bandwidth, GB/s.")
     memory_bytes: int = Field(gt=0, description="Memory size, bytes.")
+    flash_bytes: int | None = Field(
+        None, gt=0, description="A microcontroller's flash for the model file: the deployed file must fit (a hard budget)."
+    )
+    sram_bytes: int | None = Field(
+        None, gt=0, description="A microcontroller's SRAM for the activation arena: the deployed file's arena must fit (a hard budget)."
+    )
     sources: dict[str, str] = Field(description="Where each figure comes from.")

@@ -8,7 +8,7 @@ from torch import nn
 from edgedistill.compress import families
 from edgedistill.compress.quantize import Int8Static, quantize
 from edgedistill.errors import UserError
-from edgedistill.export.lint import LINTERS, lint
+from edgedistill.export.lint import lint, runtimes
 from edgedistill.export.onnx import export_onnx
 
 # (family, one sample's input shape, one sample's output shape): every shape kind each family takes
@@ -79,7 +79,7 @@ def test_every_member_exports_to_onnx_and_quantizes_to_static_int8(case, tmp_pat
     # the repo's exporter (dynamo, simplified), parity checked on x
     artifact = export_onnx(model, x[:2], x, tmp_path / "fp32.onnx")
     assert artifact.parity.max_abs_err is not None and artifact.parity.max_abs_err <= 1e-4
-    for runtime in LINTERS:  # every op runs on the deployment runtimes (TensorRT pools only 2-D/3-D maps)
+    for runtime in runtimes(".onnx"):  # every op runs on the deployment runtimes (TensorRT pools only 2-D/3-D maps)
         assert lint(artifact.path, runtime).ok, (runtime, lint(artifact.path, runtime).findings)
     # the TorchScript exporter at opset 17 as well
     legacy = tmp_path / "legacy.onnx"

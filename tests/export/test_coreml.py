@@ -1,4 +1,4 @@
-"""Core ML export: packages are built and checked by structure (Core ML predicts on macOS only)."""
+"""Core ML export and its format: packages are built, checked by structure and linted (Core ML predicts on macOS only)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,14 @@ from torch import nn
 pytest.importorskip("coremltools", reason="coremltools is not installed: pip install -e '.[coreml]'")
 
 from conftest import TinyCNN, tiny_cnn  # noqa: E402
+from edgedistill.compress.quantize import QuantizeConfig  # noqa: E402
 from edgedistill.errors import Unmade, UserError  # noqa: E402
+from edgedistill.export import coreml  # noqa: E402
 from edgedistill.export.coreml import available, check_package, export_coreml  # noqa: E402
+from edgedistill.export.deploy import Sources, deploy, wanted  # noqa: E402
+from edgedistill.export.lint import lint  # noqa: E402
+from edgedistill.fileio import DIR_MODE, FILE_MODE, file_bytes  # noqa: E402
+from edgedistill.targets.profile import load_target  # noqa: E402
 
 SAMPLE = np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32)
 
@@ -117,3 +123,109 @@ def test_failed_save_keeps_the_old_package_and_no_temp(tmp_path, monkeypatch):
         export_coreml(tiny_cnn(), SAMPLE, "fp16", dst)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.mlpackage"]
     assert (dst / "keep.txt").read_text() == "old"
+
+
+def test_file_bytes_of_a_package_is_the_sum_of_its_files(packages, tmp_path):
+    path = packages["int8"].path
+    assert path.is_dir() and file_bytes(path) == packages["int8"].check.bytes > 0
+    assert file_bytes(path) == sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    single = tmp_path / "one.bin"
+    single.write_bytes(b"12345")
+    assert file_bytes(single) == 5
+
+
+def test_a_saved_package_is_readable_by_everyone_the_umask_allows(packages):
+    # coremltools writes the model spec 0600; CI publishes run folders as another user.
+    for path in (packages["fp16"].path, *packages["fp16"].path.rglob("*")):
+        assert path.stat().st_mode & 0o777 == (DIR_MODE if path.is_dir() else FILE_MODE), path
+
+
+def test_the_coreml_lint_of_a_converted_package_is_clean(packages):
+    result = lint(packages["fp16"].path, "coreml")
+    assert result.ok and result.runtime == "coreml" and "iOS17 mlprogram opset" in result.reference
+    with pytest.raises(UserError, match="is linted for coreml, not tensorrt: pass --runtime coreml"):
+        lint(packages["fp16"].path, "tensorrt")
+
+
+def test_an_op_outside_the_opset_is_a_finding_naming_its_node_and_the_fix(packages, monkeypatch):
+    """An opset without `linear` (what a package holds that iOS 17 lacks reads the same way)."""
+    opset = coreml._opset_ops(coreml.OPSET)
+    monkeypatch.setattr(coreml, "_opset_ops", lambda _name: opset - {"linear"})
+    result = lint(packages["int8"].path, "coreml")
+    (finding,) = result.findings
+    assert (finding.node, finding.op, finding.domain) == ("linear_0_cast_fp16", "linear", "iOS17")
+    assert "iPhone on iOS 17 cannot load it: rewrite the PyTorch layer that lowers to linear" in finding.reason
+    assert not result.ok and result.to_dict()["findings"][0]["node"] == "linear_0_cast_fp16"
+
+
+def _cnn_sources(cnn_onnx, digits_xy, folder, model):
+    x, y = digits_xy
+    return Sources(
+        cnn_onnx, None, folder, x[1000:1100], x[:100], lambda out: float((out.argmax(1) == y[1000:1100]).mean()),
+        QuantizeConfig().symmetric(), model=model,
+    )
+
+
+def test_the_iphone_target_gets_both_packages_marked_not_run_here(cnn_onnx, digits_xy, tmp_path):
+    iphone = load_target("iphone-15-pro")
+    done = deploy(_cnn_sources(cnn_onnx, digits_xy, tmp_path, tiny_cnn()), wanted([iphone]))
+    assert not done.skipped
+    made = {d.precision: d for d in done.made}
+    assert sorted(made) == ["fp16", "int8"]
+    for precision, d in made.items():
+        assert (d.format, d.targets) == ("mlpackage", ("iphone-15-pro",))
+        assert d.path == tmp_path / f"model.{precision}.mlpackage" and file_bytes(d.path) > 0
+        assert not d.parity.checked and d.notes == ("not run here: Core ML predicts on macOS only",)
+        assert [r.runtime for r in d.lint] == ["coreml"] and d.lint[0].ok
+        assert d.source == tmp_path / "model.fp16.onnx"  # priced and scored as fp16 compute, at both precisions
+    assert file_bytes(made["int8"].path) < file_bytes(made["fp16"].path)
+
+
+def test_without_a_student_in_pytorch_or_coremltools_the_package_is_skipped(cnn_onnx, digits_xy, tmp_path, monkeypatch):
+    want = {("mlpackage", "fp16"): ("iphone-15-pro",)}
+    (skipped,) = deploy(_cnn_sources(cnn_onnx, digits_xy, tmp_path, None), want).skipped
+    assert "made from the student in PyTorch" in skipped.reason
+    monkeypatch.setattr(coreml, "available", lambda: "coremltools is not installed (coremltools): pip install -e '.[coreml]'")
+    (skipped,) = deploy(_cnn_sources(cnn_onnx, digits_xy, tmp_path, tiny_cnn()), want).skipped
+    assert skipped.reason.endswith("pip install -e '.[coreml]'") and "\n" not in skipped.reason
+    assert not list(tmp_path.glob("*.mlpackage"))
+
+
+def test_cli_export_makes_a_package_from_a_students_folder_and_says_it_is_not_run(cnn_onnx, digits_xy, tmp_path):
+    from typer.testing import CliRunner
+
+    from edgedistill.cli import app
+
+    folder = tmp_path / "student"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(cnn_onnx.read_bytes())
+    torch.save(tiny_cnn(), folder / "student.pt")
+    result = CliRunner().invoke(app, ["export", str(folder), "--format", "mlpackage", "--precision", "fp16", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "model.fp16.mlpackage" in result.output and "mlpackage fp16" in result.output
+    assert "not run here: Core ML predicts on macOS only" in result.output
+    assert "coreml: model.fp16.mlpackage is clean" in result.output
+    assert file_bytes(tmp_path / "out" / "model.fp16.mlpackage") > 0
+
+
+@pytest.mark.slow
+def test_a_run_for_the_iphone_reports_packages_predicted_and_not_run_here(tmp_path):
+    """The whole run (about a minute): the report's package entries and a resume that keeps them."""
+    from conftest import tiny_run_config
+    from edgedistill import pipeline
+    from edgedistill.config import parse_config
+    from edgedistill.report.markdown import render
+
+    config = tiny_run_config() | {"targets": ["host-cpu", "iphone-15-pro"]}
+    config["tiers"] = config["tiers"][:1]
+    report = pipeline.run(parse_config(config, "test"), tmp_path / "run").report
+    packages = [a for a in report.students[0].artifacts if a.format == "mlpackage"]
+    assert sorted(a.precision for a in packages) == ["fp16", "int8"]
+    for a in packages:
+        assert a.bytes > 0 and a.passed and a.parity_max_abs_err is None
+        assert coreml.NOT_RUN in a.notes and a.latency["iphone-15-pro"].source == "predicted"
+        assert "host-cpu" not in a.latency  # not run here, so not timed here either
+        assert [r["runtime"] for r in a.lint] == ["coreml"]
+    assert coreml.NOT_RUN in render(report)
+    again = pipeline.run(parse_config(config, "test"), tmp_path / "run").report
+    assert [a.bytes for a in again.students[0].artifacts] == [a.bytes for a in report.students[0].artifacts]

@@ -3,28 +3,14 @@
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from conftest import Branchy, student_sources
 
-from edgedistill.compress.quantize import QuantizeConfig
 from edgedistill.errors import UserError
 from edgedistill.export import executorch as et
-from edgedistill.export.deploy import Sources, deploy
+from edgedistill.export.deploy import deploy
 from edgedistill.targets.runners.local import LocalRunner
 
 pytestmark = pytest.mark.skipif(et.available() is not None, reason=str(et.available()))
-
-
-class Branchy(nn.Module):
-    """A forward whose branch depends on the input's values, which torch.export refuses."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(64, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.sum() > 0:
-            return self.fc(x.flatten(1))
-        return -self.fc(x.flatten(1))
 
 
 def _accuracy(out: np.ndarray, y: np.ndarray) -> float:
@@ -65,21 +51,14 @@ def test_a_file_that_is_no_program_is_refused_in_one_line(tmp_path):
         et.load_pte(bad)
 
 
-def _sources(model, x, tmp_path, val_x=None):
-    return Sources(
-        None, None, tmp_path, x[:16] if val_x is None else val_x, x[:32], lambda _o: 1.0,
-        QuantizeConfig().symmetric(), model=model,
-    )
-
-
 def test_deploy_skips_a_program_it_cannot_make_and_says_why(trained_mlp, digits_xy, tmp_path):
     x, _ = digits_xy
     want = {("pte", "fp32"): ("pixel-8",)}
-    refused = deploy(_sources(Branchy(), x, tmp_path), want)
+    refused = deploy(student_sources(Branchy(), x, tmp_path), want)
     assert refused.made == () and "ExecuTorch could not convert the student at fp32" in refused.skipped[0].reason
-    no_student = deploy(_sources(None, x, tmp_path), want).skipped[0]
+    no_student = deploy(student_sources(None, x, tmp_path), want).skipped[0]
     assert "made from the student in PyTorch, not from an ONNX file" in no_student.reason and no_student.targets == ("pixel-8",)
-    named = deploy(_sources(trained_mlp, x, tmp_path, {"input_ids": x[:16]}), want).skipped[0]
+    named = deploy(student_sources(trained_mlp, x, tmp_path, {"input_ids": x[:16]}), want).skipped[0]
     assert "named inputs" in named.reason
     assert not list(tmp_path.glob("*.pte"))  # nothing half-written
 
@@ -87,7 +66,7 @@ def test_deploy_skips_a_program_it_cannot_make_and_says_why(trained_mlp, digits_
 def test_without_executorch_the_program_is_skipped_with_the_install_line(trained_mlp, digits_xy, tmp_path, monkeypatch):
     x, _ = digits_xy
     monkeypatch.setattr(et, "available", lambda: "ExecuTorch is not installed (executorch): pip install -e '.[executorch]'")
-    (skipped,) = deploy(_sources(trained_mlp, x, tmp_path), {("pte", "int8"): ("pixel-8",)}).skipped
+    (skipped,) = deploy(student_sources(trained_mlp, x, tmp_path), {("pte", "int8"): ("pixel-8",)}).skipped
     assert "pip install -e '.[executorch]'" in skipped.reason
 
 

@@ -12,13 +12,15 @@ from edgedistill.compress.quantize import Int8Static, QuantizeConfig, quantize
 from edgedistill.errors import UserError
 from edgedistill.export.deploy import Sources, deploy
 from edgedistill.export.formats import FORMATS, format_for, format_names, here_runtime
+from edgedistill.export.lint import runtimes
+from edgedistill.fileio import file_bytes
 from edgedistill.ortsession import open_session, run_batched
 
 _X86 = platform.machine().lower() in ("x86_64", "amd64")
 
 
-# Sources with a student and one input array: what a format with its own runtime needs besides
-# that runtime, so `unavailable` on it says only whether the runtime is installed.
+# Sources with a student and one input array: what a format made from the student needs besides
+# its converter or runtime, so `unavailable` on it says only whether that is installed.
 _PROBE = Sources(
     None, None, Path("."), np.zeros((1, 1, 8, 8), np.float32), np.zeros((1, 1, 8, 8), np.float32), lambda _o: 0.0,
     QuantizeConfig().symmetric(), model=nn.Identity(),
@@ -30,7 +32,7 @@ def _cases():
         for precision in entry.precisions:
             # export_ort refuses fp16 on x86, where the file would run in fp32 (test_ort_mobile.py).
             host_cannot = entry.name == "ort" and precision == "fp16" and _X86
-            missing = entry.unavailable(_PROBE) if entry.here is not None else None
+            missing = entry.unavailable(_PROBE)
             yield pytest.param(
                 entry.name, precision, id=f"{entry.name}-{precision}",
                 marks=[
@@ -52,7 +54,7 @@ def _opens_here(path) -> bool:
     runtime = here_runtime(path)
     try:
         if runtime is not None:
-            runtime.load(path)
+            runtime.input_shape(path)
         else:
             open_session(path)
     except UserError:
@@ -70,8 +72,10 @@ def test_every_format_makes_a_checked_file(name, precision, mlp_onnx, int8_mlp, 
     )
     (art,) = deploy(src, {(name, precision): ("some-target",)}).made
     assert (art.format, art.precision, art.targets) == (name, precision, ("some-target",))
-    assert art.path.is_file() and art.source.is_file()
-    assert [r.runtime for r in art.lint] == ([entry.lint_runtime] if entry.lint_runtime else [])
+    # A file, or a folder of files (a Core ML .mlpackage), with something in it.
+    assert art.path.exists() and file_bytes(art.path) > 0 and art.source.is_file()
+    # Linted by its own linter where it names one (LiteRT's file by both of its runtimes'), each a registered one.
+    assert ({entry.lint_runtime} if entry.lint_runtime else set()) <= {r.runtime for r in art.lint} <= set(runtimes())
     assert all(r.ok for r in art.lint), art.lint
     # Checked against its source where it runs here (onnxruntime, or its format's runtime); and only there.
     assert art.parity.checked == entry.runs_here == _opens_here(art.path)
@@ -82,8 +86,8 @@ def test_every_format_makes_a_checked_file(name, precision, mlp_onnx, int8_mlp, 
 
 def test_unknown_formats_and_precisions_name_the_known_ones(mlp_onnx, digits_xy, tmp_path):
     x, _ = digits_xy
-    with pytest.raises(UserError, match="format 'tflite' is unknown: use one of " + ", ".join(format_names())):
-        format_for("tflite")
+    with pytest.raises(UserError, match="format 'onnx-tf' is unknown: use one of " + ", ".join(format_names())):
+        format_for("onnx-tf")
     src = Sources(mlp_onnx, None, tmp_path, x[:8], x[:8], lambda _o: 1.0, QuantizeConfig().symmetric())
     with pytest.raises(UserError, match="tensorrt has no precision 'fp32': use one of fp16, int8"):
         deploy(src, {("onnx", "fp16"): (), ("tensorrt", "fp32"): ()})

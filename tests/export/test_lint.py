@@ -48,7 +48,7 @@ def students(tmp_path_factory, digits_xy):
     return models
 
 
-@pytest.mark.parametrize("runtime", runtimes())
+@pytest.mark.parametrize("runtime", runtimes(".onnx"))  # Core ML's, of packages: test_coreml.py
 def test_every_registered_linter_names_its_reference(runtime, students):
     result = lint(students["cnn"]["fp32"], runtime)
     assert isinstance(result, LintResult) and result.runtime == runtime
@@ -178,11 +178,13 @@ def test_ort_mobile_config_reduces_types(tmp_path):
 
 
 def test_bad_input_raises_user_error(tmp_path, students):
-    with pytest.raises(UserError, match="ort-mobile, tensorrt"):
+    with pytest.raises(UserError, match="coreml, litert, litert-micro, ort-mobile, tensorrt"):
+        lint(students["mlp"]["fp32"], "snpe")
+    with pytest.raises(UserError, match=r"the coreml linter checks \.mlpackage files, not mlp\.onnx"):
         lint(students["mlp"]["fp32"], "coreml")
     truncated = tmp_path / "truncated.onnx"
     truncated.write_bytes(students["mlp"]["fp32"].read_bytes()[:200])
-    for runtime in runtimes():
+    for runtime in runtimes(".onnx"):
         with pytest.raises(UserError, match="not a valid ONNX file"):
             lint(truncated, runtime)
     with pytest.raises(UserError, match="ort-mobile only"):

@@ -14,7 +14,7 @@ from edgedistill.export.formats.base import (
 )
 
 # Imported for their registrations, in the order formats are made: ONNX first.
-from edgedistill.export.formats import onnx, ort, tensorrt, executorch  # noqa: E402,F401  isort: skip
+from edgedistill.export.formats import onnx, ort, tensorrt, executorch, litert, coreml  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "FORMATS", "DeployArtifact", "DeployFormat", "HereRuntime", "OnnxFiles", "Sources", "format_for", "format_names",

@@ -62,7 +62,11 @@ class DeployArtifact:
     """One file made for one or more targets. `path` is the file a device loads (for TensorRT
     without a GPU here: the trtexec script that builds the engine on the device); `source` is
     the ONNX it was made from, or for a file made from the student in PyTorch the student's ONNX
-    of the same precision, which its latency on a device is predicted from and which is linted."""
+    of the same precision, which its latency on a device is predicted from and which is linted.
+    `notes` say what could not be checked here (a Core ML package, which only macOS runs); the
+    report and `edgedistill export` print them beside the file. `arena_bytes`: the activation
+    memory the file's own runtime plans for it at batch 1, where the format knows it (LiteRT's,
+    for microcontroller targets' SRAM)."""
 
     format: str
     precision: str
@@ -73,6 +77,8 @@ class DeployArtifact:
     lint: tuple[LintResult, ...]
     build: TrtArtifact | None = None
     quantization: QuantResult | None = None
+    notes: tuple[str, ...] = ()
+    arena_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -121,12 +127,14 @@ class OnnxFiles:
 class HereRuntime:
     """A format's own runtime on this machine, for files onnxruntime cannot open: `name` labels
     its figures, `suffix` is its files' ending, `outputs` runs a file on every sample of one input
-    array, `load` gives one batch-1 call of a file and `input_shape` that call's input shape."""
+    array, `timed` gives the call that is timed: the file on one batch-1 input, handed over once
+    in the file's own form (an int8 file's input already quantized, as an app's native code
+    would), and `input_shape` that input's shape."""
 
     name: str
     suffix: str
     outputs: Callable[[Path, np.ndarray], np.ndarray]
-    load: Callable[[Path], Callable[[np.ndarray], np.ndarray]]
+    timed: Callable[[Path, np.ndarray], Callable[[], object]]
     input_shape: Callable[[Path], tuple[int, ...]]
 
 
@@ -136,9 +144,10 @@ class DeployFormat(ABC):
 
     `precisions` are those `make` makes; `staged` those of this format that the run's export and
     quantize stages make instead (the fp32 and int8 ONNX), which `deploy` passes over.
-    `lint_runtime` names the linter (`edgedistill.export.lint`) the source is checked with, or
-    None. `runs_here`: the file is evaluated and timed on this machine, by onnxruntime or, where
-    `here` is given, by that runtime.
+    `lint_runtime` names the linter (`edgedistill.export.lint`) the file is checked with, or
+    None: an ONNX linter checks the source (`lint_source`), one of converted files (Core ML's)
+    the file made. `runs_here`: the file is evaluated and timed on this machine, by onnxruntime
+    or, where `here` is given, by that runtime.
     `symmetric_int8`: int8 is made from a symmetric Q/DQ quantization of fp32 of its own
     (`OnnxFiles.symmetric`), not from the run's int8 ONNX.
     """
@@ -176,6 +185,17 @@ class DeployFormat(ABC):
     def lint_source(self, source: Path) -> tuple[LintResult, ...]:
         """The lint of `source` for this format's runtime; none where it has no linter."""
         return () if self.lint_runtime is None else (lint(source, self.lint_runtime),)
+
+
+def from_student_unavailable(src: Sources, what: str) -> str | None:
+    """Why `what` (a format converted from the student in PyTorch by `torch.export`) cannot be
+    made from `src`: no student in PyTorch (only ONNX files at hand), or a student of named
+    inputs; None when it can."""
+    if src.model is None:
+        return f"{what} is made from the student in PyTorch, not from an ONNX file: give a run's student folder or a .pt2 program"
+    if not isinstance(src.val_x, np.ndarray):
+        return f"{what} is made for students of one input array; this student takes named inputs (a tokenizer's)"
+    return None
 
 
 FORMATS: dict[str, DeployFormat] = {}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from edgedistill.compress.budget import Precision
 from edgedistill.export import executorch as et
-from edgedistill.export.formats.base import DeployArtifact, DeployFormat, HereRuntime, OnnxFiles, Sources, register
+from edgedistill.export.formats.base import (
+    DeployArtifact, DeployFormat, HereRuntime, OnnxFiles, Sources, from_student_unavailable, register,
+)
 
 
 @dataclass(frozen=True)
@@ -21,16 +21,7 @@ class ExecuTorchFormat(DeployFormat):
 
     def unavailable(self, src: Sources) -> str | None:
         """Without ExecuTorch, without the student in PyTorch, or for named inputs, no program."""
-        if (why := et.available()) is not None:
-            return why
-        if src.model is None:
-            return (
-                "an ExecuTorch program is made from the student in PyTorch, not from an ONNX file: "
-                "give a run's student folder or a .pt2 program"
-            )
-        if not isinstance(src.val_x, np.ndarray):
-            return "ExecuTorch programs are made for students of one input array; this student takes named inputs (a tokenizer's)"
-        return None
+        return et.available() or from_student_unavailable(src, "an ExecuTorch program")
 
     def make(self, precision: Precision, files: OnnxFiles, targets: tuple[str, ...]) -> DeployArtifact:
         """The program at `precision`, checked on the validation inputs."""
@@ -43,6 +34,6 @@ class ExecuTorchFormat(DeployFormat):
 EXECUTORCH = register(
     ExecuTorchFormat(
         "pte", et.PRECISIONS, lint_runtime=None, runs_here=True,
-        here=HereRuntime(et.RUNTIME, ".pte", et.run_pte, et.load_pte, et.input_shape),
+        here=HereRuntime(et.RUNTIME, ".pte", et.run_pte, et.timed_pte, et.input_shape),
     )
 )

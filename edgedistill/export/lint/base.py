@@ -1,6 +1,9 @@
 """What every linter shares: the result types, the registry of linters by runtime, and the
 helpers that walk a model the way a runtime imports it.
 
+Most linters check the ONNX file a converter takes; a linter registered with another `suffix`
+checks the converted file itself (Core ML's `.mlpackage`), and never has it parsed as ONNX.
+
 The linters import this module, never the package's `__init__`, which imports them so that they
 register: so the registry has no import cycle.
 """
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +22,11 @@ import onnx
 if TYPE_CHECKING:  # importlib.resources.abc is 3.11+; only the annotation needs it
     from importlib.resources.abc import Traversable
 
+from edgedistill.errors import UserError
+from edgedistill.export.onnx import load_onnx_checked
+
 ONNX_DOMAIN = "ai.onnx"
+ONNX_SUFFIX = ".onnx"
 
 
 @dataclass(frozen=True)
@@ -58,11 +66,23 @@ class LintResult:
 
 @dataclass(frozen=True)
 class LintJob:
-    """What every linter gets: the checked, shape-inferred model and the user's options."""
+    """What every linter gets: the file to check and the user's options. `model` is the file as a
+    checked, shape-inferred ONNX model, read on first use, so that a linter of a converted file
+    (a Core ML package) never reads it as ONNX."""
 
     path: Path
-    model: onnx.ModelProto
     ops_config: Path | None = None
+
+    @cached_property
+    def model(self) -> onnx.ModelProto:
+        """The ONNX model at `path`, checked, with the shapes and dtypes inference finds."""
+        if self.path.is_dir():
+            raise UserError(f"{self.path} is a folder: give the .onnx file in it to lint, such as {self.path / 'model.onnx'}")
+        model = load_onnx_checked(self.path)
+        try:
+            return onnx.shape_inference.infer_shapes(model)
+        except (onnx.shape_inference.InferenceError, RuntimeError):
+            return model  # dtypes stay unknown where inference fails; those checks are then skipped
 
 
 @dataclass(frozen=True)
@@ -80,14 +100,25 @@ class NodeRef:
 
 
 Linter = Callable[[LintJob], LintResult]
-LINTERS: dict[str, Linter] = {}
 
 
-def register_linter(runtime: str) -> Callable[[Linter], Linter]:
-    """Register the linter that checks ONNX files for `runtime` (e.g. "tensorrt")."""
+@dataclass(frozen=True)
+class Registered:
+    """A registered linter and the suffix of the files it checks (".onnx", ".mlpackage")."""
+
+    check: Linter
+    suffix: str
+
+
+LINTERS: dict[str, Registered] = {}
+
+
+def register_linter(runtime: str, suffix: str = ONNX_SUFFIX) -> Callable[[Linter], Linter]:
+    """Register the linter that checks files ending `suffix` for `runtime` (e.g. "tensorrt"
+    checks the ONNX file its parser takes; "coreml" checks the `.mlpackage` itself)."""
 
     def decorate(linter: Linter) -> Linter:
-        LINTERS[runtime] = linter
+        LINTERS[runtime] = Registered(linter, suffix)
         return linter
 
     return decorate

@@ -102,9 +102,8 @@ class LocalRunner:
     ) -> Measurement:
         """Time a file of a format with its own runtime here (an ExecuTorch program). Its batch is
         fixed at 1, so throughput is one sample per latency; its threads are the runtime's own."""
-        call = runtime.load(path)
         x = np.random.default_rng(0).random(runtime.input_shape(path)).astype(np.float32)
-        latency = time_calls(lambda: call(x), warmup=self.warmup, runs=self.runs, progress=progress, min_time_s=MIN_TIME_S)
+        latency = time_calls(runtime.timed(path, x), warmup=self.warmup, runs=self.runs, progress=progress, min_time_s=MIN_TIME_S)
         return Measurement(
             target=target, source="measured", runner="local", runtime=runtime.name, provider=runtime.name,
             threads=0, device=cpu_name(), batch=1, runs=latency.runs, p50_ms=latency.p50_ms, p90_ms=latency.p90_ms,
