@@ -90,6 +90,28 @@ def tiny_mlp() -> nn.Module:
     return TinyMLP().eval()
 
 
+# The files that take minutes, in the order they start: the suite's processes take whole files
+# (--dist loadfile) in collection order, and one of these started last would run on alone.
+LONG_FILES = (
+    "test_example.py",
+    "pipeline/test_run.py",
+    "test_interrupt.py",
+    "test_distributed.py",
+    "targets/test_bench.py",
+    "pipeline/test_devices.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Start the long files first (see LONG_FILES); every other test keeps its place."""
+
+    def rank(item: pytest.Item) -> int:
+        path = item.path.as_posix()
+        return next((i for i, name in enumerate(LONG_FILES) if path.endswith("tests/" + name)), len(LONG_FILES))
+
+    items.sort(key=rank)
+
+
 @pytest.fixture
 def cnn() -> nn.Module:
     return tiny_cnn()
