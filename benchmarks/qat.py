@@ -256,7 +256,7 @@ def _one(index: int, seed: int, folder: str, quick: bool) -> Seed:
         ptq_files = {s: int8(fp32, SCHEMES[s], f"ptq-{s}", NO_FALLBACK) for s in SCHEMES}
         tuned = None
         if case.arms:
-            control = fit(student, data.train, data.val, qat_cfg, seed, outputs, live=live).model
+            control = fit(student, data.train, data.val, qat_cfg, seed, outputs, live=live, start_competes=True).model
             tuned = held_out(export(control, "fp32-tuned"))
         arms = {s: _arms(Job(student, fp32, ptq_files[s], data, calib, qat_cfg, seed, outputs, live, export, held_out, int8, cfg.quantize), s)
                 for s in case.arms}
@@ -296,12 +296,15 @@ class Job:
 
 def _qat(job: Job, scheme: str, outputs: TeacherOutputs | None) -> TrainResult:
     """The run's QAT stage (pipeline.qat) on the student: fake-quantized with the scheme of its
-    method, ranges calibrated on the calibration inputs, then `fit` with the QAT settings, against
+    method, ranges calibrated on the calibration inputs, then `fit` with the QAT settings (the calibrated start competing as epoch 0), against
     the teacher's outputs (and the live teacher where distillation augments) or, without them, labels."""
     model = fake.fake_quantized(job.student, fake.scheme_for(SCHEMES[scheme]))
     with fake.calibrating(model):
         predict(model, job.calib)
-    return fit(model, job.data.train, job.data.val, job.qat_cfg, job.seed, outputs, live=job.live if outputs is not None else None)
+    return fit(
+        model, job.data.train, job.data.val, job.qat_cfg, job.seed, outputs,
+        live=job.live if outputs is not None else None, start_competes=True,
+    )
 
 
 def _arms(job: Job, scheme: str) -> Arms:
@@ -517,8 +520,8 @@ def _section(per_case: list[tuple[Seed, ...]], timing_rows: list[list[str]], tim
         _why(per_case),
         "",
         f"Latency, first seed's files: onnxruntime at 1 intra-op thread (`open_session(path, threads=1)`), batch 1, {timing_method}; "
-        "the QAT file has the PTQ file's graph, so its speed is int8 speed. onnxruntime is the runtime measured: LiteRT "
-        "(TensorFlow Lite) and ExecuTorch are not installed on this machine. Kernels: the op count of the graph as onnxruntime "
+        "the QAT file has the PTQ file's graph, so its speed is int8 speed. onnxruntime is the runtime measured: the QAT "
+        "emulates its int8 grid (figure 14 sets LiteRT and ExecuTorch int8 beside it). Kernels: the op count of the graph as onnxruntime "
         "optimizes it here (`compress.int8_speed.optimized`), quantize/dequantize nodes in brackets, and the ops it left in "
         "float between a dequantize and a quantize.",
         "",

@@ -168,6 +168,7 @@ def fit(
     live: nn.Module | None = None,
     task: ArrayTask = CLASSIFICATION,
     val_teacher: np.ndarray | None = None,
+    start_competes: bool = False,
 ) -> TrainResult:
     """Train a copy of `model` on the task's loss: to `teacher`'s outputs and the labels, or to
     either alone where the other is missing.
@@ -176,7 +177,8 @@ def fit(
     run on that view, so the student matches the teacher on what it sees; without it the
     cached `teacher` outputs serve. Early-stops on the task's validation score, against the
     labels or, without them, against `val_teacher` (the teacher's validation outputs); ties go
-    to the lower validation loss. A loss, validation outputs or weights that stop
+    to the lower validation loss. With `start_competes`, `model` as given is scored first, as
+    epoch 0, and returned where no epoch beats it. A loss, validation outputs or weights that stop
     being finite raise `finite.Diverged` (exit 1). In a distributed `world` every rank calls this
     with the same arguments and trains its shard; the ranks' weights stay equal, so each one
     validates and stops alike.
@@ -194,7 +196,7 @@ def fit(
     step_macs = measure(model, train.x.shape[1:]).macs * min(cfg.batch_size, len(train))
     threads = choose(cfg.threads, step_macs, world.distributed)
     with torch_threads(threads.threads):
-        trained = _fit(model, train, val, cfg, seed, signal, progress, world, Reference(val_teacher, val.y))
+        trained = _fit(model, train, val, cfg, seed, signal, progress, world, Reference(val_teacher, val.y), start_competes)
     return TrainResult(*trained, threads, signal.seconds)
 
 
@@ -256,7 +258,7 @@ class _Signal:
 
 def _fit(
     model: nn.Module, train: Dataset, val: Dataset, cfg: DistillConfig, seed: int,
-    signal: _Signal, progress: ProgressFn | None, world: World, ref: Reference,
+    signal: _Signal, progress: ProgressFn | None, world: World, ref: Reference, start_competes: bool,
 ) -> tuple[nn.Module, int, float, tuple[EpochLog, ...]]:
     """The training loop of `fit`: the best model, its epoch, its validation score, the history."""
     torch.manual_seed(seed)
@@ -267,6 +269,10 @@ def _fit(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
 
     best_key, best_state, best_epoch, history = None, None, 0, []
+    if start_competes:
+        val_logits = predict(student, val.x)
+        best_key = (signal.task.score(val_logits, ref), -_val_loss(signal.task, val_logits, ref, cfg.temperature))
+        best_state = copy.deepcopy(student.state_dict())
     for epoch in range(1, cfg.epochs + 1):
         student.train()
         if isinstance(sampler, DistributedSampler):

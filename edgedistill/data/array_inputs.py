@@ -83,7 +83,7 @@ class ArrayInputs:
         val_teacher = order.reference.teacher if order.reference is not None else None
         r = fit(
             order.model, parts.train, parts.val, order.cfg, order.seed, order.outputs, progress, world, order.teacher,
-            task, val_teacher,
+            task, val_teacher, order.start_competes,
         )
         # The score's name is the first of the task's columns for these outputs.
         metric = next(iter(task.metrics(predict(r.model, parts.val.x), Reference(val_teacher, parts.val.y))))

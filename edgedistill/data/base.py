@@ -133,6 +133,9 @@ class FitOrder:
     teacher: nn.Module | None = None
     # The run's task, whose loss and score train the model (None: the entry's own, where it has one).
     task: Task | None = None
+    # The model as given competes as epoch 0 and is kept where no epoch scores better: QAT's
+    # calibrated start, which fine-tuning at a low rate can make worse before it makes it better.
+    start_competes: bool = False
 
 
 # Training as the run offers it to an entry: on these parts, this order (on every rank, under torchrun).

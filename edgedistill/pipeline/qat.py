@@ -25,7 +25,8 @@ def with_qat(ctx: Context, tier: TierConfig, student: Distilled, learn: Lesson, 
     q = ctx.cfg.quantize
     if ctx.entry.qat_refused is not None or not q.wants_qat(post):
         return post, None, key
-    qat_key = input_key(key, learn.key, ctx.cfg.distill, ctx.cfg.seed)
+    # "start competes": QAT made before its calibrated start could be kept is made again.
+    qat_key = input_key(key, learn.key, ctx.cfg.distill, ctx.cfg.seed, "start competes")
     folder = ctx.folder(tier.name)
 
     def make() -> Made[QatResult]:
@@ -52,7 +53,7 @@ def _train_and_quantize(ctx: Context, tier: TierConfig, student: Distilled, lear
     with fake.calibrating(model):
         ctx.entry.predict(model, ctx.prep.parts.calib)
     live = learn.model if cfg.augment.active else None
-    order = FitOrder(model, training, ctx.cfg.seed, learn.outputs, learn.reference, live, ctx.prep.task)
+    order = FitOrder(model, training, ctx.cfg.seed, learn.outputs, learn.reference, live, ctx.prep.task, start_competes=True)
     with ctx.progress.task(f"qat {tier.name}", q.qat_epochs) as advance:
         trained = ctx.trainer.fit(ctx.prep.parts, order, lambda e, _n, score: advance(e, f"val {score:.3f}"))
     exported = ctx.entry.export(ctx.prep, fake.unwrapped(trained.model), ctx.onnx(folder, "qat"), ctx.cfg.export)

@@ -52,6 +52,21 @@ def test_fit_trains_a_copy_and_keeps_the_best_epoch(splits):
     assert result.val_score > 0.5
 
 
+def test_a_start_that_competes_is_kept_where_training_only_makes_it_worse(splits):
+    """QAT's calibrated start: epoch 0 of the fit, kept when no epoch beats it."""
+    train, val = splits
+    start = fit(tiny_cnn(0.5), train, val, DistillConfig(epochs=6, alpha=0.0), seed=0).model
+    start_score = accuracy(predict(start, val.x), val.y)
+    # A teacher of random outputs, learned alone, takes the accuracy on the labels away.
+    wrong = teacher_outputs(tiny_cnn(), train.x)
+    cfg = DistillConfig(epochs=2, alpha=1.0)
+    worse = fit(start, train, val, cfg, seed=0, teacher=wrong)
+    kept = fit(start, train, val, cfg, seed=0, teacher=wrong, start_competes=True)
+    assert worse.val_score < start_score and worse.best_epoch >= 1
+    assert kept.best_epoch == 0 and kept.val_score == pytest.approx(start_score)
+    assert all(torch.equal(start.state_dict()[k], v) for k, v in kept.model.state_dict().items())
+
+
 def test_fit_is_seeded(splits):
     train, val = splits
     cfg = DistillConfig(epochs=2)
