@@ -22,6 +22,7 @@ from typer.core import TyperGroup
 
 from edgedistill.errors import EdgeDistillError
 from edgedistill.progress import Advance, Progress
+from edgedistill.targets.android_tools import idle_text, parse_perf_tests, usage
 
 
 class _Group(TyperGroup):
@@ -61,6 +62,10 @@ err_console = Console(stderr=True)
 
 EXAMPLES = ("sensor-digits", "digits", "minilm")
 DEFAULT_EXAMPLE = EXAMPLES[0]
+PERF_TEST_HELP = (
+    f"adb targets: a timing binary built for Android, by runtime; repeatable ({usage()}). "
+    "Files of a runtime given none are predicted, once one is given."
+)
 
 
 class RichProgress(Progress):
@@ -108,7 +113,7 @@ def run(
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/<name>). A rerun there resumes finished stages.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo every stage instead of resuming; files are overwritten.")] = False,
     address: Annotated[list[str], typer.Option("--address", metavar="NAME=ADDRESS", help="Measure target NAME on a device: user@host:port for ssh, a serial for adb (over the config's addresses table). Repeatable.")] = [],
-    perf_test: Annotated[Optional[Path], typer.Option(help="adb targets: onnxruntime_perf_test built for Android.", show_default=False)] = None,
+    perf_test: Annotated[list[str], typer.Option("--perf-test", metavar="[RUNTIME=]PATH", help=PERF_TEST_HELP, show_default=False)] = [],
     debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
 ) -> None:
     """Make, distil, export, quantize and measure a student for every budget tier, then report."""
@@ -139,7 +144,7 @@ def run(
         if out is not None and out.exists() and not out.is_dir():
             raise UserError(f"--out {out} is a file: a run directory is a folder; give a new folder or a finished run's")
         out_dir = out or Path("runs") / cfg.name
-        devices = Devices(parse_addresses(address), perf_test)
+        devices = Devices(parse_addresses(address), parse_perf_tests(perf_test))
         world = init_world()
         if not world.is_main:
             # Under torchrun the other ranks only train their shards; rank 0 speaks for the run.
@@ -275,11 +280,11 @@ def targets(
 
 @app.command()
 def bench(
-    model: Annotated[Path, typer.Argument(help="The .onnx file to benchmark.", show_default=False)],
+    model: Annotated[Path, typer.Argument(help="The model file to benchmark: .onnx (or .ort, .tflite, .pte where a runner times it).", show_default=False)],
     target: Annotated[list[str], typer.Option("--target", help="A profile name or .toml path; repeatable.")] = ["host-cpu"],
     mode: Annotated[str, typer.Option(help="auto (measure where a runner reaches the target, predict elsewhere), measure or predict.")] = "auto",
     address: Annotated[list[str], typer.Option("--address", help="NAME=ADDRESS of a device: user@host:port for ssh, a serial for adb.")] = [],
-    perf_test: Annotated[Optional[Path], typer.Option(help="adb targets: onnxruntime_perf_test built for Android.")] = None,
+    perf_test: Annotated[list[str], typer.Option("--perf-test", metavar="[RUNTIME=]PATH", help=PERF_TEST_HELP, show_default=False)] = [],
     seq_len: Annotated[Optional[int], typer.Option(help="Size of dynamic axes after the batch (a transformer's sequence length).", show_default=False)] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON to this file (an earlier JSON file there is replaced; any other file is refused).")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
@@ -296,7 +301,8 @@ def bench(
             raise UserError(f"--mode {mode!r} is unknown: use auto, measure or predict")
         _check_json_out(json_out, "bench.json")
         rows = run_bench(
-            model, [load_target(t) for t in target], mode, parse_addresses(address), perf_test=perf_test, seq_len=seq_len
+            model, [load_target(t) for t in target], mode, parse_addresses(address),
+            perf_test=parse_perf_tests(perf_test), seq_len=seq_len,
         )
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=f"{model.name}: batch 1")
         for col in ("target", "source", "p50 ms", "p90 | low", "p99 | high", "items/s", "peak act."):
@@ -320,7 +326,7 @@ def bench(
 def calibrate(
     target: Annotated[str, typer.Option("--target", help="Profile to calibrate; it must be reachable (host-cpu, or --address).")] = "host-cpu",
     address: Annotated[Optional[str], typer.Option(help="ssh: user@host:port; adb: the device serial.")] = None,
-    perf_test: Annotated[Optional[Path], typer.Option(help="adb targets: onnxruntime_perf_test built for Android.")] = None,
+    perf_test: Annotated[list[str], typer.Option("--perf-test", metavar="[RUNTIME=]PATH", help=PERF_TEST_HELP, show_default=False)] = [],
     debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
 ) -> None:
     """Measure a suite of small models on a target and fit its predictor (stored in the per-user cache)."""
@@ -334,7 +340,11 @@ def calibrate(
 
     with _errors(debug):
         profile = load_target(target)
-        service = LatencyService((profile,), {profile.name: address} if address else {}, perf_test=perf_test)
+        binaries = parse_perf_tests(perf_test)
+        idle = binaries.idle({".onnx"})
+        if idle is not None:
+            raise UserError(f"{idle_text(*idle)}, and the calibration suite is ONNX models: drop that --perf-test")
+        service = LatencyService((profile,), {profile.name: address} if address else {}, perf_test=binaries)
         if not service.reachable(profile):
             raise UserError(f"{profile.name} is not reachable from here: pass --address for its {profile.runner} runner")
         with tempfile.TemporaryDirectory(prefix="edgedistill-calibrate-") as folder:

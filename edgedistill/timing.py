@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,10 +63,18 @@ def time_calls(
         samples.append(end - start)
         if progress is not None and len(samples) <= runs:
             progress(len(samples), runs)
-    ms = np.asarray(samples, dtype=np.float64) * 1000.0
-    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    return summarise([s * 1000.0 for s in samples])
+
+
+def summarise(ms: Sequence[float]) -> TimingStats:
+    """The statistics of timed calls that took `ms` milliseconds each (at least one): percentiles
+    interpolated between the sorted samples (numpy's default), as every timing here is summarised."""
+    times = np.asarray(ms, dtype=np.float64)
+    if times.size == 0:
+        raise ValueError("summarise needs at least one timed call")
+    p50, p90, p99 = np.percentile(times, [50, 90, 99])
     return TimingStats(
-        runs=len(samples), p50_ms=float(p50), p90_ms=float(p90), p99_ms=float(p99), mean_ms=float(ms.mean())
+        runs=int(times.size), p50_ms=float(p50), p90_ms=float(p90), p99_ms=float(p99), mean_ms=float(times.mean())
     )
 
 

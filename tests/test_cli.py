@@ -31,6 +31,31 @@ def test_help_explains_every_flag():
         assert flag in result.output
 
 
+@pytest.mark.parametrize("command", ["run", "bench", "calibrate"])
+def test_help_shows_the_perf_test_binary_of_each_runtime(command):
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    for shown in ("--perf-test", "[RUNTIME=]PATH", "PATH: onnxruntime_perf_test (.onnx, .ort)",
+                  "litert=PATH: benchmark_model (.tflite)", "executorch=PATH: executor_runner (.pte)"):
+        assert shown in text, shown
+
+
+def test_an_unknown_perf_test_runtime_is_one_line(tmp_path, tiny_config):
+    line = _one_line_error(runner.invoke(app, ["run", str(_write(tmp_path, tiny_config)), "--perf-test", "tflite=x"]))
+    assert "'tflite' is not a runtime" in line and "litert=PATH" in line
+
+
+def test_a_perf_test_that_timed_nothing_fails_the_run_once_the_report_is_written(tmp_path, tiny_config):
+    binary = tmp_path / "benchmark_model"
+    binary.write_bytes(b"x")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", str(_write(tmp_path, tiny_config)), "--out", str(out), "--perf-test", f"litert={binary}"])
+    line = _one_line_error(result)
+    assert f"--perf-test litert={binary} times .tflite files, and this run made none" in line
+    assert "the report is written" in line and (out / "report.json").is_file()
+
+
 def test_run_prints_the_table_and_writes_the_report(tmp_path, tiny_config):
     out = tmp_path / "out"
     result = runner.invoke(app, ["run", str(_write(tmp_path, tiny_config)), "--out", str(out)])

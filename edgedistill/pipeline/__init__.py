@@ -23,6 +23,7 @@ from edgedistill.pipeline.artifacts import student_entry
 from edgedistill.pipeline.context import Context, Trainer
 from edgedistill.pipeline.student import Distilled, distilled, lesson
 from edgedistill.pipeline.teacher import baseline
+from edgedistill.targets.android_tools import PerfTests, idle_text
 from edgedistill.targets.latency import LatencyService, Timing
 from edgedistill.targets.profile import Target, load_target
 
@@ -38,10 +39,10 @@ class RunResult:
 @dataclass(frozen=True)
 class Devices:
     """Devices a run measures on: addresses by target name (over the config's `[addresses]`) and
-    the Android onnxruntime_perf_test for adb targets."""
+    the Android timing binaries, by runtime, for adb targets."""
 
     addresses: Mapping[str, str] | None = None
-    perf_test: Path | None = None
+    perf_test: PerfTests = PerfTests()
 
 
 def run(
@@ -96,6 +97,7 @@ def _run(cfg: RunConfig, out: Path, force: bool, progress: Progress, world: Worl
         path = rd.write_text("report.json", schema.dumps(report))
         rd.write_text("report.md", markdown.render(report))
         rd.write_text("report.html", report_html.render(report))
+        _check_perf_tests(ctx, report)
         return RunResult(report, path)
 
 
@@ -121,6 +123,30 @@ def _report(ctx: Context) -> schema.Report:
         failures=schema.parity_failures(teacher, ordered),
         targets=tuple(t.model_dump(mode="json") for t in ctx.targets),
         quality=ctx.prep.task.quality,
+    )
+
+
+def _check_perf_tests(ctx: Context, report: schema.Report) -> None:
+    """Each binary given with --perf-test must time a file the run made for a phone it measures:
+    one that timed nothing (its format's extra not installed, the converter refused the students,
+    no phone's profile lists the format, no phone has an address) is said once the report is
+    written, with the reason the report gives for the files not made."""
+    phones = {t.name for t in ctx.targets if t.runner == "adb" and ctx.latency.reachable(t)}
+    made = {Path(a.path).suffix for s in report.students for a in s.artifacts if phones & set(a.targets)}
+    idle = ctx.latency.perf_test.idle(made)
+    if idle is None:
+        return
+    tool, _ = idle
+    # A skipped file names its format, which is its files' ending (tflite, pte).
+    why = next(
+        (f" ({k['format']} {k['precision']}: {k['reason']})" for s in report.students for k in s.skipped
+         if phones & set(k["targets"]) and f".{k['format']}" in tool.suffixes),
+        "",
+    )
+    where = f"for {', '.join(sorted(phones))}" if phones else "for a phone it measures (no adb target has an --address)"
+    raise UserError(
+        f"{idle_text(*idle)}, and this run made none {where}{why}: the report is written without their "
+        "figures; fix that and rerun, or drop that --perf-test"
     )
 
 

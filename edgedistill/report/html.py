@@ -169,8 +169,9 @@ def _source(lat: Latency) -> str:
         band = f"within ×{1 + lat.error_band:.2g} either way" if lat.error_band is not None else "unknown band"
         return f"predicted ({lat.profile} profile, {lat.calibration or 'uncalibrated'}, {band})"
     noisy = "; noisy: rerun on a quiet machine" if marked_noisy(lat) else ""
+    stand_ins = f"; {lat.stand_ins}" if lat.stand_ins else ""
     return (f"{lat.source} ({lat.runner} on {lat.device}, {lat.runtime}, {lat.provider}, "
-            f"threads {lat.threads or 'default'}, {lat.runs} runs{noisy})")
+            f"threads {lat.threads or 'default'}, {lat.runs} runs{stand_ins}{noisy})")
 
 
 def _ms(value: float | None) -> str:

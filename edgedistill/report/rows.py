@@ -58,7 +58,7 @@ def _row(name: str, gen: str, params: int, macs: int, a: Artifact, verdict: str,
         "p50 ms": f"{lat.p50_ms:.3f}{NOISY_MARK if marked_noisy(lat) else ''}" if lat else "-",
         "p99 ms": f"{lat.p99_ms:.3f}" if lat and lat.p99_ms is not None else "-",
         "items/s": f"{lat.throughput_per_s:,.0f}" if lat and lat.throughput_per_s is not None else "-",
-        "latency": f"{lat.source} ({lat.runner}, {lat.provider}, threads {lat.threads or 'default'})" if lat else _unmeasured(a),
+        "latency": _latency_source(lat) if lat else _unmeasured(a),
         "deployed on": ", ".join(a.deployed_for) or "-",
         "budget": verdict if a.passed else f"{verdict}, parity FAILED",
     }
@@ -201,6 +201,12 @@ _BUDGET_UNITS = {
     "bytes": ("file size (KiB)", _kib_number),
     "peak_memory": ("peak memory (KiB)", _kib_number),
 }
+
+
+def _latency_source(lat: Latency) -> str:
+    """A latency cell's source, with what stands in for a percentile its tool does not print."""
+    stand_ins = f"; {lat.stand_ins}" if lat.stand_ins else ""
+    return f"{lat.source} ({lat.runner}, {lat.provider}, threads {lat.threads or 'default'}{stand_ins})"
 
 
 def _unmeasured(a: Artifact) -> str:

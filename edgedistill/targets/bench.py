@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from edgedistill.errors import UserError
+from edgedistill.targets.android_tools import PerfTests, idle_text
 from edgedistill.targets.cost import graph_cost
 from edgedistill.targets.latency import Latency, LatencyService, Timing
 from edgedistill.targets.profile import Target
@@ -49,17 +50,21 @@ def bench(
     mode: Mode = "auto",
     addresses: Mapping[str, str] | None = None,
     timing: Timing = Timing(),
-    perf_test: Path | None = None,
+    perf_test: PerfTests = PerfTests(),
     seq_len: int | None = None,
 ) -> tuple[BenchRow, ...]:
     """Figures of `model` on each target: `auto` measures where it can and predicts elsewhere.
-    `seq_len` sizes the dynamic axes after the batch (a transformer's sequence length)."""
+    `seq_len` sizes the dynamic axes after the batch (a transformer's sequence length); `perf_test`
+    holds the Android timing binaries, each of which must time `model`'s kind of file."""
     if model.is_dir():
         raise UserError(f"{model} is a folder: give the .onnx file in it to benchmark, such as {model / 'model.onnx'}")
     addresses = dict(addresses or {})
     unknown = sorted(set(addresses) - {t.name for t in targets})
     if unknown:
         raise UserError(f"--address names {', '.join(unknown)}, which is not among the --target values: add it or drop the address")
+    idle = perf_test.idle({model.suffix})
+    if idle is not None:
+        raise UserError(f"{idle_text(*idle)}, and {model.name} is not one: bench such a file, or drop that --perf-test")
     service = LatencyService(targets, addresses, timing, perf_test)
     peak: int | None = None
     rows = []
@@ -99,11 +104,13 @@ def _row(model: Path, target: Target, lat: Latency, peak: int) -> BenchRow:
 
 
 def _conditions(lat: Latency) -> str:
-    """`; spread p90 1.2x p99 2.0x of p50, load 0.58 per CPU`, with what is known, and the
-    noisy mark."""
+    """`; spread p90 1.2x p99 2.0x of p50, load 0.58 per CPU`, with what is known, what stands
+    in for a percentile the runtime's tool does not print, and the noisy mark."""
     parts = []
     if lat.spread_p90 is not None and lat.spread_p99 is not None:
         parts.append(f"spread p90 {lat.spread_p90:.2f}x p99 {lat.spread_p99:.2f}x of p50")
+    if lat.stand_ins:
+        parts.append(lat.stand_ins)
     parts.append("load unknown" if lat.load is None else f"load {lat.load:.2f} per CPU")
     if lat.noisy:
         parts.append(NOISY)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgedistill.errors import UserError
+from edgedistill.targets.android_tools import PerfTests
 from edgedistill.targets.calibration import Calibration
 from edgedistill.targets.calibration import load as load_calibration
 from edgedistill.targets.cost import GraphCost, as_precision, graph_cost
@@ -37,7 +38,9 @@ class Latency:
 
     A measured figure also says its spread (`spread_p90` = p90/p50, `spread_p99` = p99/p50), the
     device's load per CPU when it was taken, and whether those say the device was busy (`noisy`:
-    rerun on a quiet machine; see `is_noisy`). A predicted figure has none of them and is never noisy."""
+    rerun on a quiet machine; see `is_noisy`), and `stand_ins`: which of p90 and p99 are not that
+    percentile and what fills them, where the runtime's tool prints none (LiteRT's benchmark_model).
+    A predicted figure has none of them and is never noisy."""
 
     p50_ms: float
     source: str
@@ -63,6 +66,8 @@ class Latency:
     spread_p90: float | None = None
     spread_p99: float | None = None
     load: float | None = None
+    # The figures that are not the percentile they fill, and what fills them ("" when all are).
+    stand_ins: str = ""
 
 
 @dataclass(frozen=True)
@@ -79,13 +84,13 @@ class Timing:
 @dataclass
 class LatencyService:
     """Latencies on the run's (or bench's) targets. `addresses` name the devices a runner reaches
-    (`raspberry-pi-5` -> `pi@host:22`, `pixel-8` -> a serial); `perf_test` is the Android
-    onnxruntime_perf_test the adb runner pushes."""
+    (`raspberry-pi-5` -> `pi@host:22`, `pixel-8` -> a serial); `perf_test` holds the Android
+    timing binaries the adb runner pushes, by runtime."""
 
     targets: Sequence[Target]
     addresses: Mapping[str, str] = field(default_factory=dict)
     timing: Timing = Timing()
-    perf_test: Path | None = None
+    perf_test: PerfTests = PerfTests()
     _calibrations: dict[str, Calibration | None] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -117,8 +122,9 @@ class LatencyService:
         return target.runner == "local" or (target.runner in RUNNERS and target.name in self.addresses)
 
     def measurable(self, target: Target, path: Path) -> bool:
-        """Whether `path` can be timed on `target`: it is reachable and its runner runs such a file."""
-        return self.reachable(target) and path.suffix in RUNNERS[target.runner].accepts
+        """Whether `path` can be timed on `target`: it is reachable and its runner runs such a file
+        with what it is given (adb: a binary for that file's runtime)."""
+        return self.reachable(target) and path.suffix in RUNNERS[target.runner].accepts(self._reach(target, None))
 
     def measure(
         self, path: Path, target: Target, seq_len: int | None = None, progress: Callable[[int, int], None] | None = None
@@ -174,6 +180,7 @@ def measured(m: Measurement, address: str | None = None) -> Latency:
         runtime=m.runtime, provider=m.provider, device=m.device, threads=m.threads, batch=m.batch,
         runs=m.runs, throughput_batch=m.throughput_batch, throughput_per_s=m.throughput_per_s, seq_len=m.seq_len,
         address=address, noisy=is_noisy(spread_p99, m.load), spread_p90=spread_p90, spread_p99=spread_p99, load=m.load,
+        stand_ins=m.stand_ins,
     )
 
 

@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 from edgedistill.cli import app
 from edgedistill.errors import UserError
 from edgedistill.export.onnx import export_onnx
+from edgedistill.targets.android_tools import PerfTests
 from edgedistill.targets.bench import bench
 from edgedistill.targets.profile import load_target
 from edgedistill.targets.latency import Timing
@@ -48,6 +49,23 @@ def test_measure_mode_needs_a_reachable_target(model):
         bench(model, [load_target("pixel-8")], "measure")
     with pytest.raises(UserError, match="perf-test"):
         bench(model, [load_target("pixel-8")], "measure", {"pixel-8": "emulator-5554"})
+
+
+def test_a_binary_for_another_runtime_than_the_model_is_one_line(model, tmp_path):
+    binary = tmp_path / "benchmark_model"
+    binary.write_bytes(b"x")
+    with pytest.raises(UserError, match=r"--perf-test litert=.* times .tflite files, and cnn.onnx is not one"):
+        bench(model, [load_target("pixel-8")], "auto", {"pixel-8": "R58M"}, perf_test=PerfTests((("litert", binary),)))
+    result = runner.invoke(app, ["bench", str(model), "--target", "pixel-8", "--perf-test", f"litert={binary}"])
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1 and "is not one" in result.stderr
+
+
+def test_calibrate_with_a_binary_for_another_runtime_is_one_line(tmp_path):
+    binary = tmp_path / "executor_runner"
+    binary.write_bytes(b"x")
+    result = runner.invoke(app, ["calibrate", "--target", "pixel-8", "--address", "R58M", "--perf-test", f"executorch={binary}"])
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "times .pte files, and the calibration suite is ONNX models" in result.stderr
 
 
 def test_an_address_for_a_target_not_benchmarked(model):

@@ -1,20 +1,13 @@
-"""Measure on an Android phone over adb with the user's own `onnxruntime_perf_test` build.
+"""Measure on an Android phone over adb with the user's own Android builds of each runtime's timing
+binary: onnxruntime_perf_test for `.onnx`/`.ort`, LiteRT's benchmark_model for `.tflite`,
+ExecuTorch's executor_runner (with XNNPACK) for `.pte`.
 
-onnxruntime publishes no perf_test binary for Android: build it with onnxruntime's
-`build.sh --android ... --build_shared_lib` (or a static build) and pass its path; a shared build
-also needs `libonnxruntime.so`, passed in `libraries`, which go beside the binary on the phone.
-
-The command line and the output read here come from onnxruntime's sources
-(onnxruntime/test/perftest/):
-- command_args_parser.cc: `perf_test [options...] model_path [result_file]`; `-m times` with
-  `-r N` repeats N times; `-x N` intra-op threads (0 = onnxruntime's default); `-e` the provider
-  (cpu, nnapi, xnnpack, qnn, ...); `-I` generates the inputs (free dimensions, the batch
-  included, become 1); `-s` prints the percentiles even when a result file is given. Both the
-  getopt parser and the Abseil-flags parser that replaced it accept these single-dash forms.
-- performance_runner.cc: `Run()` prints "Total inference requests: N", "Average inference time
-  cost: X ms" and "Number of inferences per second: X"; `PerformanceResult::DumpToFile` prints
-  "P50 Latency: X s", "P90 Latency: X s", "P99 Latency: X s" (in seconds, the element at
-  index int(n * p) of the sorted times) and appends one CSV row per run to the result file.
+None of them is published for Android: the user builds each and passes it with `--perf-test`
+(`edgedistill.targets.android_tools` holds the table of tools: their command lines, how their
+output is read and the sources each format was read from). A shared onnxruntime build also needs
+`libonnxruntime.so`, passed in `libraries`, which go beside the binary on the phone. The runner
+accepts only the files of the binaries it was given, so a file of another runtime is predicted;
+with none given it accepts those of a bare `--perf-test`, so that measuring one says what to pass.
 """
 
 from __future__ import annotations
@@ -25,25 +18,16 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
 from pathlib import Path
 
 from edgedistill.errors import UserError
+from edgedistill.targets.android_tools import (
+    DEFAULT, ORT_PROVIDERS, TOOLS, AndroidTool, PerfTests, ToolRun, last_line, tool_for,
+)
 from edgedistill.targets.runners.base import Measurement, Reach, register_runner
+from edgedistill.timing import MIN_TIME_S
 
-# perf_test's -e names -> the execution provider names onnxruntime reports.
-_PROVIDERS = {
-    "cpu": "CPUExecutionProvider",
-    "nnapi": "NnapiExecutionProvider",
-    "xnnpack": "XnnpackExecutionProvider",
-    "qnn": "QNNExecutionProvider",
-    "snpe": "SNPEExecutionProvider",
-    "webgpu": "WebGpuExecutionProvider",
-}
-_BINARY = "onnxruntime_perf_test"
-_RESULT_FILE = "perf_test_result.csv"
 _STATUS_MARK = "edgedistill-status="
-_NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 
 
 @register_runner("adb")
@@ -51,37 +35,45 @@ _NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 class AdbRunner:
     """An Android device reached with `adb`; `serial` None means the only device attached.
 
-    `perf_test` is an onnxruntime_perf_test built for the phone's ABI; `libraries` are shared
-    libraries it needs (libonnxruntime.so of a shared build). `provider` is perf_test's `-e` name.
+    `perf_test` holds the timing binaries, built for the phone's ABI, by runtime; `libraries` are
+    shared libraries they need (libonnxruntime.so of a shared build). `provider` is
+    onnxruntime_perf_test's `-e` name (LiteRT and ExecuTorch run XNNPACK). `warmup` untimed runs
+    precede the timed ones where the tool takes a count (onnxruntime_perf_test makes one of its own;
+    benchmark_model also warms up for its default half second).
     """
 
-    perf_test: Path
+    perf_test: PerfTests = PerfTests()
     serial: str | None = None
     workdir: str = "/data/local/tmp/edgedistill"
     threads: int = 0
+    warmup: int = 10
     runs: int = 100
     provider: str = "cpu"
     libraries: tuple[Path, ...] = ()
     timeout_s: float = 600.0
 
-    accepts: ClassVar[tuple[str, ...]] = (".onnx", ".ort")
-
     def __post_init__(self) -> None:
-        if self.threads < 0 or self.runs < 1 or self.timeout_s <= 0:
-            raise UserError("adb runner needs threads >= 0, runs >= 1 and timeout_s > 0")
-        if self.provider not in _PROVIDERS:
+        if self.threads < 0 or self.warmup < 0 or self.runs < 1 or self.timeout_s <= 0:
+            raise UserError("adb runner needs threads >= 0, warmup >= 0, runs >= 1 and timeout_s > 0")
+        if self.provider not in ORT_PROVIDERS:
             raise UserError(
-                f"adb runner: provider {self.provider!r} is unknown: use one of {', '.join(_PROVIDERS)}"
+                f"adb runner: provider {self.provider!r} is unknown: use one of {', '.join(ORT_PROVIDERS)}"
             )
-        object.__setattr__(self, "perf_test", Path(self.perf_test))
         object.__setattr__(self, "libraries", tuple(Path(p) for p in self.libraries))
+
+    @classmethod
+    def accepts(cls, reach: Reach) -> tuple[str, ...]:
+        """The files the binaries in `reach` time. With none given, those of a bare `--perf-test`,
+        so that measuring such a file says what to pass rather than predicting it unasked."""
+        return reach.perf_test.suffixes or TOOLS[DEFAULT].suffixes
 
     @classmethod
     def open(cls, reach: Reach) -> AdbRunner:
         """The runner for the phone with serial `reach.address` ("" or None: the only one attached)."""
-        if reach.perf_test is None:
-            raise UserError("measuring over adb needs onnxruntime_perf_test built for Android: pass --perf-test PATH")
-        return cls(perf_test=reach.perf_test, serial=reach.address or None, threads=reach.threads, runs=reach.runs)
+        return cls(
+            perf_test=reach.perf_test, serial=reach.address or None, threads=reach.threads, warmup=reach.warmup,
+            runs=reach.runs,
+        )
 
     @property
     def device_label(self) -> str:
@@ -93,84 +85,80 @@ class AdbRunner:
         target: str = "android",
         progress: Callable[[int, int], None] | None = None,
     ) -> Measurement:
-        """Push the model and perf_test, run it `runs` times on the phone, read its percentiles.
+        """Push the model and its runtime's binary, time it `runs` times on the phone, read the figures.
 
-        perf_test reports no progress while it runs: `progress` is called once, at the end.
+        The binaries report no progress while they run: `progress` is called once, at the end.
         """
         model_path = Path(model_path)
         if not model_path.is_file():
             raise UserError(f"{model_path} does not exist: check the path or export the model first")
-        for binary in (self.perf_test, *self.libraries):
-            if not binary.is_file():
-                raise UserError(
-                    f"{binary} does not exist: build onnxruntime_perf_test for Android "
-                    "(onnxruntime's build.sh --android) and pass its path"
-                )
+        tool, binary = self._tool(model_path)
+        for path in (binary, *self.libraries):
+            if not path.is_file():
+                raise UserError(f"{path} does not exist: build {tool.binary} for Android ({tool.build}) and pass its path")
         self._check_device()
+        run = self.tool_run(tool, self._push(tool, binary, model_path))
+        out = self._adb(["shell", self.shell_command(tool, run)], what=tool.binary)
+        status = re.search(re.escape(_STATUS_MARK) + r"(\d+)", out)
+        if status is None or status.group(1) != "0":
+            detail = last_line(out.split(_STATUS_MARK)[0]) or "no output"
+            raise UserError(f"{tool.binary} failed on {self.device_label} ({detail}): {tool.check}")
+        timed = tool.parse(out, run, self.device_label)
+        if progress is not None:
+            progress(self.runs, self.runs)
+        return Measurement(
+            target=target, source="measured", runner="adb", runtime=tool.label, provider=tool.provider(run),
+            threads=self.threads, device=self._device_name(), batch=1, runs=timed.runs or self.runs,
+            p50_ms=timed.p50_ms, p90_ms=timed.p90_ms, p99_ms=timed.p99_ms, throughput_batch=1,
+            throughput_per_s=timed.throughput_per_s or 1000.0 / timed.mean_ms, stand_ins=timed.stand_ins,
+        )
+
+    def tool_run(self, tool: AndroidTool, remote_model: str) -> ToolRun:
+        """The timing asked of `tool` on the model at `remote_model` on the phone."""
+        wd = self.workdir.rstrip("/")
+        return ToolRun(
+            binary=f"{wd}/{tool.binary}", model=remote_model, workdir=wd, threads=self.threads, warmup=self.warmup,
+            runs=self.runs, min_time_s=MIN_TIME_S, provider=self.provider,
+        )
+
+    def shell_command(self, tool: AndroidTool, run: ToolRun) -> str:
+        """The one `adb shell` line: libraries beside the binary, fresh files for those it appends
+        to, and the exit status echoed (old adb does not pass it back). A tool that logs to logcat
+        runs in the background so that its process id picks its lines out of the log."""
+        wd = shlex.quote(run.workdir)
+        prepare = f"cd {wd} && chmod 755 {tool.binary}" + (f" && rm -f {shlex.join(tool.fresh)}" if tool.fresh else "")
+        command = f"LD_LIBRARY_PATH={wd}:$LD_LIBRARY_PATH {shlex.join(tool.args(run))} 2>&1"
+        if tool.logcat_tag is None:
+            return f"{prepare} && {command}; echo {_STATUS_MARK}$?"
+        return (
+            f"{prepare} || exit 1; {command} & pid=$!; wait $pid; status=$?; "
+            f"logcat -d --pid=$pid -s {tool.logcat_tag}:I; echo {_STATUS_MARK}$status"
+        )
+
+    def _tool(self, model_path: Path) -> tuple[AndroidTool, Path]:
+        """The tool that times `model_path` and the binary given for it."""
+        tool = tool_for(model_path)
+        if tool is None:
+            known = ", ".join(s for t in TOOLS.values() for s in t.suffixes)
+            raise UserError(f"{model_path.name}: the adb runner times {known} files: give one of those")
+        binary = self.perf_test.binary(tool.runtime)
+        if binary is None:
+            raise UserError(
+                f"timing {model_path.name} over adb needs {tool.binary} built for Android: pass {tool.flag} ({tool.build})"
+            )
+        return tool, binary
+
+    def _push(self, tool: AndroidTool, binary: Path, model_path: Path) -> str:
+        """Copy the model, the binary (under its tool's name) and the libraries to the work
+        directory; the model's path there."""
         wd = self.workdir.rstrip("/")
         self._adb(["shell", f"mkdir -p {shlex.quote(wd)}"], what="creating the work directory")
         remote_model = f"{wd}/{model_path.name}"
         self._adb(["push", str(model_path), remote_model], what=f"pushing {model_path.name}")
-        self._adb(["push", str(self.perf_test), f"{wd}/{_BINARY}"], what="pushing onnxruntime_perf_test")
+        self._adb(["push", str(binary), f"{wd}/{tool.binary}"], what=f"pushing {tool.binary}")
         for lib in self.libraries:
             self._adb(["push", str(lib), f"{wd}/{lib.name}"], what=f"pushing {lib.name}")
-        out = self._adb(["shell", self.shell_command(remote_model)], what="onnxruntime_perf_test")
-        status = re.search(re.escape(_STATUS_MARK) + r"(\d+)", out)
-        if status is None or status.group(1) != "0":
-            detail = _last_line(out.split(_STATUS_MARK)[0]) or "no output"
-            raise UserError(
-                f"onnxruntime_perf_test failed on {self.device_label} ({detail}): check that it was built "
-                f"for this phone's ABI with the '{self.provider}' provider, and that libraries holds the "
-                "libonnxruntime.so it needs"
-            )
-        stats = parse_perf_test_output(out, where=self.device_label)
-        if progress is not None:
-            progress(self.runs, self.runs)
-        return Measurement(
-            target=target,
-            source="measured",
-            runner="adb",
-            runtime="onnxruntime (onnxruntime_perf_test)",
-            provider=_PROVIDERS[self.provider],
-            threads=self.threads,
-            device=self._device_name(),
-            batch=1,
-            runs=int(stats.get("runs", self.runs)),
-            p50_ms=stats["p50_ms"],
-            p90_ms=stats["p90_ms"],
-            p99_ms=stats["p99_ms"],
-            throughput_batch=1,
-            throughput_per_s=stats.get("throughput_per_s", 1000.0 / stats["mean_ms"]),
-        )
-
-    def perf_test_args(self, remote_model: str) -> list[str]:
-        """perf_test's argument list (see the module docstring for each flag's source)."""
-        wd = self.workdir.rstrip("/")
-        return [
-            f"{wd}/{_BINARY}",
-            "-m",
-            "times",
-            "-r",
-            str(self.runs),
-            "-x",
-            str(self.threads),
-            "-e",
-            self.provider,
-            "-I",
-            "-s",
-            remote_model,
-            f"{wd}/{_RESULT_FILE}",
-        ]
-
-    def shell_command(self, remote_model: str) -> str:
-        """The one `adb shell` line: libraries beside the binary, a fresh result file (perf_test
-        appends to it), and the exit status echoed (old adb does not pass it back)."""
-        wd = shlex.quote(self.workdir.rstrip("/"))
-        return (
-            f"cd {wd} && chmod 755 {_BINARY} && rm -f {_RESULT_FILE} && "
-            f"LD_LIBRARY_PATH={wd}:$LD_LIBRARY_PATH {shlex.join(self.perf_test_args(remote_model))} 2>&1; "
-            f"echo {_STATUS_MARK}$?"
-        )
+        return remote_model
 
     def _serial_args(self) -> list[str]:
         return ["-s", self.serial] if self.serial else []
@@ -183,7 +171,7 @@ class AdbRunner:
         if proc.returncode == 0 and state == "device":
             return
         text = (proc.stderr + proc.stdout).lower()
-        detail = _last_line(proc.stderr) or state or f"exit status {proc.returncode}"
+        detail = last_line(proc.stderr) or state or f"exit status {proc.returncode}"
         if "more than one" in text:
             raise UserError(f"adb sees more than one device ({detail}): set serial to one of `adb devices`")
         if "unauthorized" in text:
@@ -228,38 +216,6 @@ class AdbRunner:
     def _adb(self, args: list[str], what: str) -> str:
         proc = self._run(args)
         if proc.returncode != 0 and not (args[0] == "shell" and _STATUS_MARK in proc.stdout):
-            detail = _last_line(proc.stderr) or _last_line(proc.stdout) or f"exit status {proc.returncode}"
+            detail = last_line(proc.stderr) or last_line(proc.stdout) or f"exit status {proc.returncode}"
             raise UserError(f"{what} failed on {self.device_label} ({detail}): check `adb devices` and free space")
         return proc.stdout
-
-
-def parse_perf_test_output(text: str, where: str = "the device") -> dict[str, float]:
-    """p50_ms, p90_ms, p99_ms, mean_ms and, where printed, runs and throughput_per_s, from
-    onnxruntime_perf_test's stdout (formats: see the module docstring)."""
-
-    def number(label: str) -> float | None:
-        match = re.search(r"^\s*" + re.escape(label) + r":\s*" + _NUMBER, text, re.MULTILINE)
-        return float(match.group(1)) if match else None
-
-    p50, p90, p99 = number("P50 Latency"), number("P90 Latency"), number("P99 Latency")
-    if p50 is None or p90 is None or p99 is None:
-        raise UserError(
-            f"onnxruntime_perf_test on {where} printed no P50/P90/P99 latency "
-            f"({_last_line(text) or 'no output'}): "
-            "build onnxruntime_perf_test from a recent onnxruntime release"
-        )
-    mean_ms = number("Average inference time cost")
-    stats = {"p50_ms": p50 * 1000.0, "p90_ms": p90 * 1000.0, "p99_ms": p99 * 1000.0}
-    stats["mean_ms"] = mean_ms if mean_ms is not None else stats["p50_ms"]
-    runs = number("Total inference requests")
-    if runs is not None:
-        stats["runs"] = runs
-    per_s = number("Number of inferences per second")
-    if per_s is not None and per_s > 0:
-        stats["throughput_per_s"] = per_s
-    return stats
-
-
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1] if lines else ""

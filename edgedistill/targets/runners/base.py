@@ -6,7 +6,9 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import Protocol
+
+from edgedistill.targets.android_tools import PerfTests
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,9 @@ class Measurement:
     # The device's 1-minute load average per CPU at the end of the measurement; None where the
     # device has no load average (Windows, or a runner that cannot read it, as adb's perf_test).
     load: float | None = None
+    # The figures that are not the percentile they fill, and what fills them, where the runtime's
+    # tool prints no such percentile (LiteRT's benchmark_model: p90 is its p95); "" when all are.
+    stand_ins: str = ""
 
     def to_dict(self) -> dict[str, object]:
         """The measurement as plain JSON-ready values."""
@@ -46,7 +51,7 @@ class Measurement:
 class Reach:
     """What opening a runner for one device takes: its address (None for this machine), how to
     time there, the size of dynamic axes after the batch (a transformer's sequence length) and,
-    for adb, the Android onnxruntime_perf_test to push."""
+    for adb, the Android timing binaries to push, by runtime."""
 
     address: str | None = None
     threads: int = 0
@@ -54,7 +59,7 @@ class Reach:
     runs: int = 100
     throughput_batch: int = 32
     seq_len: int | None = None
-    perf_test: Path | None = None
+    perf_test: PerfTests = PerfTests()
     # ssh: the device's Python, the key and extra options, the folder the model goes to
     python: str = "python3"
     identity: Path | None = None
@@ -63,10 +68,11 @@ class Reach:
 
 
 class Runner(Protocol):
-    """Measures an ONNX file's latency on one device. `accepts` are the file suffixes it can time
-    there; `open` makes one from a `Reach`."""
+    """Measures a model file's latency on one device. `accepts` are the file suffixes it can time
+    there with what a `Reach` gives (adb: the binaries given); `open` makes one from a `Reach`."""
 
-    accepts: ClassVar[tuple[str, ...]]
+    @classmethod
+    def accepts(cls, reach: Reach) -> tuple[str, ...]: ...
 
     @classmethod
     def open(cls, reach: Reach) -> "Runner": ...

@@ -5,7 +5,6 @@ from __future__ import annotations
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +31,10 @@ class LocalRunner:
     # The size of every dynamic axis after the batch (a transformer's sequence length).
     seq_len: int | None = None
 
-    # onnxruntime's files, and those of every format with a runtime of its own here.
-    accepts: ClassVar[tuple[str, ...]] = (".onnx", ".ort", *(f.here.suffix for f in FORMATS.values() if f.here))
+    @classmethod
+    def accepts(cls, reach: Reach) -> tuple[str, ...]:
+        """onnxruntime's files, and those of every format with a runtime of its own here."""
+        return (".onnx", ".ort", *(f.here.suffix for f in FORMATS.values() if f.here))
 
     @classmethod
     def open(cls, reach: Reach) -> LocalRunner:

@@ -20,7 +20,6 @@ import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -61,8 +60,6 @@ class SshRunner:
     timeout_s: float = 600.0
     seq_len: int | None = None
 
-    accepts: ClassVar[tuple[str, ...]] = (".onnx", ".ort", ".engine")
-
     def __post_init__(self) -> None:
         if not self.host or any(c.isspace() for c in self.host) or self.host.startswith("-"):
             raise UserError(f"ssh runner: host {self.host!r} is not a host name or address")
@@ -84,6 +81,11 @@ class SshRunner:
                 raise UserError(f"ssh address {address!r} already gives the {name}: drop the {name} setting")
         fields: dict[str, object] = {"host": host, "user": user, "port": 22 if port is None else port}
         return cls(**{**fields, **settings})  # type: ignore[arg-type]
+
+    @classmethod
+    def accepts(cls, reach: Reach) -> tuple[str, ...]:
+        """What the benchmark script times with onnxruntime, and TensorRT engines with trtexec."""
+        return (".onnx", ".ort", ".engine")
 
     @classmethod
     def open(cls, reach: Reach) -> SshRunner:

@@ -7,6 +7,7 @@ from onnx import TensorProto, helper
 
 from edgedistill.errors import UserError
 from edgedistill.export.onnx import export_onnx
+from edgedistill.targets.android_tools import PerfTests
 from edgedistill.targets.runners import RUNNERS, Measurement, Reach
 from edgedistill.targets.runners.local import LocalRunner
 
@@ -77,6 +78,6 @@ def test_a_gpu_provider_this_onnxruntime_lacks_is_one_line(tmp_path, cnn):
 @pytest.mark.parametrize("name", sorted(RUNNERS))
 def test_every_runner_opens_from_a_reach_and_says_what_it_runs(name):
     cls = RUNNERS[name]
-    assert cls.accepts and all(s.startswith(".") for s in cls.accepts)
-    reach = Reach(address="user@127.0.0.1:2222", perf_test=Path("onnxruntime_perf_test"), seq_len=16)
+    reach = Reach(address="user@127.0.0.1:2222", perf_test=PerfTests((("onnxruntime", Path("onnxruntime_perf_test")),)), seq_len=16)
+    assert cls.accepts(reach) and all(s.startswith(".") for s in cls.accepts(reach))
     assert isinstance(cls.open(reach), cls)
