@@ -78,6 +78,14 @@ def student_sources(model: nn.Module | None, x: np.ndarray, folder, val_x=None, 
     )
 
 
+def student_folder(folder, model: nn.Module, onnx) -> None:
+    """A run's student folder at `folder`, as `edgedistill export` reads one: the ONNX file `onnx`
+    and the student in PyTorch."""
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(onnx.read_bytes())
+    torch.save(model, folder / "student.pt")
+
+
 def tiny_cnn(width: float = 1.0) -> nn.Module:
     """A TinyCNN whose channel count scales with `width` (a `scale` family)."""
     torch.manual_seed(0)

@@ -270,8 +270,8 @@ def _fit(
 
     best_key, best_state, best_epoch, history = None, None, 0, []
     if start_competes:
-        val_logits = predict(student, val.x)
-        best_key = (signal.task.score(val_logits, ref), -_val_loss(signal.task, val_logits, ref, cfg.temperature))
+        score, loss = _scored(signal.task, predict(student, val.x), ref, cfg.temperature)
+        best_key = (score, -loss)
         best_state = copy.deepcopy(student.state_dict())
     for epoch in range(1, cfg.epochs + 1):
         student.train()
@@ -290,8 +290,7 @@ def _fit(
         scheduler.step()
         val_logits = predict(student, val.x)
         check_epoch(epoch, total / count, val_logits, student, cfg.lr)
-        val_score = signal.task.score(val_logits, ref)
-        val_loss = _val_loss(signal.task, val_logits, ref, cfg.temperature)
+        val_score, val_loss = _scored(signal.task, val_logits, ref, cfg.temperature)
         history.append(EpochLog(epoch, total / count, val_score, val_loss))
         if progress is not None:
             progress(epoch, cfg.epochs, val_score)
@@ -306,13 +305,16 @@ def _fit(
     return student.eval(), best_epoch, best_key[0], tuple(history)
 
 
-def _val_loss(task: ArrayTask, out: np.ndarray, ref: Reference, temperature: float | None) -> float:
-    """The task's mean loss on the validation split: to the labels, or to the teacher without them."""
+def _scored(task: ArrayTask, out: np.ndarray, ref: Reference, temperature: float | None) -> tuple[float, float]:
+    """The task's score of validation outputs `out`, and its mean loss on them: to the labels,
+    or to the teacher without them."""
     out_t = torch.from_numpy(out)
     with torch.no_grad():
         if ref.labels is not None:
-            return float(task.supervised(out_t, torch.from_numpy(ref.labels).to(task.label_dtype)).mean())
-        return float(task.distill(out_t, torch.from_numpy(ref.teacher), temperature).mean())
+            loss = task.supervised(out_t, torch.from_numpy(ref.labels).to(task.label_dtype))
+        else:
+            loss = task.distill(out_t, torch.from_numpy(ref.teacher), temperature)
+    return task.score(out, ref), float(loss.mean())
 
 
 def _build(

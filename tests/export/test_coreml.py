@@ -11,7 +11,7 @@ from torch import nn
 
 pytest.importorskip("coremltools", reason="coremltools is not installed: pip install -e '.[coreml]'")
 
-from conftest import TinyCNN, tiny_cnn  # noqa: E402
+from conftest import TinyCNN, student_folder, tiny_cnn  # noqa: E402
 from edgedistill.compress.quantize import QuantizeConfig  # noqa: E402
 from edgedistill.errors import Unmade, UserError  # noqa: E402
 from edgedistill.export import coreml  # noqa: E402
@@ -197,9 +197,7 @@ def test_cli_export_makes_a_package_from_a_students_folder_and_says_it_is_not_ru
     from edgedistill.cli import app
 
     folder = tmp_path / "student"
-    folder.mkdir()
-    (folder / "model.onnx").write_bytes(cnn_onnx.read_bytes())
-    torch.save(tiny_cnn(), folder / "student.pt")
+    student_folder(folder, tiny_cnn(), cnn_onnx)
     result = CliRunner().invoke(app, ["export", str(folder), "--format", "mlpackage", "--precision", "fp16", "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "model.fp16.mlpackage" in result.output and "mlpackage fp16" in result.output

@@ -3,18 +3,15 @@
 import numpy as np
 import pytest
 import torch
-from conftest import Branchy, student_sources
+from conftest import Branchy, student_folder, student_sources
 
+from edgedistill.compress.distill import accuracy
 from edgedistill.errors import UserError
 from edgedistill.export import executorch as et
 from edgedistill.export.deploy import deploy
 from edgedistill.targets.runners.local import LocalRunner
 
 pytestmark = pytest.mark.skipif(et.available() is not None, reason=str(et.available()))
-
-
-def _accuracy(out: np.ndarray, y: np.ndarray) -> float:
-    return float((out.argmax(1) == y).mean())
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +25,10 @@ def programs(trained_mlp, digits_xy, tmp_path_factory):
 def test_fp32_and_int8_programs_keep_the_students_answers(programs, trained_mlp, digits_xy):
     x, y = digits_xy
     with torch.no_grad():
-        eager = _accuracy(trained_mlp(torch.from_numpy(x[1200:])).numpy(), y[1200:])
+        eager = accuracy(trained_mlp(torch.from_numpy(x[1200:])).numpy(), y[1200:])
     for precision, art in programs.items():
         assert art.parity.checked and art.parity.passed, (precision, art.parity)
-        got = _accuracy(et.run_pte(art.path, x[1200:]), y[1200:])
+        got = accuracy(et.run_pte(art.path, x[1200:]), y[1200:])
         assert abs(got - eager) <= (1e-9 if precision == "fp32" else 0.02), (precision, got, eager)
     assert programs["fp32"].parity.max_abs_err < 1e-4
     # int8 weights: a quarter of the fp32 weight bytes, and the file shows it.
@@ -75,9 +72,7 @@ def test_export_makes_a_program_from_a_students_folder_and_refuses_an_onnx_file(
 
     x, y = digits_xy
     folder = tmp_path / "student"
-    folder.mkdir()
-    (folder / "model.onnx").write_bytes(mlp_onnx.read_bytes())
-    torch.save(trained_mlp, folder / "student.pt")
+    student_folder(folder, trained_mlp, mlp_onnx)
     data = tmp_path / "data.npz"
     np.savez(data, x=x[:200], y=y[:200])
     done = export_model(ExportRequest(folder, "pte", "fp32", tmp_path / "out", data))

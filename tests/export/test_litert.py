@@ -4,11 +4,12 @@ LiteRT and LiteRT Micro, with the activation arena a microcontroller's SRAM is j
 import numpy as np
 import pytest
 import torch
-from conftest import Branchy, student_sources, tiny_cnn
+from conftest import Branchy, student_folder, student_sources, tiny_cnn
 from torch import nn
 from typer.testing import CliRunner
 
 from edgedistill.cli import app
+from edgedistill.compress.distill import accuracy
 from edgedistill.errors import UserError
 from edgedistill.export import litert as lt
 from edgedistill.export.deploy import deploy
@@ -16,10 +17,6 @@ from edgedistill.export.lint.litert import LITERT, LITERT_MICRO, lint_tflite
 from edgedistill.targets.runners.local import LocalRunner
 
 pytestmark = pytest.mark.skipif(lt.available() is not None, reason=str(lt.available()))
-
-
-def _accuracy(out: np.ndarray, y: np.ndarray) -> float:
-    return float((out.argmax(1) == y).mean())
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +30,10 @@ def files(trained_mlp, digits_xy, tmp_path_factory):
 def test_every_precision_keeps_the_students_answers(files, trained_mlp, digits_xy):
     x, y = digits_xy
     with torch.no_grad():
-        eager = _accuracy(trained_mlp(torch.from_numpy(x[1200:])).numpy(), y[1200:])
+        eager = accuracy(trained_mlp(torch.from_numpy(x[1200:])).numpy(), y[1200:])
     for precision, art in files.items():
         assert art.parity.checked and art.parity.passed, (precision, art.parity)
-        got = _accuracy(lt.run_tflite(art.path, x[1200:]), y[1200:])
+        got = accuracy(lt.run_tflite(art.path, x[1200:]), y[1200:])
         assert abs(got - eager) <= {"fp32": 1e-9, "fp16": 0.005, "int8": 0.02}[precision], (precision, got, eager)
     assert files["fp32"].parity.max_abs_err < 1e-4
     size = {p: a.path.stat().st_size for p, a in files.items()}
@@ -127,9 +124,7 @@ def test_export_makes_a_file_from_a_students_folder(trained_mlp, mlp_onnx, digit
 
     x, y = digits_xy
     folder = tmp_path / "student"
-    folder.mkdir()
-    (folder / "model.onnx").write_bytes(mlp_onnx.read_bytes())
-    torch.save(trained_mlp, folder / "student.pt")
+    student_folder(folder, trained_mlp, mlp_onnx)
     data = tmp_path / "data.npz"
     np.savez(data, x=x[:200], y=y[:200])
     done = export_model(ExportRequest(folder, "tflite", "fp16", tmp_path / "out", data))
