@@ -107,6 +107,8 @@ LONG_FILES = (
     "test_distributed.py",
     "targets/test_bench.py",
     "pipeline/test_devices.py",
+    "export/test_coreml.py",
+    "hf/test_hf_run.py",
 )
 
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from edgedistill.compress.budget import Footprint
 from edgedistill.compress.distill import DistillConfig, TeacherOutputs
+from edgedistill.data.text import FixedLength
 from edgedistill.distributed import World
 from edgedistill.export.parity import Parity
 from edgedistill.tasks import Reference, Task
@@ -87,6 +88,8 @@ class Prepared:
     companion: Any = field(default=None, compare=False)
     # The names of the model's outputs, as exported graphs name them.
     output_names: tuple[str, ...] = ("output",)
+    # How named feeds are padded to `input_shape` for files made at fixed shapes (text); None for arrays.
+    fixed: FixedLength | None = None
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +69,29 @@ class Tokenized:
     def take(self, start: int, stop: int) -> Tokenized:
         """Rows start..stop (a batch)."""
         return Tokenized(self.input_ids[start:stop], self.attention_mask[start:stop])
+
+
+@dataclass(frozen=True)
+class FixedLength:
+    """Named text feeds at one sequence length, for files made at fixed shapes (a phone's `.pte`
+    takes `length` tokens whatever the text): padded as the tokenizer pads a batch, token ids
+    with `pad_id` and the mask and token types with 0, so a student that derives its mask from
+    the ids gives the same outputs. `length` is the data's max_length, which the tokenizer
+    truncates to, so no feed is longer."""
+
+    length: int
+    pad_id: int
+
+    def fit(self, x: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every array of `x` (batch, tokens) padded on the right to `length` tokens."""
+        return {name: self._padded(a, self.pad_id if name == "input_ids" else 0) for name, a in x.items()}
+
+    def _padded(self, a: np.ndarray, value: int) -> np.ndarray:
+        if a.shape[1] > self.length:
+            raise UserError(
+                f"a feed of {a.shape[1]} tokens is longer than the files' {self.length}: tokenize with max_length {self.length}"
+            )
+        return np.pad(a, ((0, 0), (0, self.length - a.shape[1])), constant_values=value)
 
 
 def builtin_sentences() -> list[str]:

@@ -19,7 +19,7 @@ from edgedistill.compress.distill import TeacherOutputs
 from edgedistill.compress.students import HFShrink, Prune
 from edgedistill.config import ExportConfig, RunConfig, TierConfig
 from edgedistill.data.base import EpochProgress, Exported, Feed, Fit, FitOrder, Parts, Prepared, Start, TeacherSide, Trained
-from edgedistill.data.text import Tokenized, load_texts, split_texts, tokenize
+from edgedistill.data.text import FixedLength, Tokenized, load_texts, split_texts, tokenize
 from edgedistill.distributed import World
 from edgedistill.data.arrays import BUILTIN as ARRAY_BUILTIN
 from edgedistill.errors import UserError
@@ -86,7 +86,7 @@ class TextInputs:
         }
         return Prepared(
             parts, task_for(model.task.kind), teacher, data_key, (cfg.data.max_length,), torch.int64, report,
-            seq_lens(cfg), tokenizer,
+            seq_lens(cfg), tokenizer, fixed=FixedLength(cfg.data.max_length, tokenizer.pad_token_id),
         )
 
     def fit(self, parts: Parts, order: FitOrder, progress: EpochProgress | None, world: World) -> Trained:

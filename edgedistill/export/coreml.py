@@ -6,10 +6,18 @@ ops and the dtypes of its stored weights, its size) and names any op the iOS 17 
 coremltools registers it, does not hold.
 
 fp16: weights and activations in fp16 (`compute_precision` fp16), the precision the Neural Engine
-runs. int8: the same program with its weights stored int8 by `linear_quantize_weights`
-(symmetric, per output channel) and dequantized to fp16 as it loads; activations stay fp16.
+runs. int8 is W8A8 where the student converts so: PyTorch 2 export quantization (PT2E) with
+ExecuTorch's `CoreMLQuantizer` (symmetric int8 weights per output channel, uint8 activations
+calibrated on the calibration inputs), converted to a program whose weights are stored int8
+(`constexpr_affine_dequantize`) and whose activations pass through `quantize`/`dequantize` ops,
+so the Neural Engine can run its int8 arithmetic. Where ExecuTorch (the quantizer's extra) is
+not installed, or PT2E or coremltools refuses the quantized student, int8 is the fp16 program
+with its weights stored int8 by `linear_quantize_weights` (W8A16: activations stay fp16), and
+the artifact's notes say why. Which scheme a package holds is read from its own ops
+(`CoreMLCheck.int8_scheme`).
 
-coremltools is an optional extra (`pip install -e '.[coreml]'`); it is imported lazily.
+coremltools is an optional extra (`pip install -e '.[coreml]'`), and ExecuTorch another
+(`pip install -e '.[executorch]'`); both are imported lazily.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ import io
 import os
 import shutil
 import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,14 +41,22 @@ import torch
 from torch import nn
 
 from edgedistill.errors import Unmade, UserError
-from edgedistill.export.eager import as_tensor, first_line
+from edgedistill.export.eager import (
+    MAX_SAMPLES, Inputs, as_tensor, eager_rows, first_line, forward_names, model_inputs, samples,
+    stderr_silenced,
+)
+from edgedistill.export.executorch import available as executorch_available
 from edgedistill.fileio import file_bytes, publish_folder, quiet
+from edgedistill.ortsession import Feed
 
 PRECISIONS = ("fp16", "int8")
 INPUT_NAME = "x"
 # The ops `check_package` holds the program to: iOS 17 is the deployment target the export sets.
 OPSET = "iOS17"
 NOT_RUN = "not run here: Core ML predicts on macOS only"
+# The int8 schemes a package holds (`CoreMLCheck.int8_scheme`): int8 weights with int8
+# activations, or int8 weights dequantized to fp16 with fp16 activations.
+W8A8, W8A16 = "W8A8", "W8A16"
 # MIL / feature dtype names (protobuf enum names) -> the short names this package reports.
 _DTYPE_NAMES = {
     "FLOAT16": "fp16", "FLOAT32": "fp32", "FLOAT64": "fp64", "BFLOAT16": "bf16", "DOUBLE": "fp64",
@@ -60,14 +78,30 @@ class CoreMLCheck:
     unsupported_nodes: tuple[tuple[str, str], ...] = ()
     note: str = NOT_RUN
 
+    @property
+    def int8_scheme(self) -> str | None:
+        """W8A8 where the program quantizes activations (a `quantize` op), W8A16 where only its
+        weights are stored int8, None for a float program: read from the package, not from how
+        it was asked to be made."""
+        if "quantize" in self.ops:
+            return W8A8
+        return W8A16 if "int8" in self.weight_dtypes else None
+
 
 @dataclass(frozen=True)
 class CoreMLArtifact:
-    """An `.mlpackage`, its precision and what its structure check found."""
+    """An `.mlpackage`, its precision, what its structure check found and, for int8, how it was
+    quantized (`int8`: the scheme and its calibration, or why it is weights only)."""
 
     path: Path
     precision: str
     check: CoreMLCheck
+    int8: str | None = None
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What a report prints beside the package: that it is not run here, and how int8 was made."""
+        return (self.check.note,) if self.int8 is None else (self.check.note, self.int8)
 
 
 # coremltools logs, on import and on each convert, that this torch is newer than it was tested
@@ -87,31 +121,138 @@ def available() -> str | None:
     return None
 
 
-def export_coreml(model: nn.Module, sample: np.ndarray, precision: str, dst: Path) -> CoreMLArtifact:
-    """`model` (one float input, batch first) as an iOS 17 mlprogram for `sample`'s shape (batch 1)
-    at `dst` (a `.mlpackage` folder, replaced if present). A conversion that fails raises `Unmade`
-    and leaves `dst` as it was, with nothing half-written beside it."""
+def export_coreml(
+    model: nn.Module, sample: Feed, precision: str, dst: Path, calib_x: Feed | None = None
+) -> CoreMLArtifact:
+    """`model` (batch first: one input array, or the named feeds its forward names) as an iOS 17
+    mlprogram for `sample`'s shapes (batch 1; a transformer's sequence length fixed) at `dst` (a
+    `.mlpackage` folder, replaced if present). int8 needs `calib_x` (inputs of the same kind and
+    shapes as `sample`, bar the batch): W8A8 calibrated on them where the student converts so, else int8 weights only,
+    the artifact's `int8` note saying which and why. A conversion that fails raises `Unmade` and
+    leaves `dst` as it was, with nothing half-written beside it."""
     if precision not in PRECISIONS:
         raise UserError(f"Core ML packages are made at {', '.join(PRECISIONS)}, not {precision!r}: pick one of those")
     if dst.suffix != ".mlpackage":
         raise UserError(f"a Core ML package is a folder ending .mlpackage, not {dst.name!r}: rename it")
-    if sample.ndim < 1 or sample.shape[0] != 1:
-        raise UserError(f"the Core ML sample must be one input of batch 1, not shape {sample.shape}: pass x[:1]")
+    if precision == "int8" and calib_x is None:
+        raise UserError("an int8 Core ML package calibrates its activations: pass calibration inputs (calib_x)")
+    arrays = model_inputs(model, sample)
+    if any(a.ndim < 1 or a.shape[0] != 1 for a in arrays):
+        raise UserError(f"the Core ML sample must be inputs of batch 1, not shapes {[a.shape for a in arrays]}: pass x[:1]")
     why = available()
     if why is not None:
         raise UserError(why)
     student = copy.deepcopy(model).cpu().eval()  # the caller's model keeps its device and mode
-    x = as_tensor(sample)
+    names = forward_names(student) if isinstance(sample, Mapping) else (INPUT_NAME,)
+    xs = tuple(as_tensor(a) for a in arrays)
     # coremltools also draws a progress bar of each pass pipeline on stderr, over the run's own.
     with quiet(_COREMLTOOLS_LOG), contextlib.redirect_stderr(io.StringIO()):
-        mlmodel = _convert(student, x)
-        if precision == "int8":
-            mlmodel = _int8_weights(mlmodel)
+        if precision == "fp16":
+            mlmodel, int8 = _convert(student, xs, names), None
+        else:
+            calib = samples(model_inputs(student, calib_x), 0, MAX_SAMPLES)
+            mlmodel, int8 = _int8(student, xs, names, calib)
         _save_replacing(mlmodel, dst)
-    return CoreMLArtifact(path=dst, precision=precision, check=check_package(dst))
+    return CoreMLArtifact(path=dst, precision=precision, check=check_package(dst), int8=int8)
 
 
-def _convert(student: nn.Module, x: torch.Tensor) -> Any:
+def _int8(student: nn.Module, xs: tuple[torch.Tensor, ...], names: tuple[str, ...], calib: Inputs) -> tuple[Any, str]:
+    """The int8 program and its note: W8A8 where the quantized student converts, else the fp16
+    program with int8 weights (W8A16) and why W8A8 was not made."""
+    why = executorch_available() or (None if len(calib[0]) else "no calibration inputs to calibrate activations on")
+    if why is None:
+        try:
+            mlmodel = _w8a8(student, xs, names, calib)
+        except Exception as exc:  # noqa: BLE001 - PT2E or coremltools refuses the quantized student: weights only
+            why = f"{type(exc).__name__}: {first_line(exc)}"
+        else:
+            if "quantize" in _program_ops(mlmodel.get_spec()):
+                return mlmodel, f"{W8A8}: int8 weights and activations, activations calibrated on {len(calib[0])} samples"
+            why = "the quantizer quantized none of this student's activations"
+    return _int8_weights(_convert(student, xs, names)), f"int8 weights only ({W8A16}): {why}"
+
+
+def _w8a8(student: nn.Module, xs: tuple[torch.Tensor, ...], names: tuple[str, ...], calib: Inputs) -> Any:
+    """The student quantized by PT2E with Core ML's quantizer (observers inserted, calibrated on
+    `calib` at batch 1, converted to quantize/dequantize around float ops), as an mlprogram;
+    coremltools turns those ops into int8 weights and activation quantize/dequantize ops."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    # torch.export and torchao log as they trace; deep copies of the pattern graphs warn of a
+    # pytree deprecation: neither is ours to fix.
+    with quiet(), quiet("torchao"), stderr_silenced(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        with _patterns_cached():
+            prepared = prepare_pt2e(torch.export.export(student, xs).module(), _coreml_quantizer())
+        eager_rows(prepared, calib)
+        converted = convert_pt2e(prepared)
+        with torch.no_grad():
+            graph = torch.export.export(converted, xs).run_decompositions({})
+    return _ct_convert(graph, xs, names)
+
+
+def _coreml_quantizer() -> Any:
+    """ExecuTorch's CoreMLQuantizer: symmetric, int8 weights per output channel, uint8 activations."""
+    import coremltools.optimize.torch.quantization as ctq
+    from executorch.backends.apple.coreml.quantizer import CoreMLQuantizer
+
+    config = ctq.ModuleLinearQuantizerConfig(
+        quantization_scheme="symmetric", activation_dtype=torch.quint8, weight_dtype=torch.qint8, weight_per_channel=True
+    )
+    return CoreMLQuantizer(ctq.LinearQuantizerConfig(global_config=config))
+
+
+# The quantizer builds each of its ~400 pattern graphs with a strict torch.export on every
+# prepare (about 100 s on two cores), though a pattern's graph depends only on its code, the
+# functions it closes over and its example inputs' shapes: kept here, a process pays that once.
+_PATTERNS: dict[tuple[Any, ...], Any] = {}
+
+
+@contextlib.contextmanager
+def _patterns_cached() -> Iterator[None]:
+    """The quantizer's pattern graphs built once per process: each call gets a copy (its matcher
+    rewrites the graph it is given). Where ExecuTorch no longer has the hook, patterns are built as it does."""
+    import executorch.backends.apple.coreml.quantizer._coreml_quantizer_utils as utils
+
+    build = getattr(utils, "_get_aten_graph_module", None)
+    if build is None:
+        yield
+        return
+    utils._get_aten_graph_module = _cached_pattern(build)
+    try:
+        yield
+    finally:
+        utils._get_aten_graph_module = build
+
+
+def _cached_pattern(build: Callable[..., Any]) -> Callable[..., Any]:
+    """`build` (the quantizer's pattern-graph maker) keeping each graph in `_PATTERNS`."""
+
+    def cached(pattern: nn.Module, example_inputs: tuple[torch.Tensor, ...], is_cuda: bool = False) -> Any:
+        key = _pattern_key(pattern, example_inputs, is_cuda)
+        if key is None:
+            return build(pattern, example_inputs, is_cuda)
+        if key not in _PATTERNS:
+            _PATTERNS[key] = build(pattern, example_inputs, is_cuda)
+        return copy.deepcopy(_PATTERNS[key])
+
+    return cached
+
+
+def _pattern_key(pattern: nn.Module, example_inputs: tuple[torch.Tensor, ...], is_cuda: bool) -> tuple[Any, ...] | None:
+    """What a pattern's graph depends on: its forward's code, what that closes over, its inputs'
+    shapes and dtypes; None for a pattern that cannot be keyed so (it is built each time)."""
+    forward = type(pattern).forward
+    try:
+        cells = tuple(c.cell_contents for c in forward.__closure__ or ())
+        key = (forward.__code__, cells, tuple((tuple(x.shape), x.dtype) for x in example_inputs), is_cuda)
+        hash(key)
+    except (AttributeError, TypeError, ValueError):  # no tensor inputs, an empty cell, an unhashable value
+        return None
+    return key
+
+
+def _convert(student: nn.Module, xs: tuple[torch.Tensor, ...], names: tuple[str, ...]) -> Any:
     """The student as an fp16 mlprogram. torch.export is tried first: it is the graph PyTorch
     maintains (TorchScript is deprecated) and the one the ExecuTorch export makes too, so one
     model fails or passes both the same way; `torch.jit.trace` is the fallback for a model
@@ -119,32 +260,37 @@ def _convert(student: nn.Module, x: torch.Tensor) -> Any:
     errors = []
     for name, graph in (("torch.export", _exported), ("torch.jit.trace", _traced)):
         try:
-            return _ct_convert(graph(student, x), tuple(x.shape))
+            return _ct_convert(graph(student, xs), xs, names)
         except Exception as exc:  # noqa: BLE001 - any converter failure means: try the next path
             errors.append(f"{name}: {type(exc).__name__}: {first_line(exc)}")
     raise Unmade("coremltools could not convert this student (" + "; ".join(errors) + ")")
 
 
-def _exported(student: nn.Module, x: torch.Tensor) -> Any:
+def _exported(student: nn.Module, xs: tuple[torch.Tensor, ...]) -> Any:
     # coremltools takes the ATen-decomposed graph ("run_decompositions({})" = the core ATen set).
     with torch.no_grad():
-        return torch.export.export(student, (x,)).run_decompositions({})
+        return torch.export.export(student, xs).run_decompositions({})
 
 
-def _traced(student: nn.Module, x: torch.Tensor) -> Any:
+def _traced(student: nn.Module, xs: tuple[torch.Tensor, ...]) -> Any:
     with torch.no_grad():
-        return torch.jit.trace(student, (x,))
+        return torch.jit.trace(student, xs)
 
 
-def _ct_convert(graph: Any, shape: tuple[int, ...]) -> Any:
+def _ct_convert(graph: Any, xs: tuple[torch.Tensor, ...], names: tuple[str, ...]) -> Any:
     import coremltools as ct
 
+    # fp32 in the interface, as the student takes it: without a dtype an fp16 iOS 17 program
+    # would make its input and output fp16 too, and callers would have to cast. Token ids are
+    # int32, Core ML's integer input type (it has no int64; coremltools casts the graph's).
+    inputs = [
+        ct.TensorType(name=n, shape=tuple(x.shape), dtype=np.int32 if not x.is_floating_point() else np.float32)
+        for n, x in zip(names, xs, strict=True)
+    ]
     return ct.convert(
         graph,
         convert_to="mlprogram",
-        # fp32 in the interface, as the student takes it: without a dtype an fp16 iOS 17 program
-        # would make its input and output fp16 too, and callers would have to cast.
-        inputs=[ct.TensorType(name=INPUT_NAME, shape=shape, dtype=np.float32)],
+        inputs=inputs,
         outputs=[ct.TensorType(dtype=np.float32)],
         minimum_deployment_target=ct.target.iOS17,
         compute_precision=ct.precision.FLOAT16,
@@ -193,8 +339,7 @@ def check_package(path: Path) -> CoreMLCheck:
         spec = ct.utils.load_spec(str(path))
     if not spec.HasField("mlProgram"):
         raise UserError(f"{path} is not an mlprogram (a neural network package): re-export it")
-    main = spec.mlProgram.functions["main"]
-    operations = main.block_specializations[main.opset].operations
+    operations = _operations(spec)
     ops = dict(collections.Counter(op.type for op in operations))
     known = _opset_ops(OPSET)
     outside = tuple((_node_name(op), op.type) for op in operations if op.type not in known)
@@ -208,6 +353,17 @@ def check_package(path: Path) -> CoreMLCheck:
         unsupported=tuple(sorted({op for _, op in outside})),
         unsupported_nodes=outside,
     )
+
+
+def _operations(spec: Any) -> Any:
+    """The operations of an mlprogram spec's main function, in program order."""
+    main = spec.mlProgram.functions["main"]
+    return main.block_specializations[main.opset].operations
+
+
+def _program_ops(spec: Any) -> frozenset[str]:
+    """The op types of an mlprogram spec's main function."""
+    return frozenset(op.type for op in _operations(spec))
 
 
 @functools.cache

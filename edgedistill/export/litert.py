@@ -8,7 +8,9 @@ runs the same flatbuffer on Cortex-M boards. The file is made from the student i
   CPU dequantizes them at load and computes in fp32, a GPU delegate in fp16);
 - int8: full-integer, by PT2E with litert-torch's quantizer: symmetric per-channel int8 weights,
   int8 activations calibrated on the calibration split, int8 input and output (the form
-  LiteRT Micro and NPUs take; `load_tflite` quantizes the input and dequantizes the output).
+  LiteRT Micro and NPUs take; `load_tflite` quantizes the input and dequantizes the output);
+  or dynamic-range: the fp32 file's weights made int8 by ai-edge-quantizer, activations
+  quantized per call (a transformer's, where the run's int8 ONNX is dynamic too).
 `ai-edge-litert`'s interpreter runs every file here with XNNPACK, as phones run it.
 
 LiteRT is an optional extra (`pip install -e '.[litert]'`); it is imported lazily.
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -29,10 +31,12 @@ from torch import nn
 
 from edgedistill.errors import Unmade, UserError
 from edgedistill.export.eager import (
-    FP32_TOLERANCE, Converted, MAX_SAMPLES, as_tensor, eager_rows, first_line, int8_tolerance, rows, stderr_silenced,
+    FP32_TOLERANCE, Converted, Inputs, MAX_SAMPLES, as_tensor, dynamic_tolerance, eager_rows, feed_inputs,
+    first_line, forward_names, int8_tolerance, model_inputs, rows, samples, stderr_silenced, typed_input,
 )
 from edgedistill.export.parity import Parity, max_abs_err
 from edgedistill.fileio import atomic_path, quiet
+from edgedistill.ortsession import Feed
 
 PRECISIONS = ("fp32", "fp16", "int8")
 try:
@@ -58,43 +62,71 @@ def available() -> str | None:
     return None
 
 
-def export_tflite(model: nn.Module, precision: str, dst: Path, calib_x: np.ndarray, check_x: np.ndarray) -> Converted:
-    """`model` (one float input, batch first) as a batch-1 `.tflite` at `dst`, int8 calibrated on
-    `calib_x`, and checked on `check_x` as LiteRT's interpreter runs it."""
+def export_tflite(
+    model: nn.Module, precision: str, dst: Path, calib_x: Feed, check_x: Feed, dynamic_error: float | None = None
+) -> Converted:
+    """`model` (batch first: one input array, or the named feeds its forward names, at the
+    shapes `check_x` has) as a batch-1 `.tflite` at `dst`, checked on `check_x` as LiteRT's
+    interpreter runs it. int8 is full-integer, its activations calibrated on `calib_x` (of
+    `check_x`'s shapes) and checked against PT2E's reference; or, given the run's int8 ONNX's
+    `dynamic_error` from the student, dynamic-range (int8 weights, float input and output,
+    activations quantized at run time), checked as `eager.dynamic_tolerance` says."""
     if precision not in PRECISIONS:
         raise UserError(f"LiteRT files are made at {', '.join(PRECISIONS)}, not {precision!r}: pick one of those")
     student = copy.deepcopy(model).cpu().eval()
-    sample = as_tensor(check_x[:1])
+    check = samples(model_inputs(student, check_x), 0, MAX_SAMPLES)
+    sample = _Sample(tuple(as_tensor(a[:1]) for a in check), forward_names(student) if isinstance(check_x, Mapping) else ())
     # The converter prints its progress and MLIR statistics to stderr, from Python and C++.
     with quiet(), quiet("torchao"), quiet("absl"), stderr_silenced(), torch.no_grad():
         try:
-            reference, flat = _converted(student, precision, sample, calib_x)
+            reference, flat = _converted(student, precision, sample, model_inputs(student, calib_x), dynamic_error is not None)
         except Exception as exc:  # torch.export or LiteRT's converter refuses this model: the run goes on without it
             raise Unmade(f"LiteRT could not convert the student at {precision} ({first_line(exc)})") from exc
     with atomic_path(dst) as tmp:
         tmp.write_bytes(flat)
-    got = run_tflite(dst, check_x[:MAX_SAMPLES])
-    want = eager_rows(reference, check_x[:MAX_SAMPLES])
+    got = rows(load_tflite(dst), check)
+    want = eager_rows(reference, check)
     tolerance = {
         "fp32": FP32_TOLERANCE,
         "fp16": FP16_TOLERANCE * float(np.abs(want).max(initial=0.0)) + FP32_TOLERANCE,
-        "int8": int8_tolerance(want),
+        "int8": int8_tolerance(want) if dynamic_error is None else dynamic_tolerance(want, dynamic_error),
     }[precision]
     return Converted(dst, precision, Parity(max_abs_err(got, want), tolerance))
 
 
-def _converted(student: nn.Module, precision: str, sample: torch.Tensor, calib_x: np.ndarray) -> tuple[nn.Module, bytes]:
-    """The module the file is checked against and the file's bytes at `precision`."""
-    import litert_torch
+@dataclass(frozen=True)
+class _Sample:
+    """The batch-1 tensors a file is converted for, and the feeds' names where they are named:
+    given by name, the converter names the file's signature inputs so (else `args_0`, ...), which
+    is how `run_tflite` later finds each feed's input."""
 
+    tensors: tuple[torch.Tensor, ...]
+    names: tuple[str, ...]
+
+    def convert(self, module: nn.Module, quant_config: object = None) -> bytes:
+        """`module` through litert-torch's converter at these tensors' (fixed) shapes."""
+        import litert_torch
+
+        if self.names:
+            named = dict(zip(self.names, self.tensors))
+            return litert_torch.convert(module, (), sample_kwargs=named, quant_config=quant_config).model_content()
+        return litert_torch.convert(module, self.tensors, quant_config=quant_config).model_content()
+
+
+def _converted(
+    student: nn.Module, precision: str, sample: _Sample, calib: Inputs, dynamic: bool
+) -> tuple[nn.Module, bytes]:
+    """The module the file is checked against and the file's bytes at `precision`."""
+    if precision == "int8" and not dynamic:
+        reference, config = _quantized(student, sample.tensors, calib)
+        return reference, sample.convert(reference, config)
+    flat = sample.convert(student)
     if precision == "int8":
-        reference, config = _quantized(student, sample, calib_x)
-        return reference, litert_torch.convert(reference, (sample,), quant_config=config).model_content()
-    flat = litert_torch.convert(student, (sample,)).model_content()
+        return student, _dynamic_range(flat)
     return student, _fp16_weights(flat) if precision == "fp16" else flat
 
 
-def _quantized(model: nn.Module, sample: torch.Tensor, calib_x: np.ndarray):  # noqa: ANN202  litert-torch's types
+def _quantized(model: nn.Module, sample: tuple[torch.Tensor, ...], calib: Inputs):  # noqa: ANN202  litert-torch's types
     """PT2E full-integer int8 with litert-torch's quantizer (symmetric per-channel weights,
     histogram-calibrated int8 activations), converted to the reference module the converter
     lowers, and the quantization config that tells the converter so."""
@@ -103,8 +135,8 @@ def _quantized(model: nn.Module, sample: torch.Tensor, calib_x: np.ndarray):  # 
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    prepared = prepare_pt2e(torch.export.export(model, (sample,)).module(), quantizer)
-    eager_rows(prepared, calib_x[:MAX_SAMPLES])
+    prepared = prepare_pt2e(torch.export.export(model, sample).module(), quantizer)
+    eager_rows(prepared, samples(calib, 0, MAX_SAMPLES))
     # Unfolded: the converter folds the weights' quantize ops itself.
     return convert_pt2e(prepared, fold_quantize=False), QuantConfig(pt2e_quantizer=quantizer)
 
@@ -121,6 +153,16 @@ def _fp16_weights(flat: bytes) -> bytes:
         regex=".*", operation_name=TFLOperationName.ALL_SUPPORTED, num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING
     )
     q = quantizer.Quantizer(flat, recipes.get_quantization_recipe())
+    return bytes(q.quantize(enable_progress_report=False).quantized_model)
+
+
+def _dynamic_range(flat: bytes) -> bytes:
+    """The fp32 file made dynamic-range by ai-edge-quantizer's `dynamic_wi8_afp32` recipe: int8
+    weights per channel, activations quantized per call inside each kernel. Not PT2E's dynamic
+    mode: its converter stores the embedding table with a zero point LiteRT's lookup refuses."""
+    from ai_edge_quantizer import quantizer, recipe
+
+    q = quantizer.Quantizer(flat, recipe.dynamic_wi8_afp32())
     return bytes(q.quantize(enable_progress_report=False).quantized_model)
 
 
@@ -141,27 +183,51 @@ def interpreter(path: Path, delegates: bool = True):  # noqa: ANN201  ai-edge-li
     return it
 
 
-def load_tflite(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """A call of the file on one batch-1 float input, as LiteRT's interpreter runs it here: an
-    int8 input is quantized with the file's own scale, an int8 output dequantized."""
+def load_tflite(path: Path, names: tuple[str, ...] = ()) -> Callable[[Inputs], np.ndarray]:
+    """A call of the file on its batch-1 inputs, as LiteRT's interpreter runs it here: the
+    signature inputs `names` in that order (none: the file's inputs in its own order), each cast
+    as the file declares it (an int8 input quantized with its own scale, int64 token ids to the
+    int32 the converter makes of them), an int8 output dequantized."""
     it = interpreter(path)
-    inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    to_input, from_output = _input_cast(inp), _output_cast(out)
+    inps, out = _inputs(it, names), it.get_output_details()[0]
+    casts, from_output = [_input_cast(d) for d in inps], _output_cast(out)
 
-    def call(x: np.ndarray) -> np.ndarray:
-        it.set_tensor(inp["index"], to_input(x))
+    def call(xs: Inputs) -> np.ndarray:
+        for detail, cast, x in zip(inps, casts, xs, strict=True):
+            it.set_tensor(detail["index"], cast(x))
         it.invoke()
         return from_output(it.get_tensor(out["index"]))
 
     return call
 
 
+def _inputs(it, names: tuple[str, ...]) -> list[dict]:  # noqa: ANN001  ai-edge-litert's Interpreter
+    """The details of the signature inputs called `names`, in that order; all, in order, for none."""
+    if not names:
+        return list(it.get_input_details())
+    # The runner is dropped at once: one held while the interpreter invokes makes it refuse.
+    named = it.get_signature_runner().get_input_details()
+    missing = [n for n in names if n not in named]
+    if missing:
+        raise UserError(f"the LiteRT file takes no input {missing[0]!r} (it takes {', '.join(named)}): make it again")
+    return [named[n] for n in names]
+
+
+def input_names(path: Path) -> tuple[str, ...]:
+    """The signature's input names of a file made from named feeds; none for one of one array
+    (its converter names that one `args_0`)."""
+    sig = interpreter(path, delegates=False).get_signature_list()
+    names = tuple(next(iter(sig.values()), {}).get("inputs", ()))
+    return () if all(n.startswith("args_") for n in names) else names
+
+
 def timed_tflite(path: Path, x: np.ndarray) -> Callable[[], np.ndarray]:
     """The call a latency times: the interpreter on the batch-1 `x`, quantized once where the
-    file takes int8 (numpy's casts cost more than a tiny model's invoke; an app does them natively)."""
+    file takes int8 (numpy's casts cost more than a tiny model's invoke; an app does them natively),
+    of the dtype it declares where it takes token ids (ones for float noise)."""
     it = interpreter(path)
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    given = _input_cast(inp)(x)
+    given = typed_input(x, np.dtype(inp["dtype"])) if _is_plain_int(inp) else _input_cast(inp)(x)
 
     def call() -> np.ndarray:
         it.set_tensor(inp["index"], given)
@@ -171,10 +237,16 @@ def timed_tflite(path: Path, x: np.ndarray) -> Callable[[], np.ndarray]:
     return call
 
 
+def _is_plain_int(detail: dict) -> bool:
+    """Whether an input is integers as they are (token ids), not quantized floats: it has no scale."""
+    return np.issubdtype(detail["dtype"], np.integer) and not detail["quantization"][0]
+
+
 def _input_cast(detail: dict) -> Callable[[np.ndarray], np.ndarray]:
-    """float32 for a float input; else onto the input's integer grid with its scale and zero point."""
-    if detail["dtype"] == np.float32:
-        return lambda x: np.asarray(x, np.float32)
+    """float32 for a float input, the declared dtype for plain integers; else onto the input's
+    integer grid with its scale and zero point."""
+    if detail["dtype"] == np.float32 or _is_plain_int(detail):
+        return lambda x: np.asarray(x, detail["dtype"])
     scale, zero = detail["quantization"]
     info = np.iinfo(detail["dtype"])
     return lambda x: np.clip(np.rint(np.asarray(x, np.float32) / scale) + zero, info.min, info.max).astype(detail["dtype"])
@@ -189,13 +261,17 @@ def _output_cast(detail: dict) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def input_shape(path: Path) -> tuple[int, ...]:
-    """The shape of the file's one input (its batch is fixed at 1)."""
+    """The shape of the file's first input (its batch is fixed at 1; a transformer's sequence length too)."""
     return tuple(int(d) for d in interpreter(path, delegates=False).get_input_details()[0]["shape"])
 
 
-def run_tflite(path: Path, x: np.ndarray) -> np.ndarray:
-    """The file's outputs on every sample of `x`, one at a time."""
-    return rows(load_tflite(path), x)
+def run_tflite(path: Path, x: Feed) -> np.ndarray:
+    """The file's outputs on every sample of `x` (one array, or named feeds of which it takes
+    those its signature names), one at a time."""
+    names = input_names(path) if isinstance(x, Mapping) else ()
+    if isinstance(x, Mapping) and not names:
+        raise UserError(f"{path.name} takes one input array, not named inputs: give it the array")
+    return rows(load_tflite(path, names), feed_inputs(x, names))
 
 
 @dataclass(frozen=True)

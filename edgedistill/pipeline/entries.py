@@ -30,7 +30,8 @@ class ArtifactSpec:
     `evaluated` is the file scored in its place (a TensorRT engine's ONNX source) and `graph`
     the ONNX its latency is predicted from; both default to the file itself. `notes` are the
     format's own (what could not be checked here). `arena_bytes`: the activation memory the
-    file's runtime plans, where its format knows it."""
+    file's runtime plans, where its format knows it. `seq_len`: the one sequence length a file
+    made at fixed shapes takes, which it is timed and priced at instead of the run's lengths."""
 
     format: str
     precision: str
@@ -46,6 +47,7 @@ class ArtifactSpec:
     qat: QatResult | None = None
     notes: tuple[str, ...] = ()
     arena_bytes: int | None = None
+    seq_len: int | None = None
 
 
 def artifact(ctx: Context, spec: ArtifactSpec, ref: Reference) -> schema.Artifact:
@@ -68,17 +70,21 @@ def artifact(ctx: Context, spec: ArtifactSpec, ref: Reference) -> schema.Artifac
 
 def _outputs(ctx: Context, path: Path) -> np.ndarray:
     """`path`'s outputs on the validation split: by its format's own runtime where onnxruntime
-    cannot open it (an ExecuTorch program, whose one input is an array), else by onnxruntime."""
+    cannot open it (an ExecuTorch program), fed the inputs it names at the length it was made
+    for, else by onnxruntime."""
     runtime = here_runtime(path)
     if runtime is not None:
-        return runtime.outputs(path, ctx.entry.feed(ctx.prep.parts.val, ()))
+        names = runtime.input_names(path)
+        feed = ctx.entry.feed(ctx.prep.parts.val, names)
+        fixed = ctx.prep.fixed
+        return runtime.outputs(path, fixed.fit(feed) if fixed is not None and names else feed)
     session = open_session(path)
     return run_batched(session, ctx.entry.feed(ctx.prep.parts.val, tuple(i.name for i in session.get_inputs())))
 
 
 def _latencies(ctx: Context, spec: ArtifactSpec) -> tuple[dict[str, Latency], dict[str, Latency]]:
     """(latency by target, this machine's latency by sequence length for text)."""
-    seq_lens = ctx.prep.seq_lens
+    seq_lens = (spec.seq_len,) if spec.seq_len is not None else ctx.prep.seq_lens
     longest = max(seq_lens) if seq_lens else None
     service, m = ctx.latency, ctx.cfg.measure
     latency: dict[str, Latency] = {}
@@ -138,7 +144,7 @@ def deployed(ctx: Context, d: DeployArtifact, runs_here: bool) -> ArtifactSpec:
         d.format, d.precision, d.path, d.targets, d.parity, d.quantization,
         tuple(to_jsonable(r, ctx.rd.root) for r in d.lint), build,
         evaluated=None if runs_here else d.source, graph=graph, runs_here=runs_here, notes=d.notes,
-        arena_bytes=d.arena_bytes,
+        arena_bytes=d.arena_bytes, seq_len=d.seq_len,
     )
 
 

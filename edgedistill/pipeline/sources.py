@@ -9,9 +9,10 @@ import numpy as np
 from torch import nn
 
 from edgedistill.compress.qat import QatResult
-from edgedistill.compress.quantize import QuantResult
+from edgedistill.compress.quantize import Int8Dynamic, QuantResult
 from edgedistill.data.base import Exported
 from edgedistill.export.deploy import Sources
+from edgedistill.export.lint.litert import LITERT_MICRO
 from edgedistill.pipeline.context import Context
 from edgedistill.tasks import Reference
 
@@ -45,4 +46,6 @@ def sources(ctx: Context, made: Files, ref: Reference | None, model: nn.Module |
         made.fp32.path, made.int8.path if made.int8 else None, made.fp32.path.parent,
         ctx.entry.feed(parts.val, names, count), ctx.entry.feed(parts.calib, names),
         (lambda _out: 0.0) if ref is None else scorer(ctx, ref), q.symmetric(), q.max_score_drop, make_int8=q.enabled, model=model,
+        fixed=ctx.prep.fixed, int8_dynamic=made.int8 is not None and made.int8.method == Int8Dynamic.name,
+        full_integer_only=tuple(t.name for t in ctx.targets if t.runtime == LITERT_MICRO),
     )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgedistill.errors import UserError
-from edgedistill.data.text import Tokenized, builtin_sentences, load_texts, split_texts, tokenize
+from edgedistill.data.text import FixedLength, Tokenized, builtin_sentences, load_texts, split_texts, tokenize
 
 
 def _jsonl(path, rows):
@@ -133,3 +133,13 @@ def test_feed_gives_the_named_inputs():
     assert tok.take(0, 1).input_ids.shape == (1, 4)
     with pytest.raises(UserError, match="'pixel_values'"):
         tok.feed(["input_ids", "pixel_values"])
+
+
+def test_a_fixed_length_pads_ids_with_the_pad_id_and_masks_with_zeros_and_refuses_longer_feeds():
+    feed = {"input_ids": np.array([[101, 7, 102]]), "attention_mask": np.ones((1, 3), np.int64)}
+    padded = FixedLength(5, pad_id=3).fit(feed)
+    assert padded["input_ids"].tolist() == [[101, 7, 102, 3, 3]]
+    assert padded["attention_mask"].tolist() == [[1, 1, 1, 0, 0]]
+    assert padded["input_ids"].dtype == feed["input_ids"].dtype
+    with pytest.raises(UserError, match="longer than the files' 2: tokenize with max_length 2"):
+        FixedLength(2, pad_id=0).fit(feed)

@@ -12,16 +12,20 @@ from torch import nn
 pytest.importorskip("coremltools", reason="coremltools is not installed: pip install -e '.[coreml]'")
 
 from conftest import TinyCNN, student_folder, tiny_cnn  # noqa: E402
-from edgedistill.compress.quantize import QuantizeConfig  # noqa: E402
+from edgedistill.compress.quantize import Int8Static, QuantizeConfig, quantize  # noqa: E402
 from edgedistill.errors import Unmade, UserError  # noqa: E402
 from edgedistill.export import coreml  # noqa: E402
 from edgedistill.export.coreml import available, check_package, export_coreml  # noqa: E402
 from edgedistill.export.deploy import Sources, deploy, wanted  # noqa: E402
+from edgedistill.export.executorch import available as executorch_available  # noqa: E402
 from edgedistill.export.lint import lint  # noqa: E402
 from edgedistill.fileio import DIR_MODE, FILE_MODE, file_bytes  # noqa: E402
 from edgedistill.targets.profile import load_target  # noqa: E402
 
 SAMPLE = np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32)
+CALIB = np.random.default_rng(1).random((24, 1, 8, 8), dtype=np.float32)
+# W8A8 takes ExecuTorch's CoreMLQuantizer; without it int8 is weights only, tested on its own.
+needs_executorch = pytest.mark.skipif(executorch_available() is not None, reason=str(executorch_available()))
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +37,21 @@ def wide_cnn() -> nn.Module:
 
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory, wide_cnn):
-    """The wide CNN exported at fp16 and int8, once for the module (each takes about a second)."""
+    """The wide CNN exported at fp16 and int8, once for the module. fp16 takes about a second;
+    the first W8A8 package of a process about 100 s more (CoreMLQuantizer builds its pattern
+    graphs, kept for the process's later packages)."""
     folder = tmp_path_factory.mktemp("coreml")
-    return {p: export_coreml(wide_cnn, SAMPLE, p, folder / f"cnn-{p}.mlpackage") for p in ("fp16", "int8")}
+    return {p: export_coreml(wide_cnn, SAMPLE, p, folder / f"cnn-{p}.mlpackage", CALIB) for p in ("fp16", "int8")}
+
+
+def _refuse_w8a8(monkeypatch):
+    """W8A8 attempted (as where ExecuTorch is installed) and refused."""
+
+    def refused(*_args):
+        raise RuntimeError("no quantizer for this one")
+
+    monkeypatch.setattr(coreml, "executorch_available", lambda: None)
+    monkeypatch.setattr(coreml, "_w8a8", refused)
 
 
 def test_available_here():
@@ -53,6 +69,10 @@ def test_fp16_package_holds_conv_and_linear_in_fp16(packages):
     assert check.note.startswith("not run here")
 
 
+def _weight_bytes(art) -> int:
+    return (art.path / "Data" / "com.apple.CoreML" / "weights" / "weight.bin").stat().st_size
+
+
 def test_int8_package_has_int8_weights_and_is_smaller(packages):
     fp16, int8 = packages["fp16"].check, packages["int8"].check
     assert "int8" in int8.weight_dtypes
@@ -60,7 +80,46 @@ def test_int8_package_has_int8_weights_and_is_smaller(packages):
     assert int8.ops["constexpr_affine_dequantize"] == 3
     assert {op: int8.ops[op] for op in ("conv", "linear")} == {op: fp16.ops[op] for op in ("conv", "linear")}
     assert int8.unsupported == ()
-    assert int8.bytes < 0.7 * fp16.bytes
+    # Half the weight bytes (a W8A8 spec's quantize ops take some of that back: see the W8A16 test for the whole).
+    assert _weight_bytes(packages["int8"]) < 0.55 * _weight_bytes(packages["fp16"])
+    assert fp16.int8_scheme is None and packages["fp16"].notes == (coreml.NOT_RUN,)
+
+
+@needs_executorch
+def test_int8_package_is_w8a8_with_quantized_activations(packages):
+    art = packages["int8"]
+    check = art.check
+    # The input and every conv/relu, pool and linear output pass through a quantize/dequantize pair.
+    assert check.ops["quantize"] == check.ops["dequantize"] >= 4
+    assert check.int8_scheme == "W8A8" and check.unsupported == ()
+    assert art.notes == (coreml.NOT_RUN, f"W8A8: int8 weights and activations, activations calibrated on {len(CALIB)} samples")
+    assert check_package(art.path).int8_scheme == "W8A8"  # read from the saved package's own ops
+    assert lint(art.path, "coreml").ok
+
+
+def test_without_w8a8_int8_is_weights_only_and_says_why(packages, wide_cnn, tmp_path, monkeypatch):
+    dst = tmp_path / "m.mlpackage"
+    _refuse_w8a8(monkeypatch)
+    art = export_coreml(wide_cnn, SAMPLE, "int8", dst, CALIB)
+    assert art.check.int8_scheme == "W8A16" and "quantize" not in art.check.ops
+    assert art.check.ops["constexpr_affine_dequantize"] == 3 and "int8" in art.check.weight_dtypes
+    assert art.notes == (coreml.NOT_RUN, "int8 weights only (W8A16): RuntimeError: no quantizer for this one")
+    assert check_package(dst).int8_scheme == "W8A16"
+    assert art.check.bytes < 0.7 * packages["fp16"].check.bytes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.mlpackage"]  # no staging folder left beside it
+
+
+def test_without_executorch_int8_is_weights_only(tmp_path, monkeypatch):
+    missing = "ExecuTorch is not installed (executorch): pip install -e '.[executorch]'"
+    monkeypatch.setattr(coreml, "executorch_available", lambda: missing)
+    art = export_coreml(tiny_cnn(), SAMPLE, "int8", tmp_path / "m.mlpackage", CALIB)
+    assert art.check.int8_scheme == "W8A16" and art.notes[1] == f"int8 weights only (W8A16): {missing}"
+
+
+def test_int8_without_calibration_inputs_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="calibrates its activations"):
+        export_coreml(tiny_cnn(), SAMPLE, "int8", tmp_path / "m.mlpackage")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_interface_names_the_sample_shape(packages):
@@ -158,27 +217,51 @@ def test_an_op_outside_the_opset_is_a_finding_naming_its_node_and_the_fix(packag
     assert not result.ok and result.to_dict()["findings"][0]["node"] == "linear_0_cast_fp16"
 
 
-def _cnn_sources(cnn_onnx, digits_xy, folder, model):
+def _accuracy(y):
+    return lambda out: float((out.argmax(1) == y[1000:1100]).mean())
+
+
+def _cnn_sources(cnn_onnx, digits_xy, folder, model, int8=None):
     x, y = digits_xy
-    return Sources(
-        cnn_onnx, None, folder, x[1000:1100], x[:100], lambda out: float((out.argmax(1) == y[1000:1100]).mean()),
-        QuantizeConfig().symmetric(), model=model,
-    )
+    return Sources(cnn_onnx, int8, folder, x[1000:1100], x[:100], _accuracy(y), QuantizeConfig().symmetric(), model=model)
 
 
-def test_the_iphone_target_gets_both_packages_marked_not_run_here(cnn_onnx, digits_xy, tmp_path):
-    iphone = load_target("iphone-15-pro")
-    done = deploy(_cnn_sources(cnn_onnx, digits_xy, tmp_path, tiny_cnn()), wanted([iphone]))
+@pytest.fixture(scope="module")
+def cnn_int8_onnx(cnn_onnx, digits_xy, tmp_path_factory):
+    """The TinyCNN's int8 ONNX, as the run's quantize stage makes it."""
+    x, y = digits_xy
+    dst = tmp_path_factory.mktemp("q") / "cnn.int8.onnx"
+    return quantize(cnn_onnx, dst, [Int8Static()], x[:100], _accuracy(y), x[1000:1100], timing_runs=2).path
+
+
+def _iphone_packages(src):
+    done = deploy(src, wanted([load_target("iphone-15-pro")]))
     assert not done.skipped
-    made = {d.precision: d for d in done.made}
+    return {d.precision: d for d in done.made}
+
+
+@needs_executorch
+def test_the_iphone_target_gets_both_packages_marked_not_run_here(cnn_onnx, cnn_int8_onnx, digits_xy, tmp_path):
+    made = _iphone_packages(_cnn_sources(cnn_onnx, digits_xy, tmp_path, tiny_cnn(), cnn_int8_onnx))
     assert sorted(made) == ["fp16", "int8"]
     for precision, d in made.items():
         assert (d.format, d.targets) == ("mlpackage", ("iphone-15-pro",))
         assert d.path == tmp_path / f"model.{precision}.mlpackage" and file_bytes(d.path) > 0
-        assert not d.parity.checked and d.notes == ("not run here: Core ML predicts on macOS only",)
+        assert not d.parity.checked and d.notes[0] == "not run here: Core ML predicts on macOS only"
         assert [r.runtime for r in d.lint] == ["coreml"] and d.lint[0].ok
-        assert d.source == tmp_path / "model.fp16.onnx"  # priced and scored as fp16 compute, at both precisions
-    assert file_bytes(made["int8"].path) < file_bytes(made["fp16"].path)
+    assert made["fp16"].source == tmp_path / "model.fp16.onnx" and made["fp16"].notes == (coreml.NOT_RUN,)
+    # W8A8 computes with int8 activations: priced and scored from the run's int8 ONNX, which does too.
+    assert made["int8"].source == cnn_int8_onnx
+    assert made["int8"].notes[1] == "W8A8: int8 weights and activations, activations calibrated on 100 samples"
+    # Only the weights shrink: so small a student's W8A8 spec, with its quantize ops, outweighs them.
+    assert _weight_bytes(made["int8"]) < 0.7 * _weight_bytes(made["fp16"])  # biases stay fp16, blobs are aligned
+
+
+def test_a_weights_only_package_is_priced_from_fp16_onnx(cnn_onnx, cnn_int8_onnx, digits_xy, tmp_path, monkeypatch):
+    _refuse_w8a8(monkeypatch)
+    made = _iphone_packages(_cnn_sources(cnn_onnx, digits_xy, tmp_path, tiny_cnn(), cnn_int8_onnx))
+    assert made["int8"].source == tmp_path / "model.fp16.onnx"  # computes in fp16, as that file does
+    assert made["int8"].notes == (coreml.NOT_RUN, "int8 weights only (W8A16): RuntimeError: no quantizer for this one")
 
 
 def test_without_a_student_in_pytorch_or_coremltools_the_package_is_skipped(cnn_onnx, digits_xy, tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ from edgedistill.compress.quantize import Int8Static, QuantizeConfig, quantize
 from edgedistill.errors import UserError
 from edgedistill.export.deploy import Sources, deploy
 from edgedistill.export.formats import FORMATS, format_for, format_names, here_runtime
+from edgedistill.export.formats.base import int8_scheme
 from edgedistill.export.lint import runtimes
 from edgedistill.fileio import file_bytes
 from edgedistill.ortsession import open_session, run_batched
@@ -118,3 +119,26 @@ def test_a_transformer_gets_an_int8_ort_from_named_feeds(bert_folder, tmp_path):
     got = run_batched(open_session(ort_file.path), val_x)
     assert got.shape == (len(val), 32) and np.isfinite(got).all()
     assert fp16.source == exported.path and fp16.parity.passed, fp16
+
+
+@pytest.mark.parametrize(
+    "dynamic, precision, targets, full_integer_runtime, want, said",
+    [
+        (False, "int8", ("pixel-8",), True, False, None),
+        (True, "fp32", ("pixel-8",), True, False, None),
+        (True, "int8", ("pixel-8",), True, True, "dynamic-range"),
+        (True, "int8", ("pixel-8", "stm32h743"), True, False, "stm32h743 runs full-integer files only"),
+        (True, "int8", ("pixel-8", "stm32h743"), False, True, "dynamic-range"),
+    ],
+)
+def test_int8_files_made_from_the_student_follow_the_runs_int8_unless_a_target_runs_full_integer_only(
+    tmp_path, dynamic, precision, targets, full_integer_runtime, want, said
+):
+    x = np.zeros((2, 4), np.float32)
+    src = Sources(
+        None, None, tmp_path, x, x, lambda _o: 1.0, QuantizeConfig().symmetric(), int8_dynamic=dynamic,
+        full_integer_only=("stm32h743",),
+    )
+    scheme = int8_scheme(src, precision, targets, full_integer_runtime)
+    assert scheme.dynamic is want
+    assert (said is None and scheme.notes == ()) or said in scheme.notes[0]

@@ -45,7 +45,7 @@ def test_int8_takes_and_gives_int8_and_the_call_converts_on_the_files_own_scales
     x, _ = digits_xy
     it = lt.interpreter(files["int8"].path)
     assert it.get_input_details()[0]["dtype"] == np.int8 and it.get_output_details()[0]["dtype"] == np.int8
-    out = lt.load_tflite(files["int8"].path)(x[:1])
+    out = lt.load_tflite(files["int8"].path)((x[:1],))
     assert out.dtype == np.float32 and out.shape == (1, 10)
 
 
@@ -107,7 +107,7 @@ def test_deploy_makes_a_linted_file_with_its_arena_and_skips_what_it_cannot_make
     no_student = deploy(student_sources(None, x, tmp_path), want).skipped[0]
     assert "made from the student in PyTorch, not from an ONNX file" in no_student.reason
     named = deploy(student_sources(trained_mlp, x, tmp_path, {"input_ids": x[:16]}), want).skipped[0]
-    assert "named inputs" in named.reason
+    assert "forward takes (x)" in named.reason and "lack x" in named.reason
     assert not list(tmp_path.glob("*.tflite"))  # nothing half-written
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+from importlib import resources
 
 import pytest
 
@@ -80,10 +81,24 @@ def test_a_rerun_resumes_without_training(embedding_run, bert_folder, monkeypatc
     assert calls == []
 
 
+def _int8_phone(tmp_path) -> str:
+    """Pixel 8's profile asking for its int8 files only (.ort, .pte, .tflite): its fp32 .pte and
+    .tflite would add a minute of conversion and nothing this test checks."""
+    text = (resources.files("edgedistill.targets") / "profiles" / "pixel-8.toml").read_text()
+    start = text.index("artifacts = [")
+    end = text.index("]\n", start) + 2
+    wanted = 'artifacts = [{ format = "ort", precision = "int8" }, { format = "pte", precision = "int8" }, { format = "tflite", precision = "int8" }]\n'
+    path = tmp_path / "pixel-8.toml"
+    path.write_text(text[:start] + wanted + text[end:])
+    return str(path)
+
+
 def test_a_transformer_gets_every_file_its_targets_want_and_its_bytes_budget_is_judged_on_them(bert_folder, tmp_path):
-    """The one run: a phone's int8 .ort, checked against its ONNX, a latency on every target
-    (measured here, predicted elsewhere), and a bytes budget the search met on the real files."""
-    config = _config(bert_folder, targets=["host-cpu", "pixel-8", "raspberry-pi-5"])
+    """The one run: a phone's int8 .ort, checked against its ONNX, and its .pte and .tflite made
+    from the student at the data's max_length, dynamic-range as the run's int8 ONNX is; a
+    latency on every target (measured here, predicted elsewhere), and a bytes budget the search
+    met on the real files."""
+    config = _config(bert_folder, targets=["host-cpu", _int8_phone(tmp_path), "raspberry-pi-5"])
     config["tiers"] = [{"name": "small", "budget": {"params": "80%", "bytes": "600KB"}, "student": {"kind": "hf", "shrink": "depth"}}]
     report = pipeline.run(parse_config(config, "test"), tmp_path / "run").report
     (student,) = report.students
@@ -94,6 +109,14 @@ def test_a_transformer_gets_every_file_its_targets_want_and_its_bytes_budget_is_
     assert ort.latency["host-cpu"].source == "measured" and ort.latency["pixel-8"].source == "predicted"
     assert by_kind[("onnx", "int8")].latency["raspberry-pi-5"].source == "predicted"
     assert report.teacher.latency["pixel-8"].source == "predicted"
+    for fmt, runtime in (("pte", "ExecuTorch"), ("tflite", "LiteRT")):
+        made = by_kind.get((fmt, "int8"))
+        if made is None:  # the extra is not installed: skipped with the reason, checked in tests/export
+            continue
+        assert made.passed and made.parity_tolerance > 0 and made.targets == ("pixel-8",), made
+        assert any("dynamic-range" in n for n in made.notes) and made.score > 0.9
+        # Made for 32 tokens (data.max_length), so timed there only, by its own runtime.
+        assert set(made.seq_latency) == {"32"} and made.latency["host-cpu"].runtime.startswith(runtime)
     (size,) = [c for c in student.checks if c.name == "bytes"]
     assert {d.target for d in student.deployed} == {"host-cpu", "pixel-8", "raspberry-pi-5"}
     assert size.ok and size.value == max(a.bytes for a in student.artifacts if a.deployed_for)

@@ -11,7 +11,7 @@ registered entries by name; a new format is one new module in this package plus 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -21,12 +21,14 @@ from torch import nn
 
 from edgedistill.compress.budget import Precision
 from edgedistill.compress.quantize import Int8StaticSymmetric, QuantResult, quantize
+from edgedistill.data.text import FixedLength
 from edgedistill.errors import UserError
+from edgedistill.export.eager import MAX_SAMPLES, eager_rows, forward_names, model_inputs
 from edgedistill.export.fp16 import Fp16Artifact, to_fp16
 from edgedistill.export.lint import LintResult, lint
-from edgedistill.export.parity import Parity
+from edgedistill.export.parity import Parity, max_abs_err
 from edgedistill.export.tensorrt import TrtArtifact
-from edgedistill.ortsession import Feed
+from edgedistill.ortsession import Feed, feed_slice, open_session, run_batched
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,12 @@ class Sources:
     artifact (quantization is off for the run). `timing_cache` None keeps TensorRT's timing
     cache beside `folder`, shared by a run's students. `model` is the student in PyTorch, which
     formats made by `torch.export` convert (None: only ONNX files are at hand, as for
-    `edgedistill export` or the search's size probe).
+    `edgedistill export` or the search's size probe). `fixed` pads named feeds to the one
+    sequence length that files made at fixed shapes take (a transformer's `.pte`); None for one
+    array. `int8_dynamic`: the run's int8 ONNX quantizes activations at run time (int8-dynamic
+    won its methods), which the int8 files made from the student then do too, where their
+    targets' runtime runs such files: not those of `full_integer_only` (LiteRT Micro's, by
+    target name), whose int8 files stay full-integer.
     """
 
     fp32: Path | None
@@ -55,6 +62,18 @@ class Sources:
     make_int8: bool = True
     timing_cache: Path | None = None
     model: nn.Module | None = None
+    fixed: FixedLength | None = None
+    int8_dynamic: bool = False
+    full_integer_only: tuple[str, ...] = ()
+
+    @property
+    def fixed_length(self) -> int | None:
+        """The sequence length files made at fixed shapes take; None for one input array."""
+        return None if self.fixed is None or not isinstance(self.val_x, Mapping) else self.fixed.length
+
+    def at_fixed_shape(self, x: Feed) -> Feed:
+        """`x` as files made at fixed shapes take it: named feeds padded to `fixed`'s length."""
+        return self.fixed.fit(x) if self.fixed is not None and isinstance(x, Mapping) else x
 
 
 @dataclass(frozen=True)
@@ -66,7 +85,9 @@ class DeployArtifact:
     `notes` say what could not be checked here (a Core ML package, which only macOS runs); the
     report and `edgedistill export` print them beside the file. `arena_bytes`: the activation
     memory the file's own runtime plans for it at batch 1, where the format knows it (LiteRT's,
-    for microcontroller targets' SRAM)."""
+    for microcontroller targets' SRAM). `seq_len`: the one sequence length a file made at fixed
+    shapes takes (a transformer's `.pte`), which it is timed and priced at; None where its axes
+    are dynamic or it takes no sequence."""
 
     format: str
     precision: str
@@ -79,6 +100,7 @@ class DeployArtifact:
     quantization: QuantResult | None = None
     notes: tuple[str, ...] = ()
     arena_bytes: int | None = None
+    seq_len: int | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +133,15 @@ class OnnxFiles:
         return to_fp16(self.at("fp32"), self.folder / "model.fp16.onnx", self.src.val_x)
 
     @cached_property
+    def int8_error(self) -> float:
+        """The largest distance of the run's int8 ONNX from the student in fp32 on the validation
+        samples a converted file is checked on: the bar of a dynamic-range file made from the
+        student (`export.eager.dynamic_tolerance`)."""
+        x = feed_slice(self.src.val_x, 0, MAX_SAMPLES)
+        onnx = run_batched(open_session(self.at("int8")), x)
+        return max_abs_err(onnx, eager_rows(self.src.model, model_inputs(self.src.model, x)))
+
+    @cached_property
     def symmetric(self) -> tuple[Path, QuantResult | None]:
         """A symmetric static int8 Q/DQ file (the form TensorRT takes) and how it was quantized;
         with no fp32 model, the given int8 file as it is (its consumer checks its form)."""
@@ -126,16 +157,18 @@ class OnnxFiles:
 @dataclass(frozen=True)
 class HereRuntime:
     """A format's own runtime on this machine, for files onnxruntime cannot open: `name` labels
-    its figures, `suffix` is its files' ending, `outputs` runs a file on every sample of one input
-    array, `timed` gives the call that is timed: the file on one batch-1 input, handed over once
-    in the file's own form (an int8 file's input already quantized, as an app's native code
-    would), and `input_shape` that input's shape."""
+    its figures, `suffix` is its files' ending, `outputs` runs a file on every sample of a feed
+    (one array, or named feeds of which it takes those it names), `timed` gives the call that
+    is timed: the file on one batch-1 input, handed over once in the file's own form (an int8
+    file's input already quantized, as an app's native code would), `input_shape` that input's
+    shape, and `input_names` the named feeds a file takes, in order (none for one input array)."""
 
     name: str
     suffix: str
-    outputs: Callable[[Path, np.ndarray], np.ndarray]
+    outputs: Callable[[Path, Feed], np.ndarray]
     timed: Callable[[Path, np.ndarray], Callable[[], object]]
     input_shape: Callable[[Path], tuple[int, ...]]
+    input_names: Callable[[Path], tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -187,14 +220,51 @@ class DeployFormat(ABC):
         return () if self.lint_runtime is None else (lint(source, self.lint_runtime),)
 
 
+DYNAMIC_NOTE = "int8 dynamic-range, as the run's int8 ONNX: int8 weights, activations quantized at run time"
+
+
+@dataclass(frozen=True)
+class Int8Scheme:
+    """How an int8 file made from the student quantizes its activations: at run time (`dynamic`,
+    as the run's int8 ONNX does where int8-dynamic won) or calibrated once (full-integer), and
+    the note that says so where the choice is not the plain full-integer one."""
+
+    dynamic: bool
+    notes: tuple[str, ...] = ()
+
+
+def int8_scheme(src: Sources, precision: Precision, targets: tuple[str, ...], full_integer_runtime: bool) -> Int8Scheme:
+    """The scheme of a file at `precision` for `targets`: dynamic where the run's int8 is,
+    unless the format's runtime has no dynamic kernels on one of them (`full_integer_runtime`
+    and a target of `src.full_integer_only`)."""
+    if precision != "int8" or not src.int8_dynamic:
+        return Int8Scheme(False)
+    static = [t for t in targets if t in src.full_integer_only] if full_integer_runtime else []
+    if static:
+        return Int8Scheme(False, (
+            f"int8 full-integer although the run's int8 ONNX quantizes activations at run time: "
+            f"{', '.join(static)} runs full-integer files only",
+        ))
+    return Int8Scheme(True, (DYNAMIC_NOTE,))
+
+
 def from_student_unavailable(src: Sources, what: str) -> str | None:
     """Why `what` (a format converted from the student in PyTorch by `torch.export`) cannot be
-    made from `src`: no student in PyTorch (only ONNX files at hand), or a student of named
-    inputs; None when it can."""
+    made from `src`: no student in PyTorch (only ONNX files at hand), or named feeds that do not
+    hold every input the student's forward names (it is converted taking those, in its order);
+    None when it can."""
     if src.model is None:
         return f"{what} is made from the student in PyTorch, not from an ONNX file: give a run's student folder or a .pt2 program"
-    if not isinstance(src.val_x, np.ndarray):
-        return f"{what} is made for students of one input array; this student takes named inputs (a tokenizer's)"
+    if isinstance(src.val_x, np.ndarray):
+        return None
+    names = forward_names(src.model)
+    missing = [n for n in names if n not in src.val_x]
+    if not names or missing:
+        takes = ", ".join(names) or "no named input"
+        return (
+            f"{what} is made from the named inputs the student's forward takes ({takes}); "
+            f"the inputs given ({', '.join(src.val_x)}) lack {', '.join(missing) or 'them'}"
+        )
     return None
 
 
