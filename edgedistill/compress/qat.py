@@ -32,6 +32,7 @@ import contextlib
 import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -315,3 +316,7 @@ class QatResult:
     seconds: float
     shipped: bool
     why: str
+    # the trained student's fp32 ONNX, that `int8` was quantized from, and its weights
+    # (torch.save of its state_dict): the files made for targets at int8 come from them
+    fp32: Path | None = None
+    weights: Path | None = None

@@ -10,7 +10,7 @@ from edgedistill.compress.quantize import QuantResult, quantize
 from edgedistill.config import TierConfig
 from edgedistill.data.base import Exported
 from edgedistill.export.deploy import Deployment, deploy, wanted
-from edgedistill.export.formats import format_for
+from edgedistill.export.formats import format_for, made_with
 from edgedistill.report import schema
 from edgedistill.rundir import Made, StageId, input_key
 from edgedistill.pipeline import choice, entries
@@ -56,11 +56,13 @@ def files(ctx: Context, tier: TierConfig, student: Distilled, learn: Lesson) -> 
 
 def deployment(ctx: Context, tier: TierConfig, made: Files, student: Distilled, learn: Lesson, key: str) -> tuple[Deployment, str]:
     """Every file each target wants beyond the fp32 and int8 ONNX, made, checked and linted."""
-    deploy_key = input_key(key, ctx.targets)
+    want = wanted(ctx.targets)
+    # What each wanted format is made with: a resumed run remakes files its converters would now make otherwise.
+    deploy_key = input_key(key, ctx.targets, made_with(f for f, _ in want))
 
     def make() -> Made[Deployment]:
         ctx.progress.stage(f"{tier.name}: making artifacts for {', '.join(t.name for t in ctx.targets)}")
-        result = deploy(sources(ctx, made, learn.reference, student.model), wanted(ctx.targets))
+        result = deploy(sources(ctx, made, learn.reference, student.model), want)
         return Made(result, tuple(d.path for d in result.made) + tuple(d.build.command_path for d in result.made if d.build))
 
     done = ctx.rd.stage(StageId("deploy", tier.name), deploy_key, Deployment, make, ctx.progress, f"{tier.name}: target files made earlier")

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import time
 
+import torch
+
 from edgedistill.compress import qat as fake
 from edgedistill.compress.qat import QatResult
 from edgedistill.compress.quantize import QuantResult, quantize
 from edgedistill.config import TierConfig
 from edgedistill.data.base import Exported, FitOrder
+from edgedistill.fileio import atomic_path
 from edgedistill.rundir import Made, StageId, input_key
 from edgedistill.pipeline.context import Context
 from edgedistill.pipeline.sources import scorer
@@ -25,13 +28,14 @@ def with_qat(ctx: Context, tier: TierConfig, student: Distilled, learn: Lesson, 
     q = ctx.cfg.quantize
     if ctx.entry.qat_refused is not None or not q.wants_qat(post):
         return post, None, key
-    # "start competes": QAT made before its calibrated start could be kept is made again.
-    qat_key = input_key(key, learn.key, ctx.cfg.distill, ctx.cfg.seed, "start competes")
+    # "start competes", "weights kept": QAT made before its calibrated start could be kept, or
+    # before its student was kept for the int8 files made from PyTorch, is made again.
+    qat_key = input_key(key, learn.key, ctx.cfg.distill, ctx.cfg.seed, "start competes", "weights kept")
     folder = ctx.folder(tier.name)
 
     def make() -> Made[QatResult]:
         result = _train_and_quantize(ctx, tier, student, learn, fp32, post, folder)
-        return Made(result, (result.int8.path,))
+        return Made(result, (result.int8.path, result.fp32, result.weights))
 
     sid = StageId("qat", tier.name)
     done = ctx.rd.stage(sid, qat_key, QatResult, make, ctx.progress, f"{tier.name}: trained with int8 in the loop earlier")
@@ -56,7 +60,11 @@ def _train_and_quantize(ctx: Context, tier: TierConfig, student: Distilled, lear
     order = FitOrder(model, training, ctx.cfg.seed, learn.outputs, learn.reference, live, ctx.prep.task, start_competes=True)
     with ctx.progress.task(f"qat {tier.name}", q.qat_epochs) as advance:
         trained = ctx.trainer.fit(ctx.prep.parts, order, lambda e, _n, score: advance(e, f"val {score:.3f}"))
-    exported = ctx.entry.export(ctx.prep, fake.unwrapped(trained.model), ctx.onnx(folder, "qat"), ctx.cfg.export)
+    plain = fake.unwrapped(trained.model)
+    exported = ctx.entry.export(ctx.prep, plain, ctx.onnx(folder, "qat"), ctx.cfg.export)
+    weights = exported.path.with_suffix(".pt")
+    with atomic_path(weights) as tmp:
+        torch.save(plain.state_dict(), tmp)
     parts = ctx.prep.parts
     int8 = quantize(
         exported.path, exported.path.parent / "model.int8.qat.onnx", (method,), ctx.entry.feed(parts.calib, exported.inputs),
@@ -65,7 +73,7 @@ def _train_and_quantize(ctx: Context, tier: TierConfig, student: Distilled, lear
     shipped, why = better(int8, post, q.max_score_drop)
     return QatResult(
         int8, method.name, post.score, post.kept_float, trained.val_score, trained.best_epoch, trained.epochs_run, lr,
-        round(time.perf_counter() - started, 3), shipped, why,
+        round(time.perf_counter() - started, 3), shipped, why, exported.path, weights,
     )
 
 

@@ -1,18 +1,19 @@
 """The format registry: one sweep over every registered format, and named feeds through `deploy`."""
 
+import copy
 import platform
-
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from torch import nn
 
 from edgedistill.compress.quantize import Int8Static, QuantizeConfig, quantize
 from edgedistill.errors import UserError
 from edgedistill.export.deploy import Sources, deploy
 from edgedistill.export.formats import FORMATS, format_for, format_names, here_runtime
-from edgedistill.export.formats.base import int8_scheme
+from edgedistill.export.formats.base import QAT_NOTE, int8_scheme
 from edgedistill.export.lint import runtimes
 from edgedistill.fileio import file_bytes
 from edgedistill.ortsession import open_session, run_batched
@@ -142,3 +143,30 @@ def test_int8_files_made_from_the_student_follow_the_runs_int8_unless_a_target_r
     scheme = int8_scheme(src, precision, targets, full_integer_runtime)
     assert scheme.dynamic is want
     assert (said is None and scheme.notes == ()) or said in scheme.notes[0]
+
+
+def _here_int8_from_student():
+    for entry in FORMATS.values():
+        if entry.here is not None and "int8" in entry.precisions:
+            missing = entry.unavailable(_PROBE)
+            yield pytest.param(entry.name, id=entry.name, marks=pytest.mark.skipif(missing is not None, reason=str(missing)))
+
+
+@pytest.mark.parametrize("name", list(_here_int8_from_student()))
+def test_an_int8_file_made_from_the_student_is_made_from_the_qat_student_where_one_is_given(
+    name, mlp_onnx, int8_mlp, trained_mlp, digits_xy, tmp_path
+):
+    x, _ = digits_xy
+    other = copy.deepcopy(trained_mlp)
+    with torch.no_grad():
+        other.net[-1].weight.neg_()  # another student: its classes ranked the other way round
+    src = Sources(
+        mlp_onnx, int8_mlp, tmp_path, x[1000:1100], x[:300], lambda _o: 1.0, QuantizeConfig().symmetric(),
+        model=trained_mlp, int8_fp32=mlp_onnx, int8_model=other,
+    )
+    (art,) = deploy(src, {(name, "int8"): ("some-target",)}).made
+    got = format_for(name).here.outputs(art.path, x[1000:1100])
+    with torch.no_grad():
+        want, plain = (m(torch.as_tensor(x[1000:1100])).numpy() for m in (other, trained_mlp))
+    assert (got.argmax(1) == want.argmax(1)).mean() > 0.9 > (got.argmax(1) == plain.argmax(1)).mean()
+    assert QAT_NOTE in art.notes

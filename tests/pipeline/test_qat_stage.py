@@ -3,10 +3,17 @@ ships, and that a rerun takes it from the run directory."""
 
 from __future__ import annotations
 
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+
 from conftest import SaidProgress
 
 from edgedistill import pipeline
 from edgedistill.config import parse_config
+from edgedistill.export.formats.base import QAT_NOTE
+from edgedistill.pipeline import qat as qat_stage
 
 
 def _one_tier(cfg: dict, quantize: dict) -> dict:
@@ -44,3 +51,42 @@ def test_qat_does_not_run_where_post_training_int8_holds(tiny_config, tmp_path):
     int8 = next(a for a in student.artifacts if a.precision == "int8")
     assert int8.quantization.qat is None
     assert not (tmp_path / "run" / "students" / "half" / "qat.onnx").exists()
+
+
+def _int8_weights(path) -> dict[str, np.ndarray]:
+    """The int8 weight tensors of a Q/DQ file, by initializer name."""
+    graph = onnx.load(str(path)).graph
+    return {
+        i.name: numpy_helper.to_array(i) for i in graph.initializer
+        if i.data_type == onnx.TensorProto.INT8 and len(i.dims) >= 2
+    }
+
+
+def test_where_qat_ships_the_int8_files_for_targets_are_made_from_its_student(tiny_config, tmp_path, monkeypatch):
+    # Which int8 ships is the decision under test elsewhere; here QAT's does, with weights of its
+    # own (a few QAT epochs on this tiny student may keep its calibrated start as it is).
+    monkeypatch.setattr(qat_stage, "better", lambda _qat, _post, _drop: (True, "QAT ships (this test)"))
+    real = qat_stage.fake.unwrapped
+
+    def moved(model):
+        plain = real(model)
+        with torch.no_grad():
+            weight = plain.head[-1].weight  # each input's weights moved apart: another int8 grid, the same answers
+            weight.mul_(torch.linspace(0.9, 1.1, weight.shape[1]))
+        return plain
+
+    monkeypatch.setattr(qat_stage.fake, "unwrapped", moved)
+    cfg = _one_tier(tiny_config, {"qat": True, "qat_epochs": 1})
+    cfg["targets"] = ["host-cpu", "jetson-orin-nano"]
+    (student,) = pipeline.run(parse_config(cfg, "test"), tmp_path / "run").report.students
+    folder = tmp_path / "run" / "students" / "half"
+    trt = next(a for a in student.artifacts if (a.format, a.precision) == ("tensorrt", "int8"))
+    assert QAT_NOTE in trt.notes
+    # TensorRT's symmetric file holds the QAT student's weights, on the grid the QAT int8 holds them.
+    names = ("model.int8-symmetric.onnx", "model.int8.qat.onnx", "model.int8.onnx")
+    symmetric, trained, post = (_int8_weights(folder / name) for name in names)
+    assert symmetric.keys() == trained.keys() and symmetric
+    assert all(np.array_equal(symmetric[k], trained[k]) for k in symmetric)
+    head = "head.1.weight_quantized"
+    assert post.keys() == symmetric.keys() and not np.array_equal(symmetric[head], post[head])
+    assert (folder / "qat.pt").is_file()

@@ -1,6 +1,7 @@
 """Resume is decided by content: a fresh clone (same bytes, new mtimes, another folder) resumes
 every stage; data replaced under the same size and mtime, or a damaged artifact, is redone."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -12,11 +13,12 @@ from sklearn.datasets import load_digits
 
 from edgedistill import pipeline
 from edgedistill.config import parse_config
+from edgedistill.export.formats import FORMATS
 
 from conftest import SaidProgress, tiny_run_config
 from test_run import _counting
 
-COUNTED = ("fit", "teacher_outputs", "export_onnx", "quantize", "search")
+COUNTED = ("fit", "teacher_outputs", "export_onnx", "quantize", "search", "deploy")
 
 
 def _config(data) -> dict:
@@ -98,3 +100,17 @@ def test_a_relative_run_directory_holds_only_its_files_with_the_umask_modes(tmp_
     modes = {p.relative_to(root).as_posix(): oct(p.stat().st_mode & 0o777) for p in root.rglob("*") if p.is_file()}
     assert set(modes.values()) == {oct(0o666 & ~umask)}, modes
     assert {"report.json", "config.json", "manifest.json", "students/half/student.pt"} <= set(modes)
+
+
+@pytest.mark.parametrize("change", ["revision", "converter"])
+def test_a_format_made_otherwise_now_remakes_the_target_files_only(finished, tmp_path, monkeypatch, change):
+    clone = tmp_path / "clone"
+    _clone(finished, clone)
+    onnx = FORMATS["onnx"]  # the format host-cpu, the default target, wants
+    if change == "revision":
+        monkeypatch.setitem(FORMATS, "onnx", dataclasses.replace(onnx, revision=onnx.revision + 1))
+    else:  # another converter installed: another distribution, or another version of it
+        monkeypatch.setitem(FORMATS, "onnx", dataclasses.replace(onnx, converters=(*onnx.converters, "numpy")))
+    counters = {name: _counting(monkeypatch, name) for name in COUNTED}
+    pipeline.run(parse_config(_config(clone / "digits.npz"), "test"), clone / "run")
+    assert {name: len(c) for name, c in counters.items()} == {**dict.fromkeys(COUNTED, 0), "deploy": 1}

@@ -15,7 +15,8 @@ from conftest import tiny_run_config
 
 def _counting(monkeypatch, name):
     """Count the calls of `name` in the module the run calls it from."""
-    module = {"teacher_outputs": teaching, "quantize": artifacts, "search": student_stage}.get(name, array_inputs)
+    stages = {"teacher_outputs": teaching, "quantize": artifacts, "deploy": artifacts, "search": student_stage}
+    module = stages.get(name, array_inputs)
     calls = []
     real = getattr(module, name)
 

@@ -10,6 +10,7 @@ from edgedistill.export.formats.base import (
     format_for,
     format_names,
     here_runtime,
+    made_with,
     register,
 )
 
@@ -18,5 +19,5 @@ from edgedistill.export.formats import onnx, ort, tensorrt, executorch, litert, 
 
 __all__ = [
     "FORMATS", "DeployArtifact", "DeployFormat", "HereRuntime", "OnnxFiles", "Sources", "format_for", "format_names",
-    "here_runtime", "register",
+    "here_runtime", "made_with", "register",
 ]

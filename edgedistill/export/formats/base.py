@@ -11,9 +11,10 @@ registered entries by name; a new format is one new module in this package plus 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,9 @@ from edgedistill.export.lint import LintResult, lint
 from edgedistill.export.parity import Parity, max_abs_err
 from edgedistill.export.tensorrt import TrtArtifact
 from edgedistill.ortsession import Feed, feed_slice, open_session, run_batched
+
+
+QAT_NOTE = "made from the student trained with int8 in the loop (QAT), as the run's int8 ONNX is"
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,9 @@ class Sources:
     array. `int8_dynamic`: the run's int8 ONNX quantizes activations at run time (int8-dynamic
     won its methods), which the int8 files made from the student then do too, where their
     targets' runtime runs such files: not those of `full_integer_only` (LiteRT Micro's, by
-    target name), whose int8 files stay full-integer.
+    target name), whose int8 files stay full-integer. `int8_fp32` and `int8_model`: where the
+    run's int8 comes from a student of its own (trained with int8 in the loop, QAT), that
+    student's fp32 ONNX and PyTorch model, which every int8 file is made from (`student`).
     """
 
     fp32: Path | None
@@ -65,6 +71,17 @@ class Sources:
     fixed: FixedLength | None = None
     int8_dynamic: bool = False
     full_integer_only: tuple[str, ...] = ()
+    int8_fp32: Path | None = None
+    int8_model: nn.Module | None = None
+
+    def student(self, precision: Precision) -> nn.Module | None:
+        """The student in PyTorch that a file at `precision` is made from."""
+        return self.int8_model if precision == "int8" and self.int8_model is not None else self.model
+
+    def student_notes(self, precision: Precision) -> tuple[str, ...]:
+        """What a file at `precision` says of the student it was made from."""
+        qat = self.int8_model is not None or self.int8_fp32 is not None
+        return (QAT_NOTE,) if precision == "int8" and qat else ()
 
     @property
     def fixed_length(self) -> int | None:
@@ -137,19 +154,21 @@ class OnnxFiles:
         """The largest distance of the run's int8 ONNX from the student in fp32 on the validation
         samples a converted file is checked on: the bar of a dynamic-range file made from the
         student (`export.eager.dynamic_tolerance`)."""
-        x = feed_slice(self.src.val_x, 0, MAX_SAMPLES)
+        x, model = feed_slice(self.src.val_x, 0, MAX_SAMPLES), self.src.student("int8")
         onnx = run_batched(open_session(self.at("int8")), x)
-        return max_abs_err(onnx, eager_rows(self.src.model, model_inputs(self.src.model, x)))
+        return max_abs_err(onnx, eager_rows(model, model_inputs(model, x)))
 
     @cached_property
     def symmetric(self) -> tuple[Path, QuantResult | None]:
-        """A symmetric static int8 Q/DQ file (the form TensorRT takes) and how it was quantized;
-        with no fp32 model, the given int8 file as it is (its consumer checks its form)."""
+        """A symmetric static int8 Q/DQ file (the form TensorRT takes) and how it was quantized,
+        from the fp32 ONNX the run's int8 came from; with no fp32 model, the given int8 file as
+        it is (its consumer checks its form)."""
         s = self.src
         if s.fp32 is None:
             return self.at("int8"), None
         quant = quantize(
-            s.fp32, s.folder / "model.int8-symmetric.onnx", (s.symmetric,), s.calib_x, s.score, s.val_x, s.max_drop
+            s.int8_fp32 or s.fp32, s.folder / "model.int8-symmetric.onnx", (s.symmetric,), s.calib_x, s.score, s.val_x,
+            s.max_drop,
         )
         return quant.path, quant
 
@@ -183,6 +202,10 @@ class DeployFormat(ABC):
     or, where `here` is given, by that runtime.
     `symmetric_int8`: int8 is made from a symmetric Q/DQ quantization of fp32 of its own
     (`OnnxFiles.symmetric`), not from the run's int8 ONNX.
+    `revision` and `converters` (the distributions `make` converts with) enter the key of the
+    run's deploy stage (`made_with`), so a resumed run remakes the files when what `make` makes
+    changes: bump `revision` with such a change; installing, upgrading or removing a converter
+    changes the key by itself.
     """
 
     name: str
@@ -192,6 +215,8 @@ class DeployFormat(ABC):
     staged: tuple[Precision, ...] = ()
     symmetric_int8: bool = False
     here: HereRuntime | None = None
+    revision: int = 1
+    converters: tuple[str, ...] = ()
 
     @abstractmethod
     def make(self, precision: Precision, files: OnnxFiles, targets: tuple[str, ...]) -> DeployArtifact:
@@ -287,6 +312,22 @@ def format_for(name: str) -> DeployFormat:
 def here_runtime(path: Path) -> HereRuntime | None:
     """The runtime of the format whose files end as `path` does, where that is not onnxruntime."""
     return next((f.here for f in FORMATS.values() if f.here is not None and f.here.suffix == path.suffix), None)
+
+
+def made_with(names: Iterable[str]) -> dict[str, dict[str, object]]:
+    """What the formats called `names` are made with: each one's revision and the installed
+    version of each of its converters (None where it is not installed)."""
+    return {
+        name: {"revision": f.revision, "converters": {dist: _installed(dist) for dist in f.converters}}
+        for name, f in FORMATS.items() if name in set(names)
+    }
+
+
+def _installed(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def format_names() -> tuple[str, ...]:

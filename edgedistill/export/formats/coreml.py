@@ -55,14 +55,20 @@ class CoreMLFormat(DeployFormat):
         src = files.src
         dst = files.folder / f"model.{precision}.mlpackage"
         sample = src.at_fixed_shape(feed_slice(src.val_x, 0, 1))
-        art = coreml.export_coreml(src.model, sample, precision, dst, src.at_fixed_shape(src.calib_x))
+        art = coreml.export_coreml(src.student(precision), sample, precision, dst, src.at_fixed_shape(src.calib_x))
         w8a8 = art.check.int8_scheme == coreml.W8A8 and src.int8 is not None
         source = files.at("int8") if w8a8 else self.source(precision, files)[0]
         lint = (coreml_lint.lint_result(art.path, art.check),)
         return DeployArtifact(
-            self.name, precision, art.path, source, targets, Parity.unchecked(), lint, notes=art.notes,
+            self.name, precision, art.path, source, targets, Parity.unchecked(), lint,
+            notes=art.notes + src.student_notes(precision),
             seq_len=src.fixed_length,
         )
 
 
-COREML = register(CoreMLFormat("mlpackage", coreml.PRECISIONS, lint_runtime=coreml_lint.RUNTIME, runs_here=False))
+COREML = register(
+    CoreMLFormat(
+        "mlpackage", coreml.PRECISIONS, lint_runtime=coreml_lint.RUNTIME, runs_here=False,
+        converters=("coremltools", "executorch", "torchao"),
+    )
+)

@@ -30,19 +30,20 @@ class ExecuTorchFormat(DeployFormat):
         src = files.src
         scheme = int8_scheme(src, precision, targets, full_integer_runtime=False)
         art = et.export_pte(
-            src.model, precision, files.folder / f"model.{precision}.pte",
+            src.student(precision), precision, files.folder / f"model.{precision}.pte",
             src.at_fixed_shape(src.calib_x), src.at_fixed_shape(src.val_x), files.int8_error if scheme.dynamic else None,
         )
         source = files.at(precision)
         return DeployArtifact(
-            self.name, precision, art.path, source, targets, art.parity, self.lint_source(source), notes=scheme.notes,
+            self.name, precision, art.path, source, targets, art.parity, self.lint_source(source),
+            notes=scheme.notes + src.student_notes(precision),
             seq_len=src.fixed_length,
         )
 
 
 EXECUTORCH = register(
     ExecuTorchFormat(
-        "pte", et.PRECISIONS, lint_runtime=None, runs_here=True,
+        "pte", et.PRECISIONS, lint_runtime=None, runs_here=True, converters=("executorch", "torchao"),
         here=HereRuntime(et.RUNTIME, ".pte", et.run_pte, et.timed_pte, et.input_shape, et.input_names),
     )
 )

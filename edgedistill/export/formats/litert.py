@@ -34,13 +34,13 @@ class LiteRTFormat(DeployFormat):
         src = files.src
         scheme = int8_scheme(src, precision, targets, full_integer_runtime=True)
         art = litert.export_tflite(
-            src.model, precision, files.folder / f"model.{precision}.tflite",
+            src.student(precision), precision, files.folder / f"model.{precision}.tflite",
             src.at_fixed_shape(src.calib_x), src.at_fixed_shape(src.val_x), files.int8_error if scheme.dynamic else None,
         )
         source = files.at(precision)
         lints = (lint_tflite(art.path, LITERT), lint_tflite(art.path, LITERT_MICRO))
         return DeployArtifact(
-            self.name, precision, art.path, source, targets, art.parity, lints, notes=scheme.notes,
+            self.name, precision, art.path, source, targets, art.parity, lints, notes=scheme.notes + src.student_notes(precision),
             arena_bytes=litert.arena_bytes(art.path), seq_len=src.fixed_length,
         )
 
@@ -48,6 +48,7 @@ class LiteRTFormat(DeployFormat):
 LITERT_FORMAT = register(
     LiteRTFormat(
         "tflite", litert.PRECISIONS, lint_runtime=LITERT, runs_here=True,
+        converters=("litert-torch", "ai-edge-quantizer", "ai-edge-litert", "torchao"),
         here=HereRuntime(
             litert.RUNTIME, ".tflite", litert.run_tflite, litert.timed_tflite, litert.input_shape, litert.input_names
         ),

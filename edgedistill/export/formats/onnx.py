@@ -22,4 +22,6 @@ class OnnxFormat(DeployFormat):
         )
 
 
-ONNX = register(OnnxFormat("onnx", ("fp16",), lint_runtime=None, runs_here=True, staged=("fp32", "int8")))
+ONNX = register(
+    OnnxFormat("onnx", ("fp16",), lint_runtime=None, runs_here=True, staged=("fp32", "int8"), converters=("onnxruntime",))
+)

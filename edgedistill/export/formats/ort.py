@@ -24,4 +24,4 @@ class OrtFormat(DeployFormat):
 
 
 # fp16 is listed for ARM hosts: on x86 export_ort refuses it, as the file would run in fp32.
-ORT = register(OrtFormat("ort", ("fp32", "fp16", "int8"), lint_runtime="ort-mobile", runs_here=True))
+ORT = register(OrtFormat("ort", ("fp32", "fp16", "int8"), lint_runtime="ort-mobile", runs_here=True, converters=("onnxruntime",)))

@@ -23,10 +23,13 @@ class TensorRTFormat(DeployFormat):
         art = build_tensorrt(TrtBuild(source, precision), files.folder, timing_cache=cache)
         path = art.engine if art.built else art.command_path
         return DeployArtifact(
-            self.name, precision, path, source, targets, Parity.unchecked(), self.lint_source(source), art, quant
+            self.name, precision, path, source, targets, Parity.unchecked(), self.lint_source(source), art, quant,
+            files.src.student_notes(precision),
         )
 
 
 TENSORRT = register(
-    TensorRTFormat("tensorrt", PRECISIONS, lint_runtime="tensorrt", runs_here=False, symmetric_int8=True)
+    TensorRTFormat(
+        "tensorrt", PRECISIONS, lint_runtime="tensorrt", runs_here=False, symmetric_int8=True, converters=("tensorrt",)
+    )
 )
