@@ -12,7 +12,7 @@ from torch import nn
 from edgedistill.compress.quantize import Int8Static, QuantizeConfig, quantize
 from edgedistill.errors import UserError
 from edgedistill.export.deploy import Sources, deploy
-from edgedistill.export.formats import FORMATS, format_for, format_names, here_runtime
+from edgedistill.export.formats import FORMATS, format_for, format_names, here_runtime, made_with
 from edgedistill.export.formats.base import QAT_NOTE, int8_scheme
 from edgedistill.export.lint import runtimes
 from edgedistill.fileio import file_bytes
@@ -170,3 +170,12 @@ def test_an_int8_file_made_from_the_student_is_made_from_the_qat_student_where_o
         want, plain = (m(torch.as_tensor(x[1000:1100])).numpy() for m in (other, trained_mlp))
     assert (got.argmax(1) == want.argmax(1)).mean() > 0.9 > (got.argmax(1) == plain.argmax(1)).mean()
     assert QAT_NOTE in art.notes
+
+
+def test_what_formats_are_made_with_covers_every_format_asked_for_once():
+    # Asked as the deploy stage asks: a generator over the wanted (format, precision) pairs.
+    got = made_with(name for name in ("tflite", "pte", "onnx", "pte"))
+    assert list(got) == [n for n in FORMATS if n in ("tflite", "pte", "onnx")]
+    for name, made in got.items():
+        assert made["revision"] == FORMATS[name].revision
+        assert set(made["converters"]) == set(FORMATS[name].converters)

@@ -317,9 +317,10 @@ def here_runtime(path: Path) -> HereRuntime | None:
 def made_with(names: Iterable[str]) -> dict[str, dict[str, object]]:
     """What the formats called `names` are made with: each one's revision and the installed
     version of each of its converters (None where it is not installed)."""
+    wanted = set(names)
     return {
         name: {"revision": f.revision, "converters": {dist: _installed(dist) for dist in f.converters}}
-        for name, f in FORMATS.items() if name in set(names)
+        for name, f in FORMATS.items() if name in wanted
     }
 
 
