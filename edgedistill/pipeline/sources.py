@@ -53,6 +53,7 @@ def sources(ctx: Context, made: Files, ref: Reference | None, model: nn.Module |
         fixed=ctx.prep.fixed, int8_dynamic=made.int8 is not None and made.int8.method == Int8Dynamic.name,
         full_integer_only=tuple(t.name for t in ctx.targets if t.runtime == LITERT_MICRO),
         int8_fp32=qat.fp32 if qat else None, int8_model=_trained(model, qat),
+        int8_reference=made.int8.fp32_score if qat and made.int8 else None,
     )
 
 

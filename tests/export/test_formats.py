@@ -13,7 +13,7 @@ from edgedistill.compress.quantize import Int8Static, QuantizeConfig, quantize
 from edgedistill.errors import UserError
 from edgedistill.export.deploy import Sources, deploy
 from edgedistill.export.formats import FORMATS, format_for, format_names, here_runtime, made_with
-from edgedistill.export.formats.base import QAT_NOTE, int8_scheme
+from edgedistill.export.formats.base import QAT_NOTE, OnnxFiles, int8_scheme
 from edgedistill.export.lint import runtimes
 from edgedistill.fileio import file_bytes
 from edgedistill.ortsession import open_session, run_batched
@@ -170,6 +170,18 @@ def test_an_int8_file_made_from_the_student_is_made_from_the_qat_student_where_o
         want, plain = (m(torch.as_tensor(x[1000:1100])).numpy() for m in (other, trained_mlp))
     assert (got.argmax(1) == want.argmax(1)).mean() > 0.9 > (got.argmax(1) == plain.argmax(1)).mean()
     assert QAT_NOTE in art.notes
+
+
+@pytest.mark.parametrize("qat", [True, False], ids=["qat-student", "run-student"])
+def test_the_symmetric_int8_of_a_qat_student_is_held_to_the_score_before_qat(qat, mlp_onnx, digits_xy, tmp_path):
+    x, y = digits_xy
+    src = Sources(
+        mlp_onnx, None, tmp_path, x[1000:1100], x[:100], lambda o: float((o.argmax(1) == y[1000:1100]).mean()),
+        QuantizeConfig().symmetric(), int8_fp32=mlp_onnx if qat else None, int8_reference=0.5,
+    )
+    _path, quant = OnnxFiles(src).symmetric
+    own = src.score(run_batched(open_session(mlp_onnx), x[1000:1100]))
+    assert own != 0.5 and quant.fp32_score == (0.5 if qat else own)
 
 
 def test_what_formats_are_made_with_covers_every_format_asked_for_once():

@@ -82,6 +82,9 @@ def test_where_qat_ships_the_int8_files_for_targets_are_made_from_its_student(ti
     folder = tmp_path / "run" / "students" / "half"
     trt = next(a for a in student.artifacts if (a.format, a.precision) == ("tensorrt", "int8"))
     assert QAT_NOTE in trt.notes
+    # Held to the score before QAT, as the run's int8 is, not to the QAT student's own fp32.
+    onnx_int8 = next(a for a in student.artifacts if (a.format, a.precision) == ("onnx", "int8"))
+    assert trt.quantization.fp32_accuracy == onnx_int8.quantization.fp32_accuracy
     # TensorRT's symmetric file holds the QAT student's weights, on the grid the QAT int8 holds them.
     names = ("model.int8-symmetric.onnx", "model.int8.qat.onnx", "model.int8.onnx")
     symmetric, trained, post = (_int8_weights(folder / name) for name in names)

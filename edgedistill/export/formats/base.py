@@ -54,7 +54,8 @@ class Sources:
     targets' runtime runs such files: not those of `full_integer_only` (LiteRT Micro's, by
     target name), whose int8 files stay full-integer. `int8_fp32` and `int8_model`: where the
     run's int8 comes from a student of its own (trained with int8 in the loop, QAT), that
-    student's fp32 ONNX and PyTorch model, which every int8 file is made from (`student`).
+    student's fp32 ONNX and PyTorch model, which every int8 file is made from (`student`), and
+    `int8_reference` the fp32 score that student's int8 is held to: the student's before QAT.
     """
 
     fp32: Path | None
@@ -73,6 +74,7 @@ class Sources:
     full_integer_only: tuple[str, ...] = ()
     int8_fp32: Path | None = None
     int8_model: nn.Module | None = None
+    int8_reference: float | None = None
 
     def student(self, precision: Precision) -> nn.Module | None:
         """The student in PyTorch that a file at `precision` is made from."""
@@ -161,14 +163,14 @@ class OnnxFiles:
     @cached_property
     def symmetric(self) -> tuple[Path, QuantResult | None]:
         """A symmetric static int8 Q/DQ file (the form TensorRT takes) and how it was quantized,
-        from the fp32 ONNX the run's int8 came from; with no fp32 model, the given int8 file as
-        it is (its consumer checks its form)."""
+        from the fp32 ONNX the run's int8 came from, held to the score that int8 was held to; with
+        no fp32 model, the given int8 file as it is (its consumer checks its form)."""
         s = self.src
         if s.fp32 is None:
             return self.at("int8"), None
         quant = quantize(
             s.int8_fp32 or s.fp32, s.folder / "model.int8-symmetric.onnx", (s.symmetric,), s.calib_x, s.score, s.val_x,
-            s.max_drop,
+            s.max_drop, reference=s.int8_reference if s.int8_fp32 is not None else None,
         )
         return quant.path, quant
 
