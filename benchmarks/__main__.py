@@ -30,6 +30,7 @@ FIGURES = (
     "mixed_precision",
     "every_task",
     "runtimes",
+    "ptq_tasks",
 )
 SUITE_HEADING = "## Suite run"
 
