@@ -345,11 +345,17 @@ def measure_all(seeds: range, cfg: DistillConfig, teacher_cfg: DistillConfig) ->
     return results
 
 
-def run(quick: bool = False) -> str:
+def settings(quick: bool) -> tuple[DistillConfig, DistillConfig]:
+    """The example's `[distill]` and `[teacher_training]`, at QUICK_EPOCHS for a smoke run."""
     example = fixtures.example()
     cfg, teacher_cfg = example.distill, example.teacher_training
     if quick:
-        cfg, teacher_cfg = fixtures.epochs(cfg, QUICK_EPOCHS), fixtures.epochs(teacher_cfg, QUICK_EPOCHS)
+        return fixtures.epochs(cfg, QUICK_EPOCHS), fixtures.epochs(teacher_cfg, QUICK_EPOCHS)
+    return cfg, teacher_cfg
+
+
+def run(quick: bool = False) -> str:
+    cfg, teacher_cfg = settings(quick)
     seeds = range(QUICK_SEEDS if quick else SEEDS)
     return _section(measure_all(seeds, cfg, teacher_cfg), cfg, teacher_cfg, len(seeds))
 

@@ -16,7 +16,7 @@ import torch
 
 from benchmarks import fixtures
 from benchmarks.compare import mean_std
-from benchmarks.every_task import CASES, QUICK_EPOCHS, Taught, _outputs, _teach
+from benchmarks.every_task import CASES, Taught, _outputs, _teach, settings
 from benchmarks.fixtures import TRAIN_THREADS, torch_threads
 from benchmarks.qat import NO_FALLBACK, SCHEMES, calibration_inputs
 from benchmarks.results import Figure, cores, main, table
@@ -74,14 +74,15 @@ def _by_position(position: int, seed: int, teachers: tuple, cfg: DistillConfig) 
     return _one(STUDIED[position], seed, teachers[position], cfg)
 
 
+def _teacher(position: int, seed: int, cfg: DistillConfig) -> Taught:
+    """The position-th studied case's teacher (`every_task._teach`)."""
+    return _teach(STUDIED[position], seed, cfg)
+
+
 def run(quick: bool = False) -> str:
-    example = fixtures.example()
-    cfg, teacher_cfg = example.distill, example.teacher_training
-    if quick:
-        cfg, teacher_cfg = fixtures.epochs(cfg, QUICK_EPOCHS), fixtures.epochs(teacher_cfg, QUICK_EPOCHS)
+    cfg, teacher_cfg = settings(quick)
     seeds = range(QUICK_SEEDS if quick else SEEDS)
-    taught = fixtures.parallel_seeds(_teach, len(CASES), range(1), teacher_cfg)
-    teachers = tuple(taught[i][0] for i in STUDIED)
+    teachers = tuple(t for (t,) in fixtures.parallel_seeds(_teacher, len(STUDIED), range(1), teacher_cfg))
     per_case = fixtures.parallel_seeds(_by_position, len(STUDIED), seeds, teachers, cfg)
     rows, means = [], []
     for i, per_seed in zip(STUDIED, per_case):
