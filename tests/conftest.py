@@ -98,6 +98,30 @@ def tiny_mlp() -> nn.Module:
     return TinyMLP().eval()
 
 
+class OutlierNorm(nn.Module):
+    """A linear layer, one channel of its output 200x the others, LayerNorm, a linear head: the
+    residual stream of a trained transformer, whose outlier channels LayerNorm's gain undoes.
+    One uint8 scale over the normalized tensor's input leaves its ordinary channels no steps."""
+
+    def __init__(self, features: int = 64, width: int = 32) -> None:
+        super().__init__()
+        self.inp = nn.Linear(features, width)
+        self.register_buffer("gain", torch.tensor([200.0] + [1.0] * (width - 1)))
+        self.norm = nn.LayerNorm(width)
+        self.out = nn.Linear(width, NUM_CLASSES)
+        with torch.no_grad():
+            self.norm.weight.copy_(50 / self.gain)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.norm(self.inp(x) * self.gain))
+
+
+def outlier_norm() -> nn.Module:
+    """A seeded OutlierNorm on the 64 features of digits."""
+    torch.manual_seed(0)
+    return OutlierNorm().eval()
+
+
 # The files that take minutes, in the order they start: the suite's processes take whole files
 # (--dist loadfile) in collection order, and one of these started last would run on alone.
 LONG_FILES = (

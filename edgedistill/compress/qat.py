@@ -320,3 +320,5 @@ class QatResult:
     # (torch.save of its state_dict): the files made for targets at int8 come from them
     fp32: Path | None = None
     weights: Path | None = None
+    # op types the post-training int8 left in float graph-wide (QuantResult.float_ops)
+    post_training_float_ops: tuple[str, ...] = ()

@@ -1,8 +1,9 @@
 """int8 quantization with onnxruntime's quantizer, accuracy-aware.
 
 A technique is a frozen config dataclass with a handler registered for its type. `quantize`
-tries each, keeps the fastest that holds the accuracy tolerance and, when none does, keeps layers
-of the most accurate one in float: the cheapest set that holds, as `mixed.assign` searches it.
+tries each, keeps the fastest that holds the accuracy tolerance and, when none does, quantizes the
+most accurate one's weight-bearing ops alone, then keeps layers in float: the cheapest set that
+holds, as `mixed.assign` searches it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from onnxruntime.quantization import (
     quantize_dynamic,
     quantize_static,
 )
+from onnxruntime.quantization.registry import IntegerOpsRegistry, QDQRegistry
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
@@ -37,6 +39,11 @@ from edgedistill.timing import time_calls
 PRECISION = "int8"
 # The ops whose weights int8 quantizes: the candidates to keep in float, most sensitive first.
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+# What the fallback first tries in int8 alone: the ops that carry weights (Gather: embedding
+# tables). Every other op stays in float, so a transformer's LayerNormalization never sees its
+# residual stream's outlier channels through one uint8 scale: on MiniLM static int8 of every op
+# kept 0.35 cosine, of these alone 0.94 (benchmarks/RESULTS.md).
+WEIGHT_BEARING_OPS = WEIGHTED_OPS | {"Gather"}
 _CALIBRATION_METHODS = {
     "minmax": CalibrationMethod.MinMax,
     "entropy": CalibrationMethod.Entropy,
@@ -53,6 +60,8 @@ class Int8Static:
     per_channel: bool = True
     calibration_method: str = "minmax"
     name: ClassVar[str] = "int8-static"
+    # the op types onnxruntime's QDQ quantizer puts in int8 when not told otherwise
+    quantizable: ClassVar[frozenset[str]] = frozenset(QDQRegistry)
 
     def __post_init__(self) -> None:
         # Resolve the string now, so a typo fails at config time rather than mid-run.
@@ -69,6 +78,7 @@ class Int8Dynamic:
 
     per_channel: bool = False
     name: ClassVar[str] = "int8-dynamic"
+    quantizable: ClassVar[frozenset[str]] = frozenset(IntegerOpsRegistry)
 
 
 @dataclass(frozen=True)
@@ -87,7 +97,8 @@ QuantMethod = Int8Static | Int8StaticSymmetric | Int8Dynamic
 class QuantJob:
     """What every quantizer handler gets: one pre-processed fp32 model to quantize to `dst`.
 
-    `only` None quantizes every eligible node; `workdir` holds caches shared between jobs.
+    `only` None quantizes every eligible node; `op_types` None every op type the method
+    quantizes; `workdir` holds caches shared between jobs.
     """
 
     src: Path
@@ -96,6 +107,7 @@ class QuantJob:
     workdir: Path
     exclude: tuple[str, ...] = ()
     only: tuple[str, ...] | None = None
+    op_types: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +135,13 @@ class QuantResult:
     precision: str = PRECISION
     # where layers had to stay in float: each mixed-precision search's assignment (mixed.assign)
     assignments: tuple[mixed.Assignment, ...] = ()
+    # op types every node of which stayed in float: only the weight-bearing ops were quantized
+    float_ops: tuple[str, ...] = ()
+
+    @property
+    def in_float(self) -> tuple[int, int]:
+        """How much stayed in float, for comparing two int8 files: op types first, then layers."""
+        return len(self.float_ops), len(self.kept_float)
 
 
 QUANTIZERS: dict[type, Callable[[QuantMethod, QuantJob], None]] = {}
@@ -173,6 +192,7 @@ def _static(cfg: Int8Static, job: QuantJob, activations: QuantType, extra_option
         weight_type=QuantType.QInt8,
         nodes_to_quantize=list(job.only) if job.only is not None else None,
         nodes_to_exclude=list(job.exclude),
+        op_types_to_quantize=sorted(job.op_types) if job.op_types is not None else None,
         calibrate_method=_CALIBRATION_METHODS[cfg.calibration_method],
         # Calibrate once per method: the fallback re-quantizes many times with the same ranges.
         calibration_cache_path=job.workdir / f"calibration-{cfg.name}-{cfg.calibration_method}.json",
@@ -189,6 +209,7 @@ def _quantize_dynamic(cfg: Int8Dynamic, job: QuantJob) -> None:
         weight_type=QuantType.QInt8,
         nodes_to_quantize=_with_gemm_aliases(job.only) if job.only is not None else None,
         nodes_to_exclude=_with_gemm_aliases(job.exclude),
+        op_types_to_quantize=sorted(job.op_types) if job.op_types is not None else None,
     )
 
 
@@ -220,8 +241,9 @@ def quantize(
     `score(outputs on val_x)` is higher-is-better (e.g. accuracy as a fraction). The fastest
     method (batch-1 p50) whose score drop is within `max_drop` wins; the drop is from `reference`
     (default the score of `fp32_path` itself: QAT passes the score of the student before it).
-    When none holds, the most accurate method is re-quantized with weighted nodes kept in float:
-    the smallest file that holds, of the searches of `mixed.assign`.
+    When none holds, the most accurate method is re-quantized with only the weight-bearing ops in
+    int8 and, if that does not hold either, with weighted nodes kept in float: the smallest file
+    that holds, of the searches of `mixed.assign`.
     """
     out = Path(out)
     _check_inputs(methods, calib_x, val_x, timing_runs)
@@ -243,24 +265,23 @@ def quantize(
         held = [r for r in runs if fp32_score - r[0].score <= max_drop]
         if held:
             best, method, chosen = min(held, key=lambda r: r[0].p50_ms)
-            kept, final_score, assignments = (), best.score, ()
             reason = _reason_held(best, [t for t in trials if t is not best], max_drop)
+            kept = _Kept(chosen, (), (), best.score, reason, ())
         else:
             best, method, path = max(runs, key=lambda r: r[0].score)
-            chosen, kept, final_score, reason, assignments = _fallback(
-                method, best, path, src, calib_x, score, val_x, fp32_out, fp32_score, max_drop, workdir
-            )
-        os.replace(chosen, out)
+            kept = _fallback(method, best, path, src, calib_x, score, val_x, fp32_out, fp32_score, max_drop, workdir)
+        os.replace(kept.path, out)
     return QuantResult(
         path=out,
         method=method.name,
         bytes=out.stat().st_size,
-        score=final_score,
+        score=kept.score,
         fp32_score=fp32_score,
-        kept_float=kept,
+        kept_float=kept.kept_float,
         trials=tuple(trials),
-        reason=reason,
-        assignments=assignments,
+        reason=kept.reason,
+        assignments=kept.assignments,
+        float_ops=kept.float_ops,
     )
 
 
@@ -326,6 +347,18 @@ def _trial(
     return MethodTrial(method=name, score=value, p50_ms=stats.p50_ms, bytes=path.stat().st_size)
 
 
+@dataclass(frozen=True)
+class _Kept:
+    """What the fallback keeps: its file, what stayed in float, its score, why, and each search."""
+
+    path: Path
+    kept_float: tuple[str, ...]
+    float_ops: tuple[str, ...]
+    score: float
+    reason: str
+    assignments: tuple[mixed.Assignment, ...]
+
+
 def _fallback(
     method: QuantMethod,
     trial: MethodTrial,
@@ -338,36 +371,63 @@ def _fallback(
     fp32_score: float,
     max_drop: float,
     workdir: Path,
-) -> tuple[Path, tuple[str, ...], float, str, tuple[mixed.Assignment, ...]]:
-    """Keep weighted layers in float until the drop holds, the cheapest such set that
-    `mixed.assign` finds. Returns the path, the layers kept in float, the score, the reason and
-    each search's assignment. When nothing holds, the most accurate attempt is kept and the
-    reason says so."""
-    layers = _layers(method, src, calib_x, val_x, fp32_out, workdir)
+) -> _Kept:
+    """First quantize the weight-bearing ops alone, where the graph has others the method would
+    quantize; then, from the more accurate of that and all-int8, keep weighted layers in float
+    until the drop holds, the cheapest such set that `mixed.assign` finds. When nothing holds, the
+    most accurate attempt is kept and the reason says so."""
     numbers = itertools.count()
 
-    def quantized(kept: tuple[str, ...]) -> mixed.Trial:
-        dst = workdir / f"fallback-{next(numbers)}.onnx"
-        path = _run(method, QuantJob(src, dst, calib_x, workdir, exclude=kept))
-        return mixed.Trial(kept, float(score(run_batched(open_session(path), val_x))), path.stat().st_size, path)
+    def holds(value: float) -> bool:
+        return fp32_score - value <= max_drop
 
-    best, assignments = mixed.Trial((), trial.score, trial.bytes, trial_path), ()
+    def quantized_in(op_types: frozenset[str] | None) -> mixed.Quantizer:
+        def quantized(kept: tuple[str, ...]) -> mixed.Trial:
+            dst = workdir / f"fallback-{next(numbers)}.onnx"
+            path = _run(method, QuantJob(src, dst, calib_x, workdir, exclude=kept, op_types=op_types))
+            return mixed.Trial(kept, float(score(run_batched(open_session(path), val_x))), path.stat().st_size, path)
+
+        return quantized
+
+    best, op_types, float_ops = mixed.Trial((), trial.score, trial.bytes, trial_path), None, ()
+    left = _left_in_float(method, src)
+    if left and (scoped := quantized_in(WEIGHT_BEARING_OPS)(())).score > best.score:
+        best, op_types, float_ops = scoped, WEIGHT_BEARING_OPS, left
+    layers, assignments = [], ()
+    if not holds(best.score):
+        layers = _layers(method, src, calib_x, val_x, fp32_out, workdir)
     if layers:  # a graph without weighted nodes has nothing to keep in float
-        best, assignments = mixed.assign(layers, quantized, lambda value: fp32_score - value <= max_drop)
-    if trial.score > best.score and fp32_score - best.score > max_drop:
-        best = mixed.Trial((), trial.score, trial.bytes, trial_path)
-    if fp32_score - best.score <= max_drop:
-        reason = (
-            f"no method kept the score within {max_drop:g} of fp32; {method.name} did with "
-            f"{len(best.kept_float)} of {len(layers)} weighted layers kept in float (the smallest file of "
-            f"{len(assignments)} searches)"
+        searched, assignments = mixed.assign(layers, quantized_in(op_types), holds)
+        if holds(searched.score) or searched.score >= best.score:
+            best = searched
+    return _Kept(best.path, best.kept_float, float_ops, best.score, _reason_fallback(
+        method, best, float_ops, len(layers), len(assignments), fp32_score, max_drop
+    ), assignments)
+
+
+def _left_in_float(method: QuantMethod, src: Path) -> tuple[str, ...]:
+    """The op types of the graph that `method` would quantize beyond the weight-bearing ones."""
+    present = {node.op_type for node in onnx.load(str(src), load_external_data=False).graph.node}
+    return tuple(sorted(present & method.quantizable - WEIGHT_BEARING_OPS))
+
+
+def _reason_fallback(
+    method: QuantMethod, best: mixed.Trial, float_ops: tuple[str, ...], n_layers: int, searches: int,
+    fp32_score: float, max_drop: float,
+) -> str:
+    scoped = f"every {', '.join(float_ops)} left in float (only weight-bearing ops in int8)" if float_ops else ""
+    if fp32_score - best.score > max_drop:
+        also = f"; {scoped}" if scoped else ""
+        return (
+            f"no method kept the score within {max_drop:g} of fp32, even with layers of {method.name} kept in float{also}; "
+            f"kept the most accurate attempt (drop {fp32_score - best.score:.4f})"
         )
-        return best.path, best.kept_float, best.score, reason, assignments
-    reason = (
-        f"no method kept the score within {max_drop:g} of fp32, even with layers of {method.name} kept in float; "
-        f"kept the most accurate attempt (drop {fp32_score - best.score:.4f})"
-    )
-    return best.path, best.kept_float, best.score, reason, assignments
+    said = [scoped] if scoped else []
+    if best.kept_float or not scoped:
+        said.append(
+            f"{len(best.kept_float)} of {n_layers} weighted layers kept in float (the smallest file of {searches} searches)"
+        )
+    return f"no method kept the score within {max_drop:g} of fp32; {method.name} did with {' and '.join(said)}"
 
 
 def _layers(
@@ -437,7 +497,7 @@ class QuantizeConfig(BaseModel):
         """Whether to train with int8 in the loop after `post_training` int8 gave this result."""
         if self.qat is not None:
             return self.qat
-        return bool(post_training.kept_float) or post_training.fp32_score - post_training.score > self.max_score_drop
+        return any(post_training.in_float) or post_training.fp32_score - post_training.score > self.max_score_drop
 
     def static_for(self, post_training: QuantResult, path: Path) -> Int8Static:
         """The static method QAT emulates: the one post-training chose when static, else int8-static."""

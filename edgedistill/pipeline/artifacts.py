@@ -37,7 +37,8 @@ def files(ctx: Context, tier: TierConfig, student: Distilled, learn: Lesson) -> 
     exported_key = ctx.rd.made_key(StageId("export", tier.name))
     if not cfg.quantize.enabled:
         return Files(fp32, None), exported_key
-    quant_key = input_key(exported_key, cfg.quantize, ctx.prep.data_key)
+    # "weight-bearing first": int8 made before the fallback tried the weight-bearing ops alone is made again
+    quant_key = input_key(exported_key, cfg.quantize, ctx.prep.data_key, "weight-bearing first")
 
     def int8() -> Made[QuantResult]:
         ctx.progress.stage(f"{tier.name}: quantizing to int8")

@@ -120,6 +120,7 @@ def _quantization(q: QuantResult | None, qat: QatResult | None) -> schema.Quanti
             {"order": a.order, "kept_float": list(a.kept_float), "accuracy": a.score, "bytes": a.bytes, "holds": a.holds}
             for a in q.assignments
         ),
+        float_ops=q.float_ops,
     )
 
 
@@ -128,7 +129,9 @@ def _qat(qat: QatResult) -> dict:
     return {
         "shipped": "qat" if qat.shipped else "post-training", "why": qat.why, "method": qat.method,
         "post_training_accuracy": qat.post_training_score, "post_training_kept_float": list(qat.post_training_kept_float),
-        "qat_accuracy": qat.int8.score, "qat_kept_float": list(qat.int8.kept_float), "qat_path": qat.int8.path.name,
+        "post_training_float_ops": list(qat.post_training_float_ops),
+        "qat_accuracy": qat.int8.score, "qat_kept_float": list(qat.int8.kept_float),
+        "qat_float_ops": list(qat.int8.float_ops), "qat_path": qat.int8.path.name,
         "trained_accuracy": qat.trained_score, "best_epoch": qat.best_epoch, "epochs_run": qat.epochs_run,
         "lr": qat.lr, "seconds": qat.seconds,
     }

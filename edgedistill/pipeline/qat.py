@@ -73,7 +73,7 @@ def _train_and_quantize(ctx: Context, tier: TierConfig, student: Distilled, lear
     shipped, why = better(int8, post, q.max_score_drop)
     return QatResult(
         int8, method.name, post.score, post.kept_float, trained.val_score, trained.best_epoch, trained.epochs_run, lr,
-        round(time.perf_counter() - started, 3), shipped, why, exported.path, weights,
+        round(time.perf_counter() - started, 3), shipped, why, exported.path, weights, post.float_ops,
     )
 
 
@@ -82,13 +82,18 @@ def better(qat: QuantResult, post: QuantResult, max_drop: float) -> tuple[bool, 
     def holds(r: QuantResult) -> bool:
         return r.fp32_score - r.score <= max_drop + 1e-12
 
-    said = f"QAT {qat.score:.4f} with {len(qat.kept_float)} layer(s) in float, post-training {post.score:.4f} with {len(post.kept_float)}"
+    said = f"QAT {qat.score:.4f} with {_in_float(qat)}, post-training {post.score:.4f} with {_in_float(post)}"
     if holds(qat) and not holds(post):
         return True, f"QAT holds the score where post-training int8 does not: {said}"
-    if holds(qat) and len(qat.kept_float) < len(post.kept_float):
-        return True, f"QAT holds the score with fewer layers in float: {said}"
-    if holds(qat) and holds(post) and len(qat.kept_float) == len(post.kept_float) and qat.score > post.score:
-        return True, f"both hold with as many layers in float and QAT scores higher: {said}"
+    if holds(qat) and qat.in_float < post.in_float:
+        return True, f"QAT holds the score with less in float: {said}"
+    if holds(qat) and holds(post) and qat.in_float == post.in_float and qat.score > post.score:
+        return True, f"both hold with as much in float and QAT scores higher: {said}"
     if not holds(qat) and not holds(post) and qat.score > post.score:
         return True, f"neither holds the score and QAT comes closer: {said}"
     return False, f"post-training int8 is as good or better: {said}"
+
+
+def _in_float(r: QuantResult) -> str:
+    ops = f"every {', '.join(r.float_ops)} and " if r.float_ops else ""
+    return f"{ops}{len(r.kept_float)} layer(s) in float"

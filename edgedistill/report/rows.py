@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from edgedistill.compress.budget import LATENCY_PREFIX
-from edgedistill.report.schema import Artifact, Check, Latency, Report, Student, device_memory
+from edgedistill.report.schema import Artifact, Check, Latency, QuantizationInfo, Report, Student, device_memory
 
 HOST = "host-cpu"
 _SHORT_FORMAT = {"tensorrt": "trt"}
@@ -230,9 +230,14 @@ def quantization_rows(report: Report) -> list[tuple[str, ...]]:
     training ran, post-training and QAT int8 side by side with the one that shipped."""
     return [
         (s.name, short_name(a.format, a.precision), q.method, score_change(q.fp32_accuracy, a.metrics),
-         ", ".join(q.kept_float) or "none", _qat_cell(q.qat, a.metrics), q.reason if q.qat is None else f"{q.reason}; {q.qat['why']}")
+         _in_float(q), _qat_cell(q.qat, a.metrics), q.reason if q.qat is None else f"{q.reason}; {q.qat['why']}")
         for s in report.students for a in s.artifacts if (q := a.quantization) is not None
     ]
+
+
+def _in_float(q: QuantizationInfo) -> str:
+    ops = [f"every {op}" for op in q.float_ops]
+    return ", ".join([*ops, *q.kept_float]) or "none"
 
 
 def assignment_lines(report: Report) -> list[str]:

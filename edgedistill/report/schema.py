@@ -27,6 +27,8 @@ class QuantizationInfo:
     qat: dict | None = None
     # where layers stayed in float: each mixed-precision search's layers, score, bytes and verdict
     assignments: tuple[dict, ...] = ()
+    # op types every node of which stayed in float (only the weight-bearing ops were quantized)
+    float_ops: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from edgedistill.compress.quantize import (
     QUANTIZERS,
     Int8Dynamic,
     Int8Static,
+    Int8StaticSymmetric,
     QuantizeConfig,
     quantize,
 )
@@ -124,6 +125,39 @@ def test_symmetric_static_int8_has_zero_points_of_zero_and_int8_activations(mlp_
     zero_points = [inits[n.input[2]] for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
     assert zero_points and all(zp.dtype == np.int8 and not zp.any() for zp in zero_points)
     assert result.fp32_score - result.score <= 0.01
+
+
+@pytest.mark.parametrize("method", [Int8Static(), Int8StaticSymmetric()], ids=lambda m: m.name)
+def test_where_int8_of_every_op_loses_the_score_the_weight_bearing_ops_alone_are_tried(method, digits_xy, tmp_path):
+    from tests.conftest import outlier_norm
+
+    x = digits_xy[0].reshape(len(digits_xy[0]), -1)
+    path = tmp_path / "outliers.onnx"
+    export_onnx(outlier_norm(), x[:2], x[:2], path)
+    fp32 = run_batched(open_session(path), x[1000:]).argmax(1)
+    agreement = lambda out: float((out.argmax(1) == fp32).mean())  # noqa: E731
+    result = quantize(path, tmp_path / "q.onnx", [method], x[:300], agreement, x[1000:], max_drop=0.02, timing_runs=2)
+    assert result.fp32_score - result.trials[0].score > 0.05  # every op in int8: LayerNorm's input loses its steps
+    assert result.fp32_score - result.score <= 0.02
+    assert result.float_ops == ("LayerNormalization",) and result.kept_float == ()
+    assert result.in_float == (1, 0) and "every LayerNormalization left in float" in result.reason
+    graph = onnx.load(str(result.path)).graph
+    made_by = {out: n.op_type for n in graph.node for out in n.output}
+    norm = next(n for n in graph.node if n.op_type == "LayerNormalization")
+    assert made_by[norm.input[0]] != "DequantizeLinear"  # LayerNorm reads float
+    gemm_inputs = [made_by.get(i) for n in graph.node if n.op_type == "Gemm" for i in n.input[:2]]
+    assert gemm_inputs and set(gemm_inputs) == {"DequantizeLinear"}  # both linear layers stay int8
+
+
+def test_the_weight_bearing_ops_alone_are_not_tried_where_nothing_else_is_quantized(mlp_onnx, splits, tmp_path):
+    """Dynamic int8 quantizes no op of the MLP beyond its Gemms: its fallback keeps layers in float at once."""
+    calib_x, val_x, _ = splits
+    fp32_out = run_batched(open_session(mlp_onnx), val_x)
+    result = quantize(
+        mlp_onnx, tmp_path / "q.onnx", [Int8Dynamic()], calib_x, lambda out: -float(np.abs(out - fp32_out).mean()), val_x,
+        max_drop=1e-9, timing_runs=2,
+    )
+    assert result.float_ops == () and result.assignments
 
 
 class _TwoInputs(torch.nn.Module):

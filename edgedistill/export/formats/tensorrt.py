@@ -31,7 +31,8 @@ class TensorRTFormat(DeployFormat):
 TENSORRT = register(
     TensorRTFormat(
         "tensorrt", PRECISIONS, lint_runtime="tensorrt", runs_here=False, symmetric_int8=True, converters=("tensorrt",),
-        # 2: the symmetric int8 of a QAT student is held to the score before QAT, as the run's int8 is
-        revision=2,
+        # 2: the symmetric int8 of a QAT student is held to the score before QAT, as the run's int8 is;
+        # 3: where it does not hold, its weight-bearing ops are quantized alone before layers stay in float
+        revision=3,
     )
 )
