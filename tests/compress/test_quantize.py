@@ -4,6 +4,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import outlier_norm
 
 from edgedistill.compress.quantize import (
     QUANTIZERS,
@@ -129,8 +130,6 @@ def test_symmetric_static_int8_has_zero_points_of_zero_and_int8_activations(mlp_
 
 @pytest.mark.parametrize("method", [Int8Static(), Int8StaticSymmetric()], ids=lambda m: m.name)
 def test_where_int8_of_every_op_loses_the_score_the_weight_bearing_ops_alone_are_tried(method, digits_xy, tmp_path):
-    from tests.conftest import outlier_norm
-
     x = digits_xy[0].reshape(len(digits_xy[0]), -1)
     path = tmp_path / "outliers.onnx"
     export_onnx(outlier_norm(), x[:2], x[:2], path)

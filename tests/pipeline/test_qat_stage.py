@@ -93,3 +93,19 @@ def test_where_qat_ships_the_int8_files_for_targets_are_made_from_its_student(ti
     head = "head.1.weight_quantized"
     assert post.keys() == symmetric.keys() and not np.array_equal(symmetric[head], post[head])
     assert (folder / "qat.pt").is_file()
+
+
+def _int8(score: float, kept: tuple[str, ...] = (), float_ops: tuple[str, ...] = ()):
+    from pathlib import Path
+
+    from edgedistill.compress.quantize import QuantResult
+
+    return QuantResult(Path("m.onnx"), "int8-static", 1000, score, 0.95, kept, (), "why", float_ops=float_ops)
+
+
+def test_of_two_int8_that_hold_the_one_with_less_in_float_ships_op_types_first():
+    """Every node of an op type in float is more float than any number of single layers."""
+    wide = _int8(0.945, float_ops=("LayerNormalization",))
+    shipped, why = qat_stage.better(_int8(0.944, kept=("a", "b")), wide, 0.01)
+    assert shipped and "less in float" in why and "every LayerNormalization and 0 layer(s) in float" in why
+    assert not qat_stage.better(wide, _int8(0.944, kept=("a",)), 0.01)[0]

@@ -24,7 +24,7 @@ def _artifact(precision: str, acc: float, p50: float, passed: bool = True, quant
 
 QUANT = schema.QuantizationInfo(
     method="int8-static", reason="int8-static within 1 point of fp32", kept_float=("head.1",),
-    fp32_accuracy=0.95, trials=({"method": "int8-static", "score": 0.94},),
+    fp32_accuracy=0.95, trials=({"method": "int8-static", "score": 0.94},), float_ops=("LayerNormalization",),
 )
 
 
@@ -73,6 +73,7 @@ def test_dumps_writes_the_fields_other_tools_read():
     assert int8["precision"] == "int8"
     assert int8["quantization"]["method"] == "int8-static"
     assert int8["quantization"]["kept_float"] == ["head.1"]
+    assert int8["quantization"]["float_ops"] == ["LayerNormalization"]
     assert good["artifacts"][0]["quantization"] is None
     assert broken["artifacts"][0]["passed"] is False
     assert good["checks"][0] == {"name": "params", "limit": 5000.0, "value": 4000.0, "ok": True,
@@ -156,7 +157,7 @@ def test_markdown_has_tables_budgets_quantization_and_failures():
     quant = [line for line in lines if line.startswith("| good | onnx int8 | int8-static")]
     assert len(quant) == 1
     assert "int8-static within 1 point of fp32" in quant[0]
-    assert "95.00% → 94.00%" in quant[0] and "head.1" in quant[0]
+    assert "95.00% → 94.00%" in quant[0] and "| every LayerNormalization, head.1 |" in quant[0]
     assert "## Failures" in lines
     assert "- broken: parity check failed (max |err| 0.5 > 0.0001)" in lines
     # the summary table has one row per artifact: teacher + 2 + 1
