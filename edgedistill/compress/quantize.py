@@ -486,7 +486,7 @@ class QuantizeConfig(BaseModel):
     qat: bool | None = Field(
         None,
         description="Quantization-aware training with the teacher: None (default) when post-training int8 loses more "
-        "than max_score_drop or needs layers kept in float; true always; false never. The better int8 ships.",
+        "than max_score_drop or needs ops or layers kept in float; true always; false never. The better int8 ships.",
     )
     qat_epochs: int = Field(10, ge=1, description="Most epochs of quantization-aware training (early stopping as in distill).")
     qat_lr: float | None = Field(

@@ -51,7 +51,8 @@ _TIMING_RUNS = 100
 class TrtBuild:
     """What to build: an ONNX file, a precision and the batch range of its optimization profile.
 
-    The inputs' other dimensions come from the ONNX graph and must be fixed there.
+    The inputs' other dimensions come from the ONNX graph and must be fixed there, except the
+    sequence axis (axis 1) of a transformer's token inputs, which `seq` (min, opt, max) spans.
     """
 
     onnx: Path
@@ -59,6 +60,7 @@ class TrtBuild:
     min_batch: int = 1
     opt_batch: int = 1
     max_batch: int = 32
+    seq: tuple[int, int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -68,6 +70,8 @@ class TrtBuild:
                 "TensorRT batch sizes must satisfy 1 <= min_batch <= opt_batch <= max_batch, got "
                 f"{self.min_batch} / {self.opt_batch} / {self.max_batch}"
             )
+        if self.seq is not None and not 1 <= self.seq[0] <= self.seq[1] <= self.seq[2]:
+            raise UserError(f"TensorRT sequence lengths must satisfy 1 <= min <= opt <= max, got {' / '.join(map(str, self.seq))}")
 
 
 @dataclass(frozen=True)
@@ -91,11 +95,22 @@ class TrtArtifact:
 
 @dataclass(frozen=True)
 class _Input:
-    """A graph input: its name, its non-batch dimensions, and its batch (None when dynamic)."""
+    """A graph input: its name, its non-batch dimensions (None: the dynamic sequence axis), and
+    its batch (None when dynamic)."""
 
     name: str
     batch: int | None
-    dims: tuple[int, ...]
+    dims: tuple[int | None, ...]
+
+    @property
+    def dynamic(self) -> bool:
+        """Whether the optimization profile must give it shapes."""
+        return self.batch is None or None in self.dims
+
+    def shape(self, batch: int, seq: int | None) -> tuple[int, ...]:
+        """Its shape at `batch` (where its batch is dynamic) and sequence length `seq`."""
+        rest = tuple(seq if d is None else d for d in self.dims)
+        return (batch if self.batch is None else self.batch, *rest)
 
 
 @dataclass(frozen=True)
@@ -207,7 +222,7 @@ def _plan(build: TrtBuild) -> _Plan:
         typing = (("--stronglyTyped",), True, ())
     else:
         typing = (("--fp16",), False, ("FP16",))
-    return _Plan(*typing, inputs=_inputs(graph, path.name))
+    return _Plan(*typing, inputs=_inputs(graph, path.name, build.seq is not None))
 
 
 def _check_symmetric_int8(graph: onnx.GraphProto, name: str) -> None:
@@ -229,8 +244,9 @@ def _check_symmetric_int8(graph: onnx.GraphProto, name: str) -> None:
             )
 
 
-def _inputs(graph: onnx.GraphProto, name: str) -> tuple[_Input, ...]:
-    """The graph's real inputs (not initializers) with their batch and fixed other dimensions."""
+def _inputs(graph: onnx.GraphProto, name: str, ranged_seq: bool) -> tuple[_Input, ...]:
+    """The graph's real inputs (not initializers) with their batch and other dimensions: fixed, or
+    with `ranged_seq` the sequence axis of a 2-D token input dynamic too."""
     inits = {init.name for init in graph.initializer}
     inputs = []
     for value in graph.input:
@@ -242,8 +258,9 @@ def _inputs(graph: onnx.GraphProto, name: str) -> tuple[_Input, ...]:
         dims = value.type.tensor_type.shape.dim
         if not dims:
             continue  # a scalar has no batch to give a profile
-        rest = tuple(d.dim_value for d in dims[1:])
-        if any(size < 1 for size in rest):
+        rest = tuple(d.dim_value if d.dim_value > 0 else None for d in dims[1:])
+        sequence = ranged_seq and len(rest) == 1  # (batch, tokens): the profile spans the tokens
+        if None in rest and not sequence:
             raise UserError(
                 f"{name}: input {value.name} has a dynamic dimension besides the batch: TensorRT "
                 "needs the others fixed; export with a fixed input size"
@@ -258,21 +275,21 @@ def _command(build: TrtBuild, plan: _Plan, engine: Path, base: Path | None) -> s
         return os.path.relpath(path, base) if base is not None else str(path)
 
     args = ["trtexec", f"--onnx={where(Path(build.onnx))}", f"--saveEngine={where(engine)}", *plan.cli_flags]
-    dynamic = [i for i in plan.inputs if i.batch is None]
-    if dynamic:  # an input with a fixed batch needs no profile
-        for flag, batch in (
-            ("--minShapes", build.min_batch),
-            ("--optShapes", build.opt_batch),
-            ("--maxShapes", build.max_batch),
-        ):
-            args.append(f"{flag}=" + ",".join(f"{i.name}:{_shape(batch, i.dims)}" for i in dynamic))
+    dynamic = [i for i in plan.inputs if i.dynamic]
+    if dynamic:  # an input of fixed shape needs no profile
+        for flag, batch, seq in zip(("--minShapes", "--optShapes", "--maxShapes"), _batches(build), _seqs(build)):
+            args.append(f"{flag}=" + ",".join(f"{i.name}:{'x'.join(map(str, i.shape(batch, seq)))}" for i in dynamic))
     args.append(f"--exportTimes={where(engine.with_suffix('.times.json'))}")
     args.append(f"--timingCacheFile={where(engine.parent / TIMING_CACHE_NAME)}")
     return shlex.join(args)
 
 
-def _shape(batch: int, dims: tuple[int, ...]) -> str:
-    return "x".join(str(d) for d in (batch, *dims))
+def _batches(build: TrtBuild) -> tuple[int, int, int]:
+    return build.min_batch, build.opt_batch, build.max_batch
+
+
+def _seqs(build: TrtBuild) -> tuple[int | None, int | None, int | None]:
+    return build.seq if build.seq is not None else (None, None, None)
 
 
 def _write_script(path: Path, command: str) -> None:
@@ -327,16 +344,11 @@ def _build_and_time(
     config = builder.create_builder_config()
     for flag in plan.builder_flags:
         config.set_flag(getattr(trt.BuilderFlag, flag))
-    dynamic = [i for i in plan.inputs if i.batch is None]
+    dynamic = [i for i in plan.inputs if i.dynamic]
     if dynamic:
         profile = builder.create_optimization_profile()
         for i in dynamic:
-            profile.set_shape(
-                i.name,
-                (build.min_batch, *i.dims),
-                (build.opt_batch, *i.dims),
-                (build.max_batch, *i.dims),
-            )
+            profile.set_shape(i.name, *(i.shape(batch, seq) for batch, seq in zip(_batches(build), _seqs(build))))
         config.add_optimization_profile(profile)
     cached = timing_cache.read_bytes() if timing_cache is not None and timing_cache.is_file() else b""
     if not config.set_timing_cache(config.create_timing_cache(cached), ignore_mismatch=False):
@@ -354,23 +366,25 @@ def _build_and_time(
         with atomic_path(timing_cache) as tmp:
             tmp.write_bytes(memoryview(config.get_timing_cache().serialize()))
     try:
-        p50_ms = _time_engine(trt, logger, serialized, build.min_batch)
+        p50_ms = _time_engine(trt, logger, serialized, build.min_batch, _seqs(build)[1])
     except _NoCuda as exc:
         return True, f"built in {seconds:.1f} s; timing skipped ({exc})", None, seconds
-    return True, f"built in {seconds:.1f} s; p50 {p50_ms:.3f} ms at batch {build.min_batch}", p50_ms, seconds
+    at = f"batch {build.min_batch}" + (f", {build.seq[1]} tokens" if build.seq is not None else "")
+    return True, f"built in {seconds:.1f} s; p50 {p50_ms:.3f} ms at {at}", p50_ms, seconds
 
 
-def _time_engine(trt: ModuleType, logger: Any, serialized: Any, batch: int) -> float:
+def _time_engine(trt: ModuleType, logger: Any, serialized: Any, batch: int, seq: int | None) -> float:
     """Median latency of one execution (enqueue + synchronize) on zero-filled device buffers,
-    with `batch` as the batch of every input whose batch is dynamic."""
+    with `batch` as the batch of every input whose batch is dynamic and `seq` its sequence length."""
     runtime = trt.Runtime(logger)
     engine = runtime.deserialize_cuda_engine(serialized)
     context = engine.create_execution_context()
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
     for name in names:
         shape = tuple(engine.get_tensor_shape(name))
-        if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT and shape and shape[0] == -1:
-            context.set_input_shape(name, (batch, *shape[1:]))
+        if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT and -1 in shape:
+            fill = (batch, *(seq or 1 for _ in shape[1:]))
+            context.set_input_shape(name, tuple(f if d == -1 else d for d, f in zip(shape, fill)))
     cuda = _Cuda()
     cuda.use_primary_context()
     buffers: list[int] = []

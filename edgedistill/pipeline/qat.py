@@ -1,9 +1,9 @@
 """Stage 7b for one tier: quantization-aware training with the teacher. Where post-training int8
-loses more than the tolerance or needs layers kept in float (or always, `quantize.qat = true`),
+loses more than the tolerance or needs ops or layers kept in float (or always, `quantize.qat = true`),
 the student is fine-tuned with the int8 scheme of its quantizer emulated in the loop
 (`compress.qat`), against the teacher's outputs as in distillation, at a low rate; it is exported,
 quantized by the same method, and the better int8 of the two ships: the one that holds the score
-with fewer layers in float, or the more accurate when neither holds."""
+with less in float (op types left in float, then layers), or the more accurate when neither holds."""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ import subprocess
 
 import numpy as np
 import pytest
+import torch
 from conftest import tiny_cnn
 
 from edgedistill.compress.quantize import Int8Static, Int8StaticSymmetric, quantize
@@ -155,3 +156,39 @@ def test_real_engine_build(models, tmp_path, model, precision):
     assert cache.stat().st_size > 0
     again = build_tensorrt(TrtBuild(models[model], precision, max_batch=8), tmp_path, timing_cache=cache)
     assert again.built and np.isfinite(again.p50_ms)
+
+
+class _Tokens(torch.nn.Module):
+    """Token ids and a mask in, as a transformer takes them: an embedding, masked, then a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = torch.nn.Embedding(20, 8)
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.head((self.embed(ids) * mask.unsqueeze(-1).float()).sum(1))
+
+
+@pytest.fixture(scope="module")
+def tokens_onnx(tmp_path_factory):
+    """A graph of (batch, sequence) token inputs, both axes dynamic, as a transformer's export has them."""
+    path = tmp_path_factory.mktemp("trt-tokens") / "tokens.onnx"
+    ids = torch.randint(0, 20, (2, 6))
+    torch.onnx.export(
+        _Tokens().eval(), (ids, torch.ones_like(ids)), str(path), input_names=["ids", "mask"], output_names=["y"],
+        dynamic_axes={"ids": {0: "b", 1: "t"}, "mask": {0: "b", 1: "t"}}, dynamo=False,
+    )
+    return path
+
+
+def test_a_dynamic_sequence_axis_is_spanned_by_the_profile_where_a_range_is_given(tokens_onnx, tmp_path):
+    with pytest.raises(UserError, match="dynamic dimension besides the batch"):
+        trtexec_command(TrtBuild(tokens_onnx, "fp16"), tmp_path / "e.engine")
+    _, args = _parse(trtexec_command(TrtBuild(tokens_onnx, "fp16", seq=(1, 64, 128)), tmp_path / "e.engine"))
+    assert args["--minShapes"] == "ids:1x1,mask:1x1"
+    assert args["--optShapes"] == "ids:1x64,mask:1x64"
+    assert args["--maxShapes"] == "ids:32x128,mask:32x128"
+    with pytest.raises(UserError, match="sequence lengths must satisfy"):
+        TrtBuild(tokens_onnx, "fp16", seq=(8, 4, 16))

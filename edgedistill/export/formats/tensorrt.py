@@ -20,7 +20,10 @@ class TensorRTFormat(DeployFormat):
         or from the fp16 ONNX, which strongly typed builds (TensorRT 10 and 11) accept as it is."""
         source, quant = self.source(precision, files)
         cache = files.src.timing_cache or files.folder.parent / "tensorrt.cache"
-        art = build_tensorrt(TrtBuild(source, precision), files.folder, timing_cache=cache)
+        # A transformer's engine takes any sequence up to the data's max_length, tuned and timed at it.
+        length = files.src.fixed_length
+        seq = None if length is None else (1, length, length)
+        art = build_tensorrt(TrtBuild(source, precision, seq=seq), files.folder, timing_cache=cache)
         path = art.engine if art.built else art.command_path
         return DeployArtifact(
             self.name, precision, path, source, targets, Parity.unchecked(), self.lint_source(source), art, quant,
@@ -32,7 +35,8 @@ TENSORRT = register(
     TensorRTFormat(
         "tensorrt", PRECISIONS, lint_runtime="tensorrt", runs_here=False, symmetric_int8=True, converters=("tensorrt",),
         # 2: the symmetric int8 of a QAT student is held to the score before QAT, as the run's int8 is;
-        # 3: where it does not hold, its weight-bearing ops are quantized alone before layers stay in float
+        # 3: where it does not hold, its weight-bearing ops are quantized alone before layers stay in
+        # float; a transformer's engine spans sequence lengths 1 to max_length
         revision=3,
     )
 )
