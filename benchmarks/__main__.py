@@ -31,6 +31,7 @@ FIGURES = (
     "every_task",
     "runtimes",
     "ptq_tasks",
+    "transformer_int8",
 )
 SUITE_HEADING = "## Suite run"
 

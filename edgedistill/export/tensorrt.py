@@ -71,7 +71,8 @@ class TrtBuild:
                 f"{self.min_batch} / {self.opt_batch} / {self.max_batch}"
             )
         if self.seq is not None and not 1 <= self.seq[0] <= self.seq[1] <= self.seq[2]:
-            raise UserError(f"TensorRT sequence lengths must satisfy 1 <= min <= opt <= max, got {' / '.join(map(str, self.seq))}")
+            got = " / ".join(map(str, self.seq))
+            raise UserError(f"TensorRT sequence lengths must satisfy 1 <= min <= opt <= max, got {got}")
 
 
 @dataclass(frozen=True)
