@@ -74,15 +74,20 @@ def tokenizer():
     return AutoTokenizer.from_pretrained(str(folder()))
 
 
-@functools.cache
-def sentences(quick: bool) -> Sentences:
-    """`edgedistill.data.text.builtin_sentences()` (prose from CPython's pydoc topics) in a seeded
-    order: the first ones calibrate, the next ones are held out for scoring and timing."""
+def split_texts(quick: bool) -> tuple[list[str], list[str]]:
+    """The calibration and held-out texts: `builtin_sentences()` in the example's seeded order."""
     texts = builtin_sentences()
     order = np.random.default_rng(example().seed).permutation(len(texts))
     texts = [texts[i] for i in order]
     n_val, n_calib = (QUICK_VAL, QUICK_CALIB) if quick else (VAL, CALIB)
-    calib, val = texts[:n_calib], texts[n_calib : n_calib + n_val]
+    return texts[:n_calib], texts[n_calib : n_calib + n_val]
+
+
+@functools.cache
+def sentences(quick: bool) -> Sentences:
+    """`edgedistill.data.text.builtin_sentences()` (prose from CPython's pydoc topics) in a seeded
+    order: the first ones calibrate, the next ones are held out for scoring and timing."""
+    calib, val = split_texts(quick)
     lengths = [len(tokenizer()(t)["input_ids"]) for t in val]
     # Batch 1: the held-out sentence of median token length, unpadded, as a deployed encoder sees it.
     median = val[int(np.argsort(lengths)[len(lengths) // 2])]

@@ -34,7 +34,7 @@ from edgedistill.compress.quantize import (
     QuantResult,
     quantize,
 )
-from edgedistill.data.text import Tokenized, builtin_sentences, tokenize
+from edgedistill.data.text import Tokenized, tokenize
 from edgedistill.fileio import quiet
 from edgedistill.ortsession import open_session
 from edgedistill.tasks.similarity import mean_cosine
@@ -87,12 +87,8 @@ def _sentences(model: Model, quick: bool) -> tuple[Tokenized, Tokenized]:
     """Calibration and held-out sentences in `benchmarks.minilm`'s order, in the model's own vocabulary."""
     from transformers import AutoTokenizer
 
-    texts = builtin_sentences()
-    order = np.random.default_rng(0).permutation(len(texts))
-    texts = [texts[i] for i in order]
-    n_val, n_calib = (minilm.QUICK_VAL, minilm.QUICK_CALIB) if quick else (minilm.VAL, minilm.CALIB)
     tok = AutoTokenizer.from_pretrained(str(model.tokenizer))
-    return tokenize(tok, texts[:n_calib], minilm.MAX_LENGTH), tokenize(tok, texts[n_calib : n_calib + n_val], minilm.MAX_LENGTH)
+    return tuple(tokenize(tok, texts, minilm.MAX_LENGTH) for texts in minilm.split_texts(quick))
 
 
 def _feed(path: Path, tokens: Tokenized) -> dict[str, np.ndarray]:
@@ -178,7 +174,7 @@ def run(quick: bool = False) -> str:
         more_rows, more_lines = _rows(model, quick, search=n > 0 and not quick)
         rows += more_rows
         lines += more_lines
-    n_val, n_calib = (minilm.QUICK_VAL, minilm.QUICK_CALIB) if quick else (minilm.VAL, minilm.CALIB)
+    n_calib, n_val = map(len, minilm.split_texts(quick))
     return "\n".join([
         "What: the MiniLM-L6 teacher and the two students of `edgedistill run --example minilm`, as the run exported them, "
         "each quantized by onnxruntime's static QDQ quantizer (`compress.quantize`'s registered handlers, MinMax "
