@@ -122,6 +122,30 @@ def outlier_norm() -> nn.Module:
     return OutlierNorm().eval()
 
 
+class TinyTokens(nn.Module):
+    """Token ids and a mask in, as a transformer takes them: an embedding, masked, then a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(20, 16)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.head((self.embed(ids) * mask.unsqueeze(-1).float()).sum(1))
+
+
+def tiny_tokens_onnx(path):
+    """A seeded TinyTokens exported to `path`: inputs `ids` and `mask`, both axes of each dynamic
+    as in a transformer's export, output `y` of 4 values."""
+    torch.manual_seed(0)
+    ids = torch.randint(0, 20, (2, 6))
+    torch.onnx.export(
+        TinyTokens().eval(), (ids, torch.ones_like(ids)), str(path), input_names=["ids", "mask"], output_names=["y"],
+        dynamic_axes={"ids": {0: "b", 1: "t"}, "mask": {0: "b", 1: "t"}}, dynamo=False,
+    )
+    return path
+
+
 # The files that take minutes, in the order they start: the suite's processes take whole files
 # (--dist loadfile) in collection order, and one of these started last would run on alone.
 LONG_FILES = (

@@ -3,8 +3,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
-from conftest import outlier_norm
+from conftest import outlier_norm, tiny_tokens_onnx
 
 from edgedistill.compress.quantize import (
     QUANTIZERS,
@@ -159,28 +158,8 @@ def test_the_weight_bearing_ops_alone_are_not_tried_where_nothing_else_is_quanti
     assert result.float_ops == () and result.assignments
 
 
-class _TwoInputs(torch.nn.Module):
-    """Token ids and a mask in, like a transformer: an embedding, masked, then a linear head."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.embed = torch.nn.Embedding(20, 16)
-        self.head = torch.nn.Linear(16, 4)
-
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        h = self.embed(ids) * mask.unsqueeze(-1).float()
-        return self.head(h.sum(1))
-
-
 def test_quantize_takes_named_inputs(tmp_path):
-    model = _TwoInputs().eval()
-    ids = torch.randint(0, 20, (2, 6))
-    path = tmp_path / "two.onnx"
-    torch.onnx.export(
-        model, (ids, torch.ones_like(ids)), str(path), input_names=["ids", "mask"], output_names=["y"],
-        dynamic_axes={"ids": {0: "b", 1: "t"}, "mask": {0: "b", 1: "t"}}, dynamo=False,
-    )
+    path = tiny_tokens_onnx(tmp_path / "two.onnx")
     rng = np.random.default_rng(0)
     feed = {"ids": rng.integers(0, 20, (40, 6)), "mask": np.ones((40, 6), np.int64)}
     fp32 = run_batched(open_session(path), feed)

@@ -5,8 +5,7 @@ import subprocess
 
 import numpy as np
 import pytest
-import torch
-from conftest import tiny_cnn
+from conftest import tiny_cnn, tiny_tokens_onnx
 
 from edgedistill.compress.quantize import Int8Static, Int8StaticSymmetric, quantize
 from edgedistill.errors import UserError
@@ -158,29 +157,10 @@ def test_real_engine_build(models, tmp_path, model, precision):
     assert again.built and np.isfinite(again.p50_ms)
 
 
-class _Tokens(torch.nn.Module):
-    """Token ids and a mask in, as a transformer takes them: an embedding, masked, then a head."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.embed = torch.nn.Embedding(20, 8)
-        self.head = torch.nn.Linear(8, 3)
-
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.head((self.embed(ids) * mask.unsqueeze(-1).float()).sum(1))
-
-
 @pytest.fixture(scope="module")
 def tokens_onnx(tmp_path_factory):
     """A graph of (batch, sequence) token inputs, both axes dynamic, as a transformer's export has them."""
-    path = tmp_path_factory.mktemp("trt-tokens") / "tokens.onnx"
-    ids = torch.randint(0, 20, (2, 6))
-    torch.onnx.export(
-        _Tokens().eval(), (ids, torch.ones_like(ids)), str(path), input_names=["ids", "mask"], output_names=["y"],
-        dynamic_axes={"ids": {0: "b", 1: "t"}, "mask": {0: "b", 1: "t"}}, dynamo=False,
-    )
-    return path
+    return tiny_tokens_onnx(tmp_path_factory.mktemp("trt-tokens") / "tokens.onnx")
 
 
 def test_a_dynamic_sequence_axis_is_spanned_by_the_profile_where_a_range_is_given(tokens_onnx, tmp_path):

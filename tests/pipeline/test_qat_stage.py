@@ -3,6 +3,8 @@ ships, and that a rerun takes it from the run directory."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import torch
@@ -11,6 +13,7 @@ from onnx import numpy_helper
 from conftest import SaidProgress
 
 from edgedistill import pipeline
+from edgedistill.compress.quantize import QuantResult
 from edgedistill.config import parse_config
 from edgedistill.export.formats.base import QAT_NOTE
 from edgedistill.pipeline import qat as qat_stage
@@ -95,11 +98,7 @@ def test_where_qat_ships_the_int8_files_for_targets_are_made_from_its_student(ti
     assert (folder / "qat.pt").is_file()
 
 
-def _int8(score: float, kept: tuple[str, ...] = (), float_ops: tuple[str, ...] = ()):
-    from pathlib import Path
-
-    from edgedistill.compress.quantize import QuantResult
-
+def _int8(score: float, kept: tuple[str, ...] = (), float_ops: tuple[str, ...] = ()) -> QuantResult:
     return QuantResult(Path("m.onnx"), "int8-static", 1000, score, 0.95, kept, (), "why", float_ops=float_ops)
 
 
