@@ -390,12 +390,13 @@ def _fallback(
         return quantized
 
     best, op_types, float_ops = mixed.Trial((), trial.score, trial.bytes, trial_path), None, ()
-    left = _left_in_float(method, src)
+    graph = onnx.load(str(src)).graph
+    left = _left_in_float(method, graph)
     if left and (scoped := quantized_in(WEIGHT_BEARING_OPS)(())).score > best.score:
         best, op_types, float_ops = scoped, WEIGHT_BEARING_OPS, left
     layers, assignments = [], ()
     if not holds(best.score):
-        layers = _layers(method, src, calib_x, val_x, fp32_out, workdir)
+        layers = _layers(method, src, graph, calib_x, val_x, fp32_out, workdir)
     if layers:  # a graph without weighted nodes has nothing to keep in float
         searched, assignments = mixed.assign(layers, quantized_in(op_types), holds)
         if holds(searched.score) or searched.score >= best.score:
@@ -405,9 +406,9 @@ def _fallback(
     ), assignments)
 
 
-def _left_in_float(method: QuantMethod, src: Path) -> tuple[str, ...]:
+def _left_in_float(method: QuantMethod, graph: onnx.GraphProto) -> tuple[str, ...]:
     """The op types of the graph that `method` would quantize beyond the weight-bearing ones."""
-    present = {node.op_type for node in onnx.load(str(src), load_external_data=False).graph.node}
+    present = {node.op_type for node in graph.node}
     return tuple(sorted(present & method.quantizable - WEIGHT_BEARING_OPS))
 
 
@@ -433,13 +434,14 @@ def _reason_fallback(
 def _layers(
     method: QuantMethod,
     src: Path,
+    graph: onnx.GraphProto,
     calib_x: Feed,
     val_x: Feed,
     fp32_out: np.ndarray,
     workdir: Path,
 ) -> list[mixed.Layer]:
-    """Weighted nodes, each with its output error on val_x when only it is int8 and its weights."""
-    graph = onnx.load(str(src)).graph
+    """Weighted nodes of `graph` (the model at `src`), each with its output error on val_x when
+    only it is int8 and its weights."""
     sizes = {i.name: int(np.prod(i.dims)) for i in graph.initializer}
     layers = []
     for i, node in enumerate(n for n in graph.node if n.op_type in WEIGHTED_OPS):
